@@ -1,0 +1,45 @@
+"""Root Typer app: wires each verb group's module into ``medfleet <verb>``.
+
+Verb modules import their heavy dependencies inside the command functions, so
+``medfleet --help`` stays fast and never imports torch.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from medfleet import __version__
+from medfleet.cli import data as data_cli
+from medfleet.cli import demo as demo_cli
+from medfleet.cli import evaluate as evaluate_cli
+
+app = typer.Typer(
+    name="medfleet",
+    help="Multi-task, multi-site medical imaging AI: data, models, federation, evaluation, monitoring.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_cli.app, name="data")
+app.command("demo")(demo_cli.demo)
+app.command("evaluate")(evaluate_cli.evaluate)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"medfleet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """medfleet: one toolkit for multi-task, multi-site medical imaging AI."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

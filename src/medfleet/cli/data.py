@@ -1,0 +1,110 @@
+"""``medfleet data``: make, import and check data sets (phantoms, public sets, validation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from medfleet.cli.common import FORMAT_OPTION, OutputFormat, console, err_console, fail, print_json
+from medfleet.cli.progress import progress_bar
+
+app = typer.Typer(help="Make, import and check data sets.", no_args_is_help=True)
+
+
+@app.command("phantoms")
+def phantoms(
+    out: Path = typer.Option(..., "--out", help="Folder to write the data set and its manifest.yaml into."),
+    sites: int = typer.Option(3, "--sites", min=1, max=26, help="Number of sites."),
+    cases_per_site: int = typer.Option(40, "--cases-per-site", min=1, help="Cases per task and site."),
+    dim: int = typer.Option(2, "--dim", min=2, max=3, help="2 for images, 3 for NIfTI volumes."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives byte-identical files."),
+    size: int = typer.Option(128, "--size", min=32, help="Image side length in pixels."),
+    fmt: OutputFormat = FORMAT_OPTION,
+) -> None:
+    """Write a multi-site, multi-task synthetic data set with known truth."""
+    from medfleet.data.phantoms import generate_phantoms
+
+    with progress_bar("phantoms", enabled=fmt is OutputFormat.text) as update:
+        manifest = generate_phantoms(
+            out, sites=sites, cases_per_site=cases_per_site, dim=dim, seed=seed, size=size, progress=update
+        )
+    result = {"manifest": str(manifest), "sites": sites, "cases_per_site": cases_per_site, "dim": dim, "seed": seed}
+    if fmt is OutputFormat.json:
+        print_json(result)
+    else:
+        console.print(f"wrote phantoms: [bold]{manifest}[/]")
+
+
+@app.command("prepare")
+def prepare(
+    name: str = typer.Argument(..., help="Data set: hc18, busi, pneumoniamnist or kvasir-seg."),
+    src: Path = typer.Option(..., "--src", help="Folder holding the public data set as downloaded."),
+    out: Path = typer.Option(..., "--out", help="Folder for the manifest, tables and derived files."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N cases."),
+    fmt: OutputFormat = FORMAT_OPTION,
+) -> None:
+    """Convert a public data set into a medfleet manifest and task tables."""
+    from medfleet.data.catalog import ADAPTERS, prepare_dataset
+    from medfleet.errors import MedfleetError
+
+    if name not in ADAPTERS:
+        fail(f"unknown data set {name!r}; known: {', '.join(sorted(ADAPTERS))}", code=2)
+    try:
+        with progress_bar(f"prepare {name}", enabled=fmt is OutputFormat.text) as update:
+            manifest = prepare_dataset(name, src, out, seed=seed, limit=limit, progress=update)
+    except MedfleetError as exc:
+        fail(str(exc))
+    if fmt is OutputFormat.json:
+        print_json({"dataset": name, "manifest": str(manifest)})
+    else:
+        console.print(f"wrote [bold]{manifest}[/]")
+
+
+@app.command("validate")
+def validate(
+    manifest: Path = typer.Argument(..., help="The manifest YAML to check."),
+    decode: bool = typer.Option(True, "--decode/--no-decode", help="Decode every image and mask."),
+    fmt: OutputFormat = FORMAT_OPTION,
+) -> None:
+    """Check a manifest and all its tables; list every problem; exit 1 on any error."""
+    from medfleet.data.validate import validate_manifest
+
+    with progress_bar("validate", enabled=fmt is OutputFormat.text) as update:
+        report = validate_manifest(manifest, decode=decode, progress=update)
+    if fmt is OutputFormat.json:
+        print_json(report.to_dict())
+    else:
+        print_report(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def print_report(report: object) -> None:
+    """Print a validation report for people: problems, then per-task counts."""
+    from rich.table import Table
+
+    from medfleet.data.validate import ValidationReport
+
+    assert isinstance(report, ValidationReport)
+    for problem in report.errors:
+        err_console.print(f"[red]error[/] {problem}", highlight=False, markup=True, soft_wrap=True)
+    for problem in report.warnings:
+        err_console.print(f"[yellow]warning[/] {problem}", highlight=False, markup=True, soft_wrap=True)
+    if report.counts:
+        table = Table(title=f"tasks in {report.manifest}")
+        for column in ("task", "rows", "labelled", "unlabelled", "splits", "sites"):
+            table.add_column(column)
+        for task, counts in report.counts.items():
+            table.add_row(
+                task,
+                str(counts.get("rows", 0)),
+                str(counts.get("labelled", 0)),
+                str(counts.get("unlabelled", 0)),
+                " ".join(f"{k}={v}" for k, v in sorted(counts.get("splits", {}).items())),
+                " ".join(f"{k}={v}" for k, v in sorted(counts.get("sites", {}).items())),
+            )
+        console.print(table)
+    verdict = "[green]valid[/]" if report.ok else f"[red]{len(report.errors)} error(s)[/]"
+    console.print(f"{report.manifest}: {verdict}, {len(report.warnings)} warning(s)")

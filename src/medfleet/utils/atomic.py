@@ -1,0 +1,111 @@
+"""Atomic file writing: write to a temporary file beside the target, then rename.
+
+A reader never sees a half-written file, and an interrupted write leaves the
+previous version (or nothing) in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    Use this when a library insists on writing to a file name itself
+    (nibabel, Pillow, h5py). The temporary file keeps the target's suffix(es)
+    so format detection by extension still works.
+
+    Args:
+        path: Final destination.
+        suffix: Suffix for the temporary file; defaults to the target's suffixes.
+
+    Yields:
+        The temporary path to write to.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> with atomic_path(d / "a.txt") as tmp:
+        ...     _ = tmp.write_text("hello")
+        >>> (d / "a.txt").read_text()
+        'hello'
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if suffix is None:
+        suffix = "".join(target.suffixes) or ".tmp"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(
+    path: str | os.PathLike[str], mode: str = "w", encoding: str | None = "utf-8", **kwargs: Any
+) -> Iterator[IO[Any]]:
+    """Open a temporary file for writing; it replaces ``path`` only when the block succeeds.
+
+    Args:
+        path: Final destination.
+        mode: ``"w"`` (text) or ``"wb"`` (binary).
+        encoding: Text encoding (ignored for binary mode).
+        **kwargs: Passed to :func:`open` (e.g. ``newline=""`` for CSV).
+
+    Yields:
+        An open file object.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> with atomic_open(d / "b.txt") as fh:
+        ...     _ = fh.write("x")
+        >>> (d / "b.txt").read_text()
+        'x'
+    """
+    if "b" in mode:
+        encoding = None
+    with atomic_path(path) as tmp, open(tmp, mode, encoding=encoding, **kwargs) as fh:
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically and return the path.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = write_text_atomic(pathlib.Path(tempfile.mkdtemp()) / "c.txt", "hi")
+        >>> p.read_text()
+        'hi'
+    """
+    with atomic_open(path, "w") as fh:
+        fh.write(text)
+    return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any, indent: int = 2) -> Path:
+    """Serialise ``obj`` as JSON (sorted keys, trailing newline) and write it atomically.
+
+    Example:
+        >>> import tempfile, pathlib, json
+        >>> p = write_json_atomic(pathlib.Path(tempfile.mkdtemp()) / "d.json", {"a": 1})
+        >>> json.loads(p.read_text())
+        {'a': 1}
+    """
+    return write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=True, default=str) + "\n")
