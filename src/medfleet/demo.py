@@ -64,7 +64,13 @@ class PhantomStage:
         cases = 12 if ctx.quick else 40
         size = 96 if ctx.quick else 128
         ctx.manifest = generate_phantoms(
-            ctx.out / "data", sites=3, cases_per_site=cases, dim=2, seed=ctx.seed, size=size, progress=progress
+            ctx.out / "data",
+            sites=3,
+            cases_per_site=cases,
+            dim=2,
+            seed=ctx.seed,
+            size=size,
+            progress=progress,
         )
         return {"manifest": str(ctx.manifest), "sites": 3, "cases_per_site": cases, "size": size}
 
@@ -97,7 +103,7 @@ class SiteSummaryStage:
     def run(self, ctx: DemoContext, progress: ProgressCallback) -> dict[str, Any]:
         """Per task and site: case count, mean and std of image intensity, spacing."""
         from medfleet.data.io import read_image
-        from medfleet.tables import read_table
+        from medfleet.tables import parse_spacing, read_table
         from medfleet.tasks import Manifest
 
         assert ctx.manifest is not None, "the phantoms stage must run first"
@@ -109,9 +115,12 @@ class SiteSummaryStage:
             per_site: dict[str, list[np.ndarray]] = {}
             spacings: dict[str, set[tuple[float, ...]]] = {}
             for row in read_table(manifest.table_path(spec)):
-                image = read_image(manifest.resolve(row["image"]))
+                spacing = parse_spacing(row["spacing"]) if row.get("spacing") else None
+                image = read_image(manifest.resolve(row["image"]), spacing=spacing)
                 per_site.setdefault(row["site"], []).append(image.array.astype(np.float64).ravel())
-                spacings.setdefault(row["site"], set()).add(tuple(round(s, 4) for s in image.spacing))
+                spacings.setdefault(row["site"], set()).add(
+                    tuple(round(s, 4) for s in image.spacing)
+                )
                 done += 1
                 progress(done, total)
             tasks[spec.name] = {
@@ -169,11 +178,21 @@ def run_demo(
     for stage in stages or STAGES:
         if on_stage is not None:
             on_stage(stage)
-        manager = progress_factory(stage) if progress_factory else contextlib.nullcontext(lambda d, t: None)
+        manager = (
+            progress_factory(stage)
+            if progress_factory
+            else contextlib.nullcontext(lambda d, t: None)
+        )
         start = time.perf_counter()
         with manager as progress:
             ctx.results[stage.name] = stage.run(ctx, progress)
         timings[stage.name] = round(time.perf_counter() - start, 3)
-    summary = {"out": str(ctx.out), "quick": quick, "seed": seed, "stages": ctx.results, "seconds": timings}
-    write_json_atomic(ctx.out / "demo_summary.json", summary)
+    summary = {
+        "out": str(ctx.out),
+        "quick": quick,
+        "seed": seed,
+        "stages": ctx.results,
+        "seconds": timings,
+    }
+    write_json_atomic(ctx.out / "demo_summary.json", summary, sort_keys=False)
     return summary

@@ -141,8 +141,8 @@ def parse_boxes(cell: str, ndim: int = 2) -> list[Box]:
             non-number, or an upper corner not above the lower corner.
 
     Example:
-        >>> parse_boxes("lesion:10,20,30,40;5,5,8,9")
-        [Box(coords=(10.0, 20.0, 30.0, 40.0), label='lesion', score=None), Box(coords=(5.0, 5.0, 8.0, 9.0), label=None, score=None)]
+        >>> [(b.label, b.coords) for b in parse_boxes("lesion:10,20,30,40;5,5,8,9")]
+        [('lesion', (10.0, 20.0, 30.0, 40.0)), (None, (5.0, 5.0, 8.0, 9.0))]
     """
     boxes: list[Box] = []
     text = (cell or "").strip()
@@ -216,7 +216,9 @@ def parse_landmarks(cell: str, n_points: int | None = None, ndim: int = 2) -> np
         parts = [p for p in item.replace(" ", ",").split(",") if p != ""]
         if len(parts) != ndim:
             expected = "x,y" if ndim == 2 else "x,y,z"
-            raise CellFormatError(f"point {i + 1} {item!r} has {len(parts)} numbers; expected {expected}")
+            raise CellFormatError(
+                f"point {i + 1} {item!r} has {len(parts)} numbers; expected {expected}"
+            )
         if all(p.lower() == "nan" for p in parts):
             continue
         points[i] = [parse_float(p, f"point {i + 1} coordinate") for p in parts]
@@ -296,7 +298,9 @@ def write_table(
         for row in rows:
             for key in row:
                 seen.setdefault(key, None)
-        columns = [c for c in BASE_COLUMNS if c in seen] + [c for c in seen if c not in BASE_COLUMNS]
+        columns = [c for c in BASE_COLUMNS if c in seen] + [
+            c for c in seen if c not in BASE_COLUMNS
+        ]
     with atomic_open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(columns), lineterminator="\n")
         writer.writeheader()
@@ -306,12 +310,12 @@ def write_table(
 
 
 def read_table(path: str | Path) -> list[dict[str, str]]:
-    """Read a task table as a list of ``{column: text}`` rows (cells stay text).
+    r"""Read a task table as a list of ``{column: text}`` rows (cells stay text).
 
     Example:
         >>> import tempfile, pathlib
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
-        >>> _ = p.write_text("case_id,label\\na,x\\n")
+        >>> _ = p.write_text("case_id,label\na,x\n")
         >>> read_table(p)
         [{'case_id': 'a', 'label': 'x'}]
     """

@@ -41,7 +41,7 @@ from medfleet.utils.atomic import write_text_atomic
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class TaskType(str, enum.Enum):
+class TaskType(enum.StrEnum):
     """The kinds of clinical task a manifest can hold."""
 
     segmentation = "segmentation"
@@ -175,7 +175,8 @@ class Manifest(BaseModel):
         >>> m = Manifest(
         ...     name="demo",
         ...     sites=[Site(name="a")],
-        ...     tasks=[TaskSpec(name="t", type="classification", table="t.csv", classes=["x", "y"])],
+        ...     tasks=[TaskSpec(name="t", type="classification", table="t.csv",
+        ...                     classes=["x", "y"])],
         ... )
         >>> m.task("t").classes
         ['x', 'y']
@@ -222,7 +223,9 @@ class Manifest(BaseModel):
         for spec in self.tasks:
             if spec.name == name:
                 return spec
-        raise KeyError(f"no task {name!r} in manifest {self.name!r}; tasks: {[t.name for t in self.tasks]}")
+        raise KeyError(
+            f"no task {name!r} in manifest {self.name!r}; tasks: {[t.name for t in self.tasks]}"
+        )
 
     def resolve(self, path: str | Path) -> Path:
         """Resolve a path written in the manifest or a table against the manifest's folder."""

@@ -12,8 +12,15 @@ HEAVY = ("torch", "monai", "transformers", "peft", "flwr", "diffusers")
 
 @pytest.mark.parametrize(
     "module",
-    ["medfleet", "medfleet.evaluate", "medfleet.tasks", "medfleet.tables", "medfleet.data.validate",
-     "medfleet.data.io", "medfleet.cli"],
+    [
+        "medfleet",
+        "medfleet.evaluate",
+        "medfleet.tasks",
+        "medfleet.tables",
+        "medfleet.data.validate",
+        "medfleet.data.io",
+        "medfleet.cli",
+    ],
 )
 def test_import_does_not_load_deep_learning_stack(module: str) -> None:
     code = (
@@ -21,7 +28,9 @@ def test_import_does_not_load_deep_learning_stack(module: str) -> None:
         f"importlib.import_module({module!r})\n"
         f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "", f"{module} imported {result.stdout.strip()}"
 
 

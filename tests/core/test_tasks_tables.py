@@ -29,8 +29,14 @@ def _manifest() -> Manifest:
         name="m",
         sites=[Site(name="a", vendor="GE", gain=1.2)],
         tasks=[
-            TaskSpec(name="seg", type="segmentation", table="seg.csv", labels={0: "bg", 2: "lesion"},
-                     raters=3, organ="breast"),
+            TaskSpec(
+                name="seg",
+                type="segmentation",
+                table="seg.csv",
+                labels={0: "bg", 2: "lesion"},
+                raters=3,
+                organ="breast",
+            ),
             TaskSpec(name="hc", type="regression", table="hc.csv", unit="mm", group="obstetrics"),
         ],
     )
@@ -79,8 +85,12 @@ def test_duplicate_task_and_unknown_task() -> None:
 
 def test_manifest_errors_name_file_and_task(tmp_path: Path) -> None:
     path = tmp_path / "m.yaml"
-    path.write_text("name: m\nsites: [{name: a}]\ntasks:\n  - {name: t, type: regression, table: t.csv}\n")
-    with pytest.raises(ManifestError, match=r"(?s)m\.yaml: manifest is invalid.*task 't'.*needs 'unit'"):
+    path.write_text(
+        "name: m\nsites: [{name: a}]\ntasks:\n  - {name: t, type: regression, table: t.csv}\n"
+    )
+    with pytest.raises(
+        ManifestError, match=r"(?s)m\.yaml: manifest is invalid.*task 't'.*needs 'unit'"
+    ):
         Manifest.load(path)
     path.write_text("- just\n- a list\n")
     with pytest.raises(ManifestError, match="expected a mapping"):
@@ -89,7 +99,11 @@ def test_manifest_errors_name_file_and_task(tmp_path: Path) -> None:
 
 def test_task_type_values() -> None:
     assert [t.value for t in TaskType] == [
-        "segmentation", "classification", "detection", "regression", "landmarks"
+        "segmentation",
+        "classification",
+        "detection",
+        "regression",
+        "landmarks",
     ]
 
 
@@ -110,8 +124,10 @@ def test_boxes_round_trip_and_errors() -> None:
 @given(
     st.lists(
         st.tuples(
-            st.floats(-1e4, 1e4, allow_nan=False), st.floats(-1e4, 1e4, allow_nan=False),
-            st.floats(0.01, 1e3), st.floats(0.01, 1e3),
+            st.floats(-1e4, 1e4, allow_nan=False),
+            st.floats(-1e4, 1e4, allow_nan=False),
+            st.floats(0.01, 1e3),
+            st.floats(0.01, 1e3),
         ),
         max_size=5,
     )
@@ -143,9 +159,29 @@ def test_spacing() -> None:
 
 
 def test_table_write_read(tmp_path: Path) -> None:
-    rows = [{"label": "x", "case_id": "a", "image": "a.png", "site": "s", "split": "train",
-             "subject": "a", "score": float("nan"), "age": 41.0}]
+    rows = [
+        {
+            "label": "x",
+            "case_id": "a",
+            "image": "a.png",
+            "site": "s",
+            "split": "train",
+            "subject": "a",
+            "score": float("nan"),
+            "age": 41.0,
+        }
+    ]
     path = write_table(tmp_path / "t.csv", rows)
     assert path.read_text().splitlines()[0] == "case_id,image,site,split,subject,label,score,age"
-    assert read_table(path) == [{"case_id": "a", "image": "a.png", "site": "s", "split": "train",
-                                 "subject": "a", "label": "x", "score": "", "age": "41"}]
+    assert read_table(path) == [
+        {
+            "case_id": "a",
+            "image": "a.png",
+            "site": "s",
+            "split": "train",
+            "subject": "a",
+            "label": "x",
+            "score": "",
+            "age": "41",
+        }
+    ]

@@ -51,7 +51,9 @@ def dataset(tmp_path: Path) -> Path:
             "subject": f"s{i // 2}",
         }
         rows["seg"].append({**base, "mask": "img/mask.png", "mask_rater1": "img/mask.png"})
-        rows["cls"].append({**base, "label": "benign" if i % 2 else "malignant", "age_band": "40-50"})
+        rows["cls"].append(
+            {**base, "label": "benign" if i % 2 else "malignant", "age_band": "40-50"}
+        )
         rows["det"].append({**base, "boxes": "lesion:1,2,10,12;15,3,30,20"})
         rows["reg"].append({**base, "value": f"{100 + i}.5", "spacing": "0.5,0.5"})
         rows["lmk"].append({**base, "landmarks": "1,2;29,19;;3.5,4"})
@@ -61,14 +63,28 @@ def dataset(tmp_path: Path) -> Path:
         "name": "toy",
         "sites": [{"name": "a", "vendor": "GE"}, {"name": "b"}],
         "tasks": [
-            {"name": "seg", "type": "segmentation", "table": "seg.csv", "organ": "breast",
-             "labels": {0: "background", 1: "organ", 2: "lesion"}, "raters": 1},
-            {"name": "cls", "type": "classification", "table": "cls.csv",
-             "classes": ["benign", "malignant"]},
+            {
+                "name": "seg",
+                "type": "segmentation",
+                "table": "seg.csv",
+                "organ": "breast",
+                "labels": {0: "background", 1: "organ", 2: "lesion"},
+                "raters": 1,
+            },
+            {
+                "name": "cls",
+                "type": "classification",
+                "table": "cls.csv",
+                "classes": ["benign", "malignant"],
+            },
             {"name": "det", "type": "detection", "table": "det.csv", "classes": ["lesion"]},
             {"name": "reg", "type": "regression", "table": "reg.csv", "unit": "mm"},
-            {"name": "lmk", "type": "landmarks", "table": "lmk.csv",
-             "landmarks": ["p1", "p2", "p3", "p4"]},
+            {
+                "name": "lmk",
+                "type": "landmarks",
+                "table": "lmk.csv",
+                "landmarks": ["p1", "p2", "p3", "p4"],
+            },
         ],
     }
     path = tmp_path / "manifest.yaml"
@@ -167,7 +183,9 @@ def test_mask_shape_mismatch(dataset: Path) -> None:
     Image.fromarray(np.zeros((H + 1, W), np.uint8)).save(dataset.parent / "img" / "big.png")
     _edit(dataset, "seg", 2, mask_rater1="img/big.png")
     problem = _only_error(dataset)
-    assert f"mask_rater1 shape ({H + 1}, {W}) differs from image shape ({H}, {W})" in problem.message
+    assert (
+        f"mask_rater1 shape ({H + 1}, {W}) differs from image shape ({H}, {W})" in problem.message
+    )
 
 
 def test_box_outside_image(dataset: Path) -> None:

@@ -15,7 +15,7 @@ from medfleet.cli import evaluate as evaluate_cli
 
 app = typer.Typer(
     name="medfleet",
-    help="Multi-task, multi-site medical imaging AI: data, models, federation, evaluation, monitoring.",
+    help="Multi-task, multi-site medical imaging AI: data, models, evaluation, monitoring.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -34,7 +34,11 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(
-        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+        False,
+        "--version",
+        callback=_version_callback,
+        is_eager=True,
+        help="Print the version and exit.",
     ),
 ) -> None:
     """medfleet: one toolkit for multi-task, multi-site medical imaging AI."""

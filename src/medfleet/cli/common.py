@@ -14,7 +14,7 @@ console = Console(stderr=False)
 err_console = Console(stderr=True)
 
 
-class OutputFormat(str, enum.Enum):
+class OutputFormat(enum.StrEnum):
     """How a command prints its result: for people (``text``) or programs (``json``)."""
 
     text = "text"

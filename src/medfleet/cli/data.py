@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from medfleet.cli.common import FORMAT_OPTION, OutputFormat, console, err_console, fail, print_json
+from medfleet.cli.common import FORMAT_OPTION, OutputFormat, console, fail, print_json
 from medfleet.cli.progress import progress_bar
 
 app = typer.Typer(help="Make, import and check data sets.", no_args_is_help=True)
@@ -14,12 +15,20 @@ app = typer.Typer(help="Make, import and check data sets.", no_args_is_help=True
 
 @app.command("phantoms")
 def phantoms(
-    out: Path = typer.Option(..., "--out", help="Folder to write the data set and its manifest.yaml into."),
-    sites: int = typer.Option(3, "--sites", min=1, max=26, help="Number of sites."),
-    cases_per_site: int = typer.Option(40, "--cases-per-site", min=1, help="Cases per task and site."),
-    dim: int = typer.Option(2, "--dim", min=2, max=3, help="2 for images, 3 for NIfTI volumes."),
-    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives byte-identical files."),
-    size: int = typer.Option(128, "--size", min=32, help="Image side length in pixels."),
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder to write the data set and its manifest.yaml into.")
+    ],
+    sites: Annotated[int, typer.Option("--sites", min=1, max=26, help="Number of sites.")] = 3,
+    cases_per_site: Annotated[
+        int, typer.Option("--cases-per-site", min=1, help="Cases per task and site.")
+    ] = 40,
+    dim: Annotated[
+        int, typer.Option("--dim", min=2, max=3, help="2 for images, 3 for NIfTI volumes.")
+    ] = 2,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Random seed; the same seed gives byte-identical files.")
+    ] = 0,
+    size: Annotated[int, typer.Option("--size", min=32, help="Image side length in pixels.")] = 128,
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
     """Write a multi-site, multi-task synthetic data set with known truth."""
@@ -27,9 +36,21 @@ def phantoms(
 
     with progress_bar("phantoms", enabled=fmt is OutputFormat.text) as update:
         manifest = generate_phantoms(
-            out, sites=sites, cases_per_site=cases_per_site, dim=dim, seed=seed, size=size, progress=update
+            out,
+            sites=sites,
+            cases_per_site=cases_per_site,
+            dim=dim,
+            seed=seed,
+            size=size,
+            progress=update,
         )
-    result = {"manifest": str(manifest), "sites": sites, "cases_per_site": cases_per_site, "dim": dim, "seed": seed}
+    result = {
+        "manifest": str(manifest),
+        "sites": sites,
+        "cases_per_site": cases_per_site,
+        "dim": dim,
+        "seed": seed,
+    }
     if fmt is OutputFormat.json:
         print_json(result)
     else:
@@ -38,11 +59,19 @@ def phantoms(
 
 @app.command("prepare")
 def prepare(
-    name: str = typer.Argument(..., help="Data set: hc18, busi, pneumoniamnist or kvasir-seg."),
-    src: Path = typer.Option(..., "--src", help="Folder holding the public data set as downloaded."),
-    out: Path = typer.Option(..., "--out", help="Folder for the manifest, tables and derived files."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the split."),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N cases."),
+    name: Annotated[
+        str, typer.Argument(help="Data set: hc18, busi, pneumoniamnist or kvasir_seg.")
+    ],
+    src: Annotated[
+        Path, typer.Option("--src", help="Folder holding the public data set as downloaded.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for the manifest, tables and derived files.")
+    ],
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split.")] = 0,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Use only the first N cases.")
+    ] = None,
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
     """Convert a public data set into a medfleet manifest and task tables."""
@@ -64,8 +93,10 @@ def prepare(
 
 @app.command("validate")
 def validate(
-    manifest: Path = typer.Argument(..., help="The manifest YAML to check."),
-    decode: bool = typer.Option(True, "--decode/--no-decode", help="Decode every image and mask."),
+    manifest: Annotated[Path, typer.Argument(help="The manifest YAML to check.")],
+    decode: Annotated[
+        bool, typer.Option("--decode/--no-decode", help="Decode every image and mask.")
+    ] = True,
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
     """Check a manifest and all its tables; list every problem; exit 1 on any error."""
@@ -88,10 +119,11 @@ def print_report(report: object) -> None:
     from medfleet.data.validate import ValidationReport
 
     assert isinstance(report, ValidationReport)
+    # problems are printed unwrapped so that file:line stays greppable and clickable
     for problem in report.errors:
-        err_console.print(f"[red]error[/] {problem}", highlight=False, markup=True, soft_wrap=True)
+        typer.secho(f"error {problem}", err=True, fg="red")
     for problem in report.warnings:
-        err_console.print(f"[yellow]warning[/] {problem}", highlight=False, markup=True, soft_wrap=True)
+        typer.secho(f"warning {problem}", err=True, fg="yellow")
     if report.counts:
         table = Table(title=f"tasks in {report.manifest}")
         for column in ("task", "rows", "labelled", "unlabelled", "splits", "sites"):
@@ -107,4 +139,6 @@ def print_report(report: object) -> None:
             )
         console.print(table)
     verdict = "[green]valid[/]" if report.ok else f"[red]{len(report.errors)} error(s)[/]"
-    console.print(f"{report.manifest}: {verdict}, {len(report.warnings)} warning(s)")
+    console.print(
+        f"{report.manifest}: {verdict}, {len(report.warnings)} warning(s)", soft_wrap=True
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -11,9 +12,13 @@ from medfleet.cli.progress import progress_bar
 
 
 def demo(
-    out: Path = typer.Option(Path("medfleet-demo"), "--out", help="Folder for everything the demo writes."),
-    quick: bool = typer.Option(False, "--quick", help="Smaller data for a run of a few seconds."),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for everything the demo writes.")
+    ] = Path("medfleet-demo"),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Smaller data for a run of a few seconds.")
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
     """Run the end-to-end demo: phantoms -> validation -> per-site summary."""
@@ -51,7 +56,7 @@ def _print_summary(summary: dict) -> None:
         table.add_column(column)
     for name, info in tasks.items():
         for site, stats in info["sites"].items():
-            spacing = ", ".join("x".join(f"{s:g}" for s in sp) for sp in stats["spacing_mm"])
+            spacing = ", ".join("x".join(f"{s:.3g}" for s in sp) for sp in stats["spacing_mm"])
             table.add_row(
                 name,
                 info["type"],
@@ -63,4 +68,6 @@ def _print_summary(summary: dict) -> None:
             )
     console.print(table)
     seconds = ", ".join(f"{k} {v:.1f}s" for k, v in summary["seconds"].items())
-    console.print(f"demo finished ({seconds}); summary: {Path(summary['out']) / 'demo_summary.json'}")
+    console.print(
+        f"demo finished ({seconds}); summary: {Path(summary['out']) / 'demo_summary.json'}"
+    )

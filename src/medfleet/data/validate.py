@@ -117,7 +117,7 @@ def validate_manifest(
     decode: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> ValidationReport:
-    """Validate a manifest and all its task tables.
+    r"""Validate a manifest and all its task tables.
 
     Checks that the manifest parses; each table exists, is CSV and has the
     columns of its task type; every row names a declared site, a known split,
@@ -139,8 +139,8 @@ def validate_manifest(
         >>> import tempfile, pathlib
         >>> d = pathlib.Path(tempfile.mkdtemp())
         >>> _ = (d / "m.yaml").write_text(
-        ...     "name: x\\nsites: [{name: a}]\\n"
-        ...     "tasks: [{name: t, type: regression, unit: mm, table: t.csv}]\\n")
+        ...     "name: x\nsites: [{name: a}]\n"
+        ...     "tasks: [{name: t, type: regression, unit: mm, table: t.csv}]\n")
         >>> report = validate_manifest(d / "m.yaml")
         >>> report.ok, report.errors[0].message
         (False, 'table file not found')
@@ -189,7 +189,9 @@ class _Checker:
         self.used_sites: set[str] = set()
         self.case_ids: dict[str, dict[str, int]] = defaultdict(dict)
         # (site, subject) -> {split: (table, line, case_id)}
-        self.subject_splits: dict[tuple[str, str], dict[str, tuple[str, int, str]]] = defaultdict(dict)
+        self.subject_splits: dict[tuple[str, str], dict[str, tuple[str, int, str]]] = defaultdict(
+            dict
+        )
         self._images: dict[str, Any] = {}
 
     # -- problems -------------------------------------------------------------------------
@@ -227,12 +229,19 @@ class _Checker:
             self.add(spec, f"not a readable UTF-8 CSV file ({exc})", "save the table as UTF-8 CSV")
             return None
         if not header:
-            self.add(spec, "table is empty (no header line)", "add the header line and one row per case")
+            self.add(
+                spec, "table is empty (no header line)", "add the header line and one row per case"
+            )
             return None
         header = [h.strip() for h in header]
         duplicates = sorted({h for h in header if header.count(h) > 1})
         if duplicates:
-            self.add(spec, f"columns {duplicates} appear more than once", "keep one of each column", line=1)
+            self.add(
+                spec,
+                f"columns {duplicates} appear more than once",
+                "keep one of each column",
+                line=1,
+            )
         required = list(BASE_COLUMNS) + list(TARGET_COLUMNS[spec.type.value])
         required += [rater_column(k) for k in range(1, spec.raters + 1)]
         missing = [c for c in required if c not in header]
@@ -253,7 +262,7 @@ class _Checker:
                 self.add(
                     spec,
                     f"has {len(values)} cells but the header has {len(header)} columns",
-                    "quote cells that contain commas, e.g. \"1,2,3,4\"",
+                    'quote cells that contain commas, e.g. "1,2,3,4"',
                     line=line,
                 )
                 continue
@@ -271,7 +280,9 @@ class _Checker:
         counts = self.report.counts[spec.name]
         for column in BASE_COLUMNS:
             if not row.get(column):
-                self.add(spec, "empty cell", f"fill in '{column}' for every row", column=column, **where)
+                self.add(
+                    spec, "empty cell", f"fill in '{column}' for every row", column=column, **where
+                )
         if case_id:
             first = self.case_ids[spec.name].get(case_id)
             if first is not None:
@@ -308,7 +319,7 @@ class _Checker:
                 )
             counts.setdefault("splits", {}).setdefault(split, 0)
             counts["splits"][split] += 1
-        if subject and site and split:
+        if subject and site and split in SPLITS:
             self.subject_splits[(site, subject)].setdefault(
                 split, (str(self.manifest.table_path(spec)), line, case_id or "")
             )
@@ -349,7 +360,7 @@ class _Checker:
                 spec,
                 str(exc),
                 f"write {spec.dim} positive numbers in mm, in array axis order, e.g. "
-                + ("\"0.5,0.5\"" if spec.dim == 2 else "\"3,0.8,0.8\""),
+                + ('"0.5,0.5"' if spec.dim == 2 else '"3,0.8,0.8"'),
                 column="spacing",
                 **where,
             )
@@ -362,7 +373,7 @@ class _Checker:
         where: dict[str, Any],
         want_values: bool = False,
     ) -> tuple[tuple[int, ...], np.ndarray | None] | None:
-        """Return (spatial shape, unique values or None) of a file, or None after adding a problem."""
+        """Return (spatial shape, unique values or None) of a file; None after adding a problem."""
         if not ref:
             return None
         resolved = self._resolve(ref)
@@ -401,7 +412,9 @@ class _Checker:
             return None
         return shape, values
 
-    def _decode(self, ref: str, with_values: bool) -> tuple[tuple[int, ...], np.ndarray | None, int] | str:
+    def _decode(
+        self, ref: str, with_values: bool
+    ) -> tuple[tuple[int, ...], np.ndarray | None, int] | str:
         from medfleet.data.io import read_header, read_image
 
         try:
@@ -421,7 +434,7 @@ class _Checker:
             return tuple(int(s) for s in shape), None, len(shape)
         except MedfleetError as exc:
             return getattr(exc, "reason", None) or str(exc)
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is a problem to report
+        except Exception as exc:
             return f"{type(exc).__name__}: {exc}"
 
     def _resolve(self, ref: str) -> str:
@@ -431,7 +444,11 @@ class _Checker:
     # -- per type -------------------------------------------------------------------------
 
     def _check_segmentation(
-        self, spec: TaskSpec, row: dict[str, str], where: dict[str, Any], shape: tuple[int, ...] | None
+        self,
+        spec: TaskSpec,
+        row: dict[str, str],
+        where: dict[str, Any],
+        shape: tuple[int, ...] | None,
     ) -> None:
         allowed = set(spec.labels or {})
         columns = ["mask"] + [rater_column(k) for k in range(1, spec.raters + 1)]
@@ -472,7 +489,11 @@ class _Checker:
                     )
 
     def _check_classification(
-        self, spec: TaskSpec, row: dict[str, str], where: dict[str, Any], shape: tuple[int, ...] | None
+        self,
+        spec: TaskSpec,
+        row: dict[str, str],
+        where: dict[str, Any],
+        shape: tuple[int, ...] | None,
     ) -> None:
         label = row["label"]
         if label not in (spec.classes or []):
@@ -485,12 +506,16 @@ class _Checker:
             )
 
     def _check_detection(
-        self, spec: TaskSpec, row: dict[str, str], where: dict[str, Any], shape: tuple[int, ...] | None
+        self,
+        spec: TaskSpec,
+        row: dict[str, str],
+        where: dict[str, Any],
+        shape: tuple[int, ...] | None,
     ) -> None:
         try:
             boxes = parse_boxes(row["boxes"], spec.dim)
         except CellFormatError as exc:
-            example = "\"10,20,50,60;70,5,90,30\"" if spec.dim == 2 else "\"1,2,3,10,20,30\""
+            example = '"10,20,50,60;70,5,90,30"' if spec.dim == 2 else '"1,2,3,10,20,30"'
             self.add(spec, str(exc), f"write boxes as {example}", column="boxes", **where)
             return
         for k, box in enumerate(boxes, start=1):
@@ -520,7 +545,11 @@ class _Checker:
                 )
 
     def _check_regression(
-        self, spec: TaskSpec, row: dict[str, str], where: dict[str, Any], shape: tuple[int, ...] | None
+        self,
+        spec: TaskSpec,
+        row: dict[str, str],
+        where: dict[str, Any],
+        shape: tuple[int, ...] | None,
     ) -> None:
         try:
             parse_float(row["value"], "value")
@@ -534,13 +563,21 @@ class _Checker:
             )
 
     def _check_landmarks(
-        self, spec: TaskSpec, row: dict[str, str], where: dict[str, Any], shape: tuple[int, ...] | None
+        self,
+        spec: TaskSpec,
+        row: dict[str, str],
+        where: dict[str, Any],
+        shape: tuple[int, ...] | None,
     ) -> None:
         names = spec.landmarks or []
         try:
             points = parse_landmarks(row["landmarks"], len(names), spec.dim)
         except CellFormatError as exc:
-            example = ";".join(["x,y"] * len(names)) if spec.dim == 2 else ";".join(["x,y,z"] * len(names))
+            example = (
+                ";".join(["x,y"] * len(names))
+                if spec.dim == 2
+                else ";".join(["x,y,z"] * len(names))
+            )
             self.add(
                 spec,
                 f"landmarks {exc}",
@@ -584,8 +621,10 @@ class _Checker:
                     line=line,
                     column="split",
                     case_id=case,
-                    message=f"subject {subject!r} of site {site!r} is in {len(splits)} splits: {places}",
-                    fix="put all images of a subject in one split (split by subject, never by image)",
+                    message=(
+                        f"subject {subject!r} of site {site!r} is in {len(splits)} splits: {places}"
+                    ),
+                    fix="put all images of a subject in one split (split by subject, not by image)",
                 )
             )
 
@@ -600,4 +639,3 @@ class _Checker:
                         severity=WARNING,
                     )
                 )
-

@@ -99,8 +99,12 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     return Path(path)
 
 
-def write_json_atomic(path: str | os.PathLike[str], obj: Any, indent: int = 2) -> Path:
-    """Serialise ``obj`` as JSON (sorted keys, trailing newline) and write it atomically.
+def write_json_atomic(
+    path: str | os.PathLike[str], obj: Any, indent: int = 2, sort_keys: bool = True
+) -> Path:
+    """Serialise ``obj`` as JSON (trailing newline) and write it atomically.
+
+    Keys are sorted unless ``sort_keys`` is False (then insertion order is kept).
 
     Example:
         >>> import tempfile, pathlib, json
@@ -108,4 +112,5 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, indent: int = 2) -
         >>> json.loads(p.read_text())
         {'a': 1}
     """
-    return write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=True, default=str) + "\n")
+    text = json.dumps(obj, indent=indent, sort_keys=sort_keys, default=str)
+    return write_text_atomic(path, text + "\n")

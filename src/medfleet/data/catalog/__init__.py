@@ -1,0 +1,131 @@
+"""Adapters that turn public medical imaging data sets into medfleet manifests and task tables.
+
+Each adapter reads one data set as downloaded, references its images by
+absolute path (nothing big is copied), writes only derived files (filled or
+thresholded masks) and the task tables plus ``manifest.yaml`` into the output
+folder, and splits by subject, deterministically for a given seed.
+
+=================  ===================================================================
+name               tasks written
+=================  ===================================================================
+``hc18``           ``hc18_seg`` (head mask), ``hc18_hc`` (head circumference, mm)
+``busi``           ``busi_cls`` (benign / malignant / normal), ``busi_seg`` if masked
+``pneumoniamnist`` ``pneumoniamnist_cls`` (normal / pneumonia)
+``kvasir_seg``     ``kvasir_polyp_seg`` (polyp mask), ``kvasir_polyp_det`` (boxes)
+=================  ===================================================================
+
+See docs/datasets.md for each adapter's input, split rule and quirks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from medfleet.data.catalog import busi, hc18, kvasir_seg, pneumoniamnist
+from medfleet.data.catalog.common import MANIFEST_NAME, PrepareOptions, ProgressCallback
+from medfleet.errors import MedfleetError
+
+__all__ = ["ADAPTERS", "MANIFEST_NAME", "Adapter", "PrepareOptions", "prepare_dataset"]
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A registered data set adapter.
+
+    Attributes:
+        name: Name used on the command line.
+        summary: One line on the data set and the tasks written.
+        expects: What the source folder must contain.
+        prepare: ``prepare(src, out, options) -> manifest path``.
+    """
+
+    name: str
+    summary: str
+    expects: str
+    prepare: Callable[[Path, Path, PrepareOptions], Path]
+
+
+ADAPTERS: dict[str, Adapter] = {
+    adapter.name: adapter
+    for adapter in (
+        Adapter(
+            hc18.NAME,
+            "HC18 fetal head ultrasound: head mask + head circumference (mm), split by subject",
+            hc18.EXPECTED,
+            hc18.prepare,
+        ),
+        Adapter(
+            busi.NAME,
+            "BUSI breast ultrasound: benign / malignant / normal, stratified split",
+            busi.EXPECTED,
+            busi.prepare,
+        ),
+        Adapter(
+            pneumoniamnist.NAME,
+            "PneumoniaMNIST chest X-ray: normal / pneumonia, the npz's own split",
+            pneumoniamnist.EXPECTED,
+            pneumoniamnist.prepare,
+        ),
+        Adapter(
+            kvasir_seg.NAME,
+            "Kvasir-SEG colonoscopy: polyp masks and boxes",
+            kvasir_seg.EXPECTED,
+            kvasir_seg.prepare,
+        ),
+    )
+}
+"""Registered adapters by name."""
+
+
+def prepare_dataset(
+    name: str,
+    src: str | Path,
+    out: str | Path,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    progress: ProgressCallback | None = None,
+    limit: int | None = None,
+) -> Path:
+    """Convert the public data set ``name`` in ``src`` into a manifest and tables in ``out``.
+
+    Args:
+        name: One of :data:`ADAPTERS` (``hc18``, ``busi``, ``pneumoniamnist``, ``kvasir_seg``).
+        src: The data set's folder as downloaded.
+        out: Output folder (created); must not be inside ``src``.
+        seed: Seed of the split (same inputs and seed give identical files).
+        val_fraction: Target share of images in ``val``.
+        test_fraction: Target share of images in ``test``.
+        progress: ``progress(done, total)`` callback.
+        limit: Use only the first N cases (deterministic; stratified sets keep their
+            class proportions).
+
+    Returns:
+        Path of the written ``manifest.yaml``.
+
+    Raises:
+        MedfleetError: For an unknown name (listing the known ones), bad fractions, or a
+            source folder without the expected files (a ``ManifestError`` naming the file).
+
+    Example:
+        >>> import tempfile
+        >>> try:
+        ...     prepare_dataset("nope", tempfile.mkdtemp(), tempfile.mkdtemp())
+        ... except Exception as exc:
+        ...     print(exc)
+        unknown data set 'nope'; known: busi, hc18, kvasir_seg, pneumoniamnist
+    """
+    adapter = ADAPTERS.get(name)
+    if adapter is None:
+        raise MedfleetError(f"unknown data set {name!r}; known: {', '.join(sorted(ADAPTERS))}")
+    options = PrepareOptions(
+        seed=seed,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        progress=progress,
+        limit=limit,
+    )
+    return adapter.prepare(Path(src), Path(out), options)
