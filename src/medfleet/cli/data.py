@@ -28,7 +28,10 @@ def phantoms(
     seed: Annotated[
         int, typer.Option("--seed", help="Random seed; the same seed gives byte-identical files.")
     ] = 0,
-    size: Annotated[int, typer.Option("--size", min=32, help="Image side length in pixels.")] = 128,
+    size: Annotated[
+        int | None,
+        typer.Option("--size", min=32, help="Image side in pixels [default: 128 in 2D, 64 in 3D]."),
+    ] = None,
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
     """Write a multi-site, multi-task synthetic data set with known truth."""
