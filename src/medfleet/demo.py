@@ -1,6 +1,6 @@
 """The end-to-end demo as a pipeline of named stages.
 
-``medfleet demo`` runs :data:`STAGES` in order over a shared :class:`DemoContext`.
+``medfleet demo`` runs :func:`default_stages` in order over a shared :class:`DemoContext`.
 Each stage reads what earlier stages left in the context, does its work under
 ``ctx.out``, and returns a JSON-ready dict that becomes its section of
 ``demo_summary.json``. New capabilities join the demo by appending a stage.
@@ -138,8 +138,39 @@ class SiteSummaryStage:
         return {"tasks": tasks}
 
 
-STAGES: list[Stage] = [PhantomStage(), ValidateStage(), SiteSummaryStage()]
-"""The demo's stages, in order."""
+def demo_model_scorer(ctx: DemoContext) -> Any:
+    """The model trained by the demo's ``train`` stage as ``images -> probabilities``.
+
+    Wraps the unified model's ``lesion_cls`` head so the monitoring stage watches the
+    demo model's own outputs; returns None when no model was trained in this run.
+    """
+    trained = ctx.results.get("train")
+    if not trained or ctx.manifest is None:
+        return None
+    from medfleet.tasks import Manifest
+    from medfleet.train.run import load_trained
+    from medfleet.train.scoring import classification_scorer
+
+    loaded = load_trained(trained["model"], Manifest.load(ctx.manifest))
+    if "lesion_cls" not in loaded.tasks:
+        return None
+    return classification_scorer(
+        loaded.model, "lesion_cls", loaded.image_size, normalisation=loaded.normalisation
+    )
+
+
+def default_stages() -> list[Stage]:
+    """The demo's stages, in order: data, training and evaluation, monitoring."""
+    from medfleet.monitor.demo_stage import MonitorStage
+    from medfleet.train.demo_stage import TrainStage
+
+    return [
+        PhantomStage(),
+        ValidateStage(),
+        SiteSummaryStage(),
+        TrainStage(),
+        MonitorStage(scorer_factory=demo_model_scorer),
+    ]
 
 
 def run_demo(
@@ -148,6 +179,7 @@ def run_demo(
     quick: bool = False,
     seed: int = 0,
     stages: list[Stage] | None = None,
+    only: list[str] | None = None,
     on_stage: Callable[[Stage], Any] | None = None,
     progress_factory: Callable[[Stage], Any] | None = None,
 ) -> dict[str, Any]:
@@ -157,7 +189,9 @@ def run_demo(
         out: Output folder.
         quick: Smaller data for a fast run.
         seed: Random seed.
-        stages: Stages to run (default :data:`STAGES`).
+        stages: Stages to run (default :func:`default_stages`).
+        only: Names of the default stages to run (in pipeline order); a stage that needs
+            an earlier one's output fails with a clear message when that one is left out.
         on_stage: Called with each stage before it runs.
         progress_factory: Returns a context manager yielding a progress callback per stage.
 
@@ -175,7 +209,16 @@ def run_demo(
     ctx = DemoContext(out=Path(out), quick=quick, seed=seed)
     ctx.out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    for stage in stages or STAGES:
+    selected = stages if stages is not None else default_stages()
+    if only is not None:
+        unknown = sorted(set(only) - {s.name for s in selected})
+        if unknown:
+            from medfleet.errors import MedfleetError
+
+            names = ", ".join(s.name for s in selected)
+            raise MedfleetError(f"unknown demo stage(s) {unknown}; stages: {names}")
+        selected = [s for s in selected if s.name in only]
+    for stage in selected:
         if on_stage is not None:
             on_stage(stage)
         manager = (

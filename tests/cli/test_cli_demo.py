@@ -5,21 +5,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from medfleet.cli import app
-from medfleet.demo import STAGES, DemoContext, run_demo
+from medfleet.demo import DemoContext, default_stages, run_demo
+
+DATA_STAGES = "phantoms,validate,summary"
 
 
-def test_demo_quick_writes_summary(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        app, ["demo", "--quick", "--out", str(tmp_path), "--format", "json"]
-    )
+def test_demo_data_stages_write_summary(tmp_path: Path) -> None:
+    args = ["demo", "--quick", "--out", str(tmp_path), "--stages", DATA_STAGES, "--format", "json"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     on_disk = json.loads((tmp_path / "demo_summary.json").read_text())
     assert printed == on_disk
-    assert list(on_disk["stages"]) == [stage.name for stage in STAGES]
+    assert list(on_disk["stages"]) == DATA_STAGES.split(",")
     assert on_disk["stages"]["validate"]["ok"] is True
     tasks = on_disk["stages"]["summary"]["tasks"]
     assert {info["type"] for info in tasks.values()} >= {
@@ -36,9 +38,26 @@ def test_demo_quick_writes_summary(tmp_path: Path) -> None:
 
 
 def test_demo_text_output(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(tmp_path)])
+    args = ["demo", "--quick", "--out", str(tmp_path), "--stages", DATA_STAGES]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "stage phantoms" in result.output and "demo finished" in result.output
+
+
+def test_demo_unknown_stage(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--stages", "phantoms,tran"])
+    assert result.exit_code == 1
+    assert "unknown demo stage(s) ['tran']" in result.output
+
+
+def test_default_stages_in_pipeline_order() -> None:
+    assert [s.name for s in default_stages()] == [
+        "phantoms",
+        "validate",
+        "summary",
+        "train",
+        "monitor",
+    ]
 
 
 def test_demo_stops_on_invalid_data(tmp_path: Path) -> None:
@@ -51,14 +70,26 @@ def test_demo_stops_on_invalid_data(tmp_path: Path) -> None:
             image.write_bytes(b"not a png")
             return {"broken": str(image)}
 
-    phantoms, validate = STAGES[0], STAGES[1]
-    try:
+    phantoms, validate = default_stages()[:2]
+    with pytest.raises(Exception, match=r"(?s)failed validation.*cannot decode"):
         run_demo(tmp_path, quick=True, stages=[phantoms, BreakData(), validate])
-    except Exception as exc:
-        assert "failed validation" in str(exc) and "cannot decode" in str(exc)
-    else:
-        raise AssertionError("the demo accepted corrupt data")
     assert not (tmp_path / "demo_summary.json").exists()
+
+
+@pytest.mark.slow
+def test_full_quick_demo_trains_evaluates_and_monitors(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["demo", "--quick", "--out", str(tmp_path), "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "demo_summary.json").read_text())
+    assert list(summary["stages"]) == ["phantoms", "validate", "summary", "train", "monitor"]
+    train = summary["stages"]["train"]
+    assert set(train["test"]) == {t for t in summary["stages"]["summary"]["tasks"]}
+    assert Path(train["model"]).is_file()
+    monitor = summary["stages"]["monitor"]
+    assert monitor["scorer"] == "demo model"
+    assert monitor["drift_detected"] is True
 
 
 def test_phantoms_command_json(tmp_path: Path) -> None:
@@ -87,8 +118,7 @@ def test_phantoms_command_json(tmp_path: Path) -> None:
 
 
 def test_prepare_unknown_dataset(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        app, ["data", "prepare", "nosuch", "--src", str(tmp_path), "--out", str(tmp_path / "o")]
-    )
+    args = ["data", "prepare", "nosuch", "--src", str(tmp_path), "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "unknown data set 'nosuch'" in result.output and "hc18" in result.output

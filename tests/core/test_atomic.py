@@ -29,3 +29,12 @@ def test_atomic_path_keeps_suffix_and_cleans_up(tmp_path: Path) -> None:
         raise ValueError
     assert not (tmp_path / "x.png").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vol.nii.gz"]
+
+
+def test_atomic_files_get_normal_permissions(tmp_path: Path) -> None:
+    import os
+
+    write_json_atomic(tmp_path / "a.json", {})
+    (tmp_path / "plain.json").write_text("{}")
+    mode = os.stat(tmp_path / "a.json").st_mode & 0o777
+    assert mode == os.stat(tmp_path / "plain.json").st_mode & 0o777

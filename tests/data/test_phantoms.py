@@ -218,12 +218,8 @@ def test_detection_boxes_are_the_tight_pixel_edge_boxes_of_each_blob(set2d: Mani
         assert len(boxes) == int(row["n_objects"]) == int(instances.max())
         for k, box in enumerate(boxes, start=1):
             rows_, cols = np.nonzero(instances == k)
-            assert box.coords == (
-                cols.min() - 0.5,
-                rows_.min() - 0.5,
-                cols.max() + 0.5,
-                rows_.max() + 0.5,
-            )
+            # box edges on pixel borders (medfleet.tables): x1 = last column + 1
+            assert box.coords == (cols.min(), rows_.min(), cols.max() + 1, rows_.max() + 1)
             assert box.label in ("cyst", "nodule")
         # Blobs never touch, so each box's blob is one connected component.
         assert ndimage.label(instances > 0)[1] == len(boxes)
@@ -397,8 +393,8 @@ def test_3d_boxes_volume_and_landmarks_hold(set3d: Manifest) -> None:
         instances = array(set3d, row["instance_mask"])
         for k, box in enumerate(parse_boxes(row["boxes"], ndim=3), start=1):
             zs, ys, xs = np.nonzero(instances == k)
-            lower = (xs.min() - 0.5, ys.min() - 0.5, zs.min() - 0.5)
-            upper = (xs.max() + 0.5, ys.max() + 0.5, zs.max() + 0.5)
+            lower = (xs.min(), ys.min(), zs.min())
+            upper = (xs.max() + 1, ys.max() + 1, zs.max() + 1)
             assert box.coords == lower + upper
     for row in load(set3d, "lesion_volume"):
         mask = array(set3d, row["lesion_mask"]) > 0

@@ -6,12 +6,18 @@ Verb modules import their heavy dependencies inside the command functions, so
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from medfleet import __version__
 from medfleet.cli import data as data_cli
 from medfleet.cli import demo as demo_cli
 from medfleet.cli import evaluate as evaluate_cli
+from medfleet.cli import monitor as monitor_cli
+from medfleet.cli import predict as predict_cli
+from medfleet.cli import report as report_cli
+from medfleet.cli import train as train_cli
 
 app = typer.Typer(
     name="medfleet",
@@ -22,7 +28,11 @@ app = typer.Typer(
 )
 app.add_typer(data_cli.app, name="data")
 app.command("demo")(demo_cli.demo)
+app.command("train")(train_cli.train)
+app.command("predict")(predict_cli.predict)
 app.command("evaluate")(evaluate_cli.evaluate)
+app.add_typer(report_cli.app, name="report")
+app.add_typer(monitor_cli.app, name="monitor")
 
 
 def _version_callback(value: bool) -> None:
@@ -33,13 +43,15 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(
-        False,
-        "--version",
-        callback=_version_callback,
-        is_eager=True,
-        help="Print the version and exit.",
-    ),
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version_callback,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
 ) -> None:
     """medfleet: one toolkit for multi-task, multi-site medical imaging AI."""
 

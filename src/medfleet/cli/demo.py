@@ -19,9 +19,16 @@ def demo(
         bool, typer.Option("--quick", help="Smaller data for a run of a few seconds.")
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    stages: Annotated[
+        str | None,
+        typer.Option(
+            "--stages",
+            help="Comma-separated stages to run (phantoms,validate,summary,train,monitor).",
+        ),
+    ] = None,
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
-    """Run the end-to-end demo: phantoms -> validation -> per-site summary."""
+    """Run the end-to-end demo: phantoms, validation, training + evaluation, monitoring."""
     from medfleet.demo import run_demo
     from medfleet.errors import MedfleetError
 
@@ -36,6 +43,7 @@ def demo(
             out,
             quick=quick,
             seed=seed,
+            only=[s.strip() for s in stages.split(",") if s.strip()] if stages else None,
             on_stage=on_stage,
             progress_factory=lambda stage: progress_bar(stage.name, enabled=text),
         )
@@ -66,8 +74,40 @@ def _print_summary(summary: dict) -> None:
                 f"{stats['intensity_std']:.1f}",
                 spacing,
             )
-    console.print(table)
+    if tasks:
+        console.print(table)
+    train = summary["stages"].get("train")
+    if train:
+        scores = Table(title=f"unified {train['backbone']} model on the test split")
+        for column in ("task", "metric", "value"):
+            scores.add_column(column)
+        for task, metrics in train["test"].items():
+            for metric, value in metrics.items():
+                scores.add_row(task, metric, _fmt(value))
+        console.print(scores)
+    monitor = summary["stages"].get("monitor")
+    if monitor:
+        drift = Table(
+            title=f"drift monitoring ({monitor['scorer']}): {monitor['drifted_site']} drifts"
+        )
+        columns = ["scheme", "precision", "recall", "f1", "severity_f1"]
+        for column in columns:
+            drift.add_column(column)
+        for row in monitor["table"]:
+            drift.add_row(*(_fmt(row.get(c, "")) for c in columns))
+        console.print(drift)
+        false_sites = ", ".join(monitor["false_alarm_sites"]) or "none"
+        console.print(
+            f"alerts: {len(monitor['alerts'])}; drift at {monitor['drifted_site']} detected: "
+            f"{monitor['drift_detected']}; false-alarm sites: {false_sites}"
+        )
     seconds = ", ".join(f"{k} {v:.1f}s" for k, v in summary["seconds"].items())
     console.print(
         f"demo finished ({seconds}); summary: {Path(summary['out']) / 'demo_summary.json'}"
     )
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)

@@ -1,4 +1,7 @@
-"""``medfleet evaluate``: score predictions against references, write cases.csv and summary.json."""
+"""``medfleet evaluate``: score predictions; write cases.csv, summary.json and report.html.
+
+``--preset NAME`` scores with a challenge's official scheme (docs/challenges.md).
+"""
 
 from __future__ import annotations
 
@@ -35,8 +38,17 @@ def _parse_reference(text: str | None) -> tuple[int, int] | None:
     return i, j
 
 
+def _preset_options(items: list[str] | None) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            fail(f"--preset-option {item!r} must be NAME=VALUE (e.g. literal=true)", code=2)
+        out.append((name.strip(), value.strip()))
+    return tuple(out)
+
+
 def evaluate(
-    task_type: Annotated[str, typer.Option("--task-type", help=f"Task type: {_TASK_HELP}")],
     pred: Annotated[
         Path,
         typer.Option(
@@ -50,6 +62,12 @@ def evaluate(
     out: Annotated[
         Path, typer.Option("--out", help="Output folder for cases.csv and summary.json.")
     ],
+    task_type: Annotated[
+        str | None,
+        typer.Option(
+            "--task-type", help=f"Task type: {_TASK_HELP} Optional with --preset (its default)."
+        ),
+    ] = None,
     meta: Annotated[
         Path | None,
         typer.Option(
@@ -155,14 +173,39 @@ def evaluate(
             help="Two landmark indices i,j whose reference distance normalises the errors.",
         ),
     ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            "--preset",
+            help="Challenge preset: mama-mia-seg, mama-mia-pcr, curvas, fugc, iugc, fmc-uia, "
+            "landmarks-isbi2015 or hc18 (docs/challenges.md).",
+        ),
+    ] = None,
+    preset_option: Annotated[
+        list[str] | None,
+        typer.Option("--preset-option", help="Preset option NAME=VALUE; repeat for several."),
+    ] = None,
+    units: Annotated[
+        str | None,
+        typer.Option("--units", help="Preset units, e.g. voxel or mm (preset default)."),
+    ] = None,
+    report: Annotated[
+        bool, typer.Option("--report/--no-report", help="Write report.html next to the results.")
+    ] = True,
     output_format: OutputFormat = FORMAT_OPTION,
 ) -> None:
-    """Score predictions against references; write cases.csv and summary.json to --out."""
+    """Score predictions against references; write cases.csv, summary.json and report.html."""
     from medfleet.errors import MedfleetError
     from medfleet.evaluate.aggregate import json_safe
     from medfleet.evaluate.runner import EvaluationConfig, run_evaluation
 
+    if task_type is None and preset is None:
+        fail("give --task-type (or a --preset, which implies one)", code=2)
     try:
+        if task_type is None:
+            from medfleet.evaluate.challenges import get_preset
+
+            task_type = get_preset(str(preset)).task_types[0]
         config = EvaluationConfig(
             task_type=task_type,
             pred=pred,
@@ -189,6 +232,10 @@ def evaluate(
             missing_landmarks=missing_landmarks,
             landmark_penalty=landmark_penalty,
             landmark_reference=_parse_reference(landmark_reference),
+            preset=preset,
+            preset_options=_preset_options(preset_option),
+            units=units,
+            report=report,
         )
         with contextlib.ExitStack() as stack:
             bar: list[Any] = []
@@ -208,6 +255,7 @@ def evaluate(
                 {
                     "cases_csv": result.cases_csv,
                     "summary_json": result.summary_json,
+                    "report_html": result.report_html,
                     "summary": result.summary,
                 }
             )
@@ -259,4 +307,12 @@ def _print_summary(result: Any) -> None:
         )
     if cases["extra_ignored"]:
         console.print(f"[yellow]{len(cases['extra_ignored'])} extra prediction(s) ignored[/]")
-    console.print(f"wrote {result.cases_csv} and {result.summary_json}", highlight=False)
+    preset = summary.get("preset")
+    if preset:
+        score = preset["score"]
+        shown = "none" if score is None else _fmt(float(score))
+        console.print(f"{preset['name']}: {preset['score_name']} = {shown}", highlight=False)
+    written = [result.cases_csv, result.summary_json]
+    if result.report_html is not None:
+        written.append(result.report_html)
+    console.print("wrote " + ", ".join(str(p) for p in written), highlight=False)

@@ -189,19 +189,20 @@ def lesion_classification(ctx: CaseContext) -> CaseOutput:
 def detection_boxes(instances: np.ndarray, labels: list[str]) -> list[Box]:
     """Tight boxes of instances ``1..n`` of an instance map: pixel edges around each blob.
 
-    ``x0 = min column - 0.5``, ``x1 = max column + 0.5`` (and the same for rows and
-    slices), so the box area equals the pixel count of the blob's bounding rectangle.
+    Box edges lie on pixel borders (the :mod:`medfleet.tables` convention):
+    ``x0 = min column``, ``x1 = max column + 1`` (and the same for rows and slices),
+    so the box area equals the pixel count of the blob's bounding rectangle.
 
     Example:
         >>> inst = np.zeros((5, 6), np.uint8); inst[1:3, 2:5] = 1
         >>> detection_boxes(inst, ["nodule"])
-        [Box(coords=(1.5, 0.5, 4.5, 2.5), label='nodule', score=None)]
+        [Box(coords=(2.0, 1.0, 5.0, 3.0), label='nodule', score=None)]
     """
     boxes = []
     for k, label in enumerate(labels, start=1):
         lower, upper = bounding_box(instances == k)
-        xyz_lower = [v - 0.5 for v in reversed(lower)]
-        xyz_upper = [v + 0.5 for v in reversed(upper)]
+        xyz_lower = [float(v) for v in reversed(lower)]
+        xyz_upper = [float(v) + 1.0 for v in reversed(upper)]
         boxes.append(Box(coords=tuple(float(v) for v in (*xyz_lower, *xyz_upper)), label=label))
     return boxes
 

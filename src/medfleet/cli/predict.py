@@ -1,0 +1,126 @@
+"""``medfleet predict``: run a trained model over a split; write what ``evaluate`` reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from medfleet.cli.common import FORMAT_OPTION, OutputFormat, console, fail, print_json
+from medfleet.cli.progress import progress_bar
+
+
+def predict(
+    checkpoint: Annotated[
+        Path,
+        typer.Option(
+            "--checkpoint",
+            help="model.pt of a training run, its checkpoints/last.pt, or the run folder.",
+        ),
+    ],
+    manifest: Annotated[Path, typer.Option("--manifest", "-m", help="The manifest YAML.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder for the predictions.")],
+    split: Annotated[
+        str, typer.Option("--split", help="Split to predict: train, val or test.")
+    ] = "test",
+    tasks: Annotated[
+        str | None,
+        typer.Option("--tasks", help="Comma-separated tasks (default: all the model serves)."),
+    ] = None,
+    batch_size: Annotated[
+        int,
+        typer.Option("--batch-size", min=1, help="Images per forward pass (1: exact runtimes)."),
+    ] = 1,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="CPU threads of torch.")
+    ] = None,
+    evaluate: Annotated[
+        bool,
+        typer.Option("--evaluate", help="Also score the predictions (OUT/evaluation/<task>)."),
+    ] = False,
+    fmt: OutputFormat = FORMAT_OPTION,
+) -> None:
+    """Predict a split of a manifest with a trained model; write masks, probabilities and CSVs."""
+    from medfleet.errors import MedfleetError
+    from medfleet.tables import SPLITS
+    from medfleet.tasks import Manifest
+
+    text = fmt is OutputFormat.text
+    if split not in SPLITS:
+        fail(f"--split {split!r} is not one of {list(SPLITS)}", code=2)
+    try:
+        from medfleet.train.predict import evaluate_predictions, predict_manifest
+        from medfleet.train.run import load_trained
+        from medfleet.train.trainer import resolve_device
+
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        loaded_manifest = Manifest.load(manifest)
+        dev = resolve_device(device)
+        loaded = load_trained(checkpoint, loaded_manifest, device=dev)
+        names = loaded.tasks
+        if tasks is not None:
+            wanted = [t.strip() for t in tasks.split(",") if t.strip()]
+            unknown = [t for t in wanted if t not in loaded.tasks]
+            if unknown:
+                fail(f"the model has no head for task(s) {unknown}; it serves {loaded.tasks}")
+            names = wanted
+        with progress_bar(f"predict {split}", enabled=text) as progress:
+            run = predict_manifest(
+                loaded.model,
+                loaded_manifest,
+                out,
+                split=split,
+                tasks=names,
+                image_size=loaded.image_size,
+                normalisation=loaded.normalisation,  # type: ignore[arg-type]
+                device=dev,
+                batch_size=batch_size,
+                progress=progress,
+            )
+        summary: dict[str, Any] = run.to_dict()
+        if evaluate:
+            from medfleet.train.paradigms import headline
+
+            scored = evaluate_predictions(loaded_manifest, run)
+            summary["evaluation"] = {
+                task: {"summary_json": r["summary_json"], "metrics": headline(r["summary"])}
+                for task, r in scored.items()
+            }
+    except MedfleetError as exc:
+        fail(str(exc))
+    if not text:
+        from medfleet.train.transfer import _json_safe
+
+        print_json(_json_safe(summary))
+        return
+    _print_summary(summary)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"predictions ({summary['split']} split)")
+    for column in ("task", "type", "cases", "ms / image", "metrics"):
+        table.add_column(column)
+    evaluation = summary.get("evaluation", {})
+    for task, info in summary["tasks"].items():
+        metrics = evaluation.get(task, {}).get("metrics", {})
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+        table.add_row(
+            task,
+            info["type"],
+            str(info["n_cases"]),
+            f"{1000 * info['runtime_s_mean']:.1f}",
+            shown,
+        )
+    console.print(table)
+    if summary.get("skipped"):
+        console.print(f"no rows in this split: {', '.join(summary['skipped'])}", highlight=False)
+    console.print(f"written under {summary['out']}; score with:", highlight=False)
+    for info in summary["tasks"].values():
+        console.print(f"  {info['evaluate']}", highlight=False, markup=False)

@@ -1,0 +1,101 @@
+"""``medfleet report``: reports built from finished runs (``compare`` two evaluations)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from medfleet.cli.common import FORMAT_OPTION, OutputFormat, console, fail, print_json
+
+app = typer.Typer(
+    name="report",
+    help="Reports from finished runs: compare two evaluations with paired tests.",
+    no_args_is_help=True,
+)
+
+
+@app.command("compare")
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="Folder of evaluation A (the reference).")],
+    run_b: Annotated[Path, typer.Argument(help="Folder of evaluation B (compared with A).")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output folder (default: compare_<A>_vs_<B> next to B)."),
+    ] = None,
+    resamples: Annotated[
+        int, typer.Option("--resamples", min=100, help="Bootstrap resamples per CI.")
+    ] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+    alpha: Annotated[
+        float,
+        typer.Option("--alpha", min=0.0, max=1.0, help="Significance level after Holm."),
+    ] = 0.05,
+    output_format: OutputFormat = FORMAT_OPTION,
+) -> None:
+    """Compare two evaluations case by case; write compare.json and compare.html."""
+    from medfleet.errors import MedfleetError
+    from medfleet.report.compare import compare_runs, write_comparison
+
+    target = out or run_b.parent / f"compare_{run_a.name}_vs_{run_b.name}"
+    try:
+        result = compare_runs(run_a, run_b, n_resamples=resamples, seed=seed, alpha=alpha)
+        json_path, html_path = write_comparison(result, target)
+    except MedfleetError as err:
+        fail(str(err))
+    if output_format == OutputFormat.json:
+        print_json(
+            {"compare_json": str(json_path), "compare_html": str(html_path), **result.to_dict()}
+        )
+        return
+    _print(result, json_path, html_path)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def _print(result: Any, json_path: Path, html_path: Path) -> None:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        title=f"medfleet report compare: B - A ({result.task_type})",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for column in (
+        "group",
+        "metric",
+        "n",
+        "mean A",
+        "mean B",
+        "B - A",
+        "95% CI",
+        "p (Holm)",
+        "better",
+    ):
+        table.add_column(column, justify="left" if column in ("group", "metric") else "right")
+    for r in result.rows:
+        table.add_row(
+            str(r["group"]),
+            str(r["metric"]),
+            str(r["n"]),
+            _fmt(r["mean_a"]),
+            _fmt(r["mean_b"]),
+            _fmt(r["difference"]),
+            f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
+            _fmt(r.get("p_holm")),
+            str(r.get("better")),
+        )
+    console.print(table)
+    if result.only_a or result.only_b:
+        console.print(
+            f"[yellow]{len(result.only_a)} case(s) only in A, {len(result.only_b)} only in B "
+            "(not compared)[/]"
+        )
+    console.print(f"wrote {json_path} and {html_path}", highlight=False)

@@ -1,0 +1,249 @@
+"""``medfleet train``: train task-specific, grouped or unified models (or all three and compare)."""
+
+from __future__ import annotations
+
+import enum
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from medfleet.cli.common import FORMAT_OPTION, OutputFormat, console, fail, print_json
+from medfleet.cli.progress import progress_bar
+
+
+class Paradigm(enum.StrEnum):
+    """Which models to train."""
+
+    task_specific = "task-specific"
+    grouped = "grouped"
+    unified = "unified"
+    all = "all"
+
+
+def _split_list(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        fail("--tasks is empty; give comma-separated task names", code=2)
+    return items
+
+
+def train(
+    manifest: Annotated[Path, typer.Option("--manifest", "-m", help="The manifest YAML.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder of the experiment.")],
+    paradigm: Annotated[
+        Paradigm,
+        typer.Option(
+            "--paradigm",
+            help="task-specific (one model per task), grouped (one per clinical group), "
+            "unified (one for all) or all (the three, then the transfer analysis).",
+        ),
+    ] = Paradigm.unified,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="YAML with 'model:' (ModelConfig) and 'train:' sections."),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs.")] = None,
+    steps: Annotated[
+        int | None, typer.Option("--steps", min=1, help="Stop after this many optimiser steps.")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Images per batch and process.")
+    ] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", min=0, help="Random seed.")] = None,
+    sampling: Annotated[
+        str | None,
+        typer.Option("--sampling", help="Task sampling: proportional, uniform or temperature."),
+    ] = None,
+    backbone: Annotated[
+        str | None, typer.Option("--backbone", help="Backbone name (e.g. vit-tiny).")
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", min=8, help="Model input size in pixels.")
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option("--weights", help="Local pretrained backbone weights.")
+    ] = None,
+    tasks: Annotated[
+        str | None, typer.Option("--tasks", help="Comma-separated tasks (default: all).")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="CPU threads of torch.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue every model from its last checkpoint.")
+    ] = False,
+    test_split: Annotated[
+        str, typer.Option("--test-split", help="Split predicted and scored after training.")
+    ] = "test",
+    evaluation_report: Annotated[
+        bool,
+        typer.Option(
+            "--evaluation-report/--no-evaluation-report",
+            help="Write each task's evaluation report.html.",
+        ),
+    ] = True,
+    n_resamples: Annotated[
+        int, typer.Option("--n-resamples", min=10, help="Bootstrap resamples (with 'all').")
+    ] = 1000,
+    fmt: OutputFormat = FORMAT_OPTION,
+) -> None:
+    """Train models on a manifest's tasks, predict the test split and score it."""
+    from pydantic import ValidationError
+
+    from medfleet.errors import MedfleetError
+    from medfleet.tasks import Manifest
+    from medfleet.train.config import TrainConfig, load_run_config
+
+    text = fmt is OutputFormat.text
+    try:
+        loaded = Manifest.load(manifest)
+        model_section: dict[str, Any] = {}
+        train_config = TrainConfig()
+        if config is not None:
+            model_section, train_config = load_run_config(config)
+        overrides = {
+            "epochs": epochs,
+            "max_steps": steps,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "sampling": sampling,
+            "device": device,
+            "threads": threads,
+        }
+        train_update = {k: v for k, v in overrides.items() if v is not None}
+        train_config = TrainConfig.model_validate({**train_config.model_dump(), **train_update})
+        model_update = {"backbone": backbone, "image_size": image_size, "weights": weights}
+        model_section = {**model_section, **{k: v for k, v in model_update.items() if v}}
+        from medfleet.models import ModelConfig
+
+        model_config = ModelConfig.model_validate(model_section)
+    except ValidationError as exc:
+        fail(f"invalid setting: {exc}", code=2)
+    except MedfleetError as exc:
+        fail(str(exc))
+
+    def log(message: str) -> None:
+        if text:
+            console.print(message, highlight=False, markup=False)
+
+    try:
+        summary = run_training(
+            loaded,
+            paradigm.value,
+            out,
+            model_config,
+            train_config,
+            tasks=_split_list(tasks),
+            resume=resume,
+            test_split=test_split,
+            evaluation_report=evaluation_report,
+            n_resamples=n_resamples,
+            log=log,
+            progress_factory=lambda description: progress_bar(description, enabled=text),
+        )
+    except MedfleetError as exc:
+        fail(str(exc))
+    if not text:
+        print_json(summary)
+        return
+    _print_summary(summary)
+
+
+def run_training(
+    manifest: Any,
+    paradigm: str,
+    out: Path,
+    model_config: Any,
+    train_config: Any,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Run one paradigm or all three; write ``run_config.yaml`` and return a JSON-ready summary."""
+    import yaml
+
+    from medfleet.train.paradigms import run_all, run_paradigm
+    from medfleet.train.transfer import _json_safe
+    from medfleet.utils.atomic import write_text_atomic
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = {
+        "model": model_config.model_dump(mode="json"),
+        "train": train_config.model_dump(mode="json"),
+    }
+    write_text_atomic(out / "run_config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    n_resamples = kwargs.pop("n_resamples", 1000)
+    summary: dict[str, Any] = {"out": str(out), "paradigm": paradigm}
+    if paradigm == "all":
+        results, files = run_all(
+            manifest, out, model_config, train_config, n_resamples=n_resamples, **kwargs
+        )
+        summary["paradigms"] = {p: r.to_dict() for p, r in results.items()}
+        summary["transfer"] = {k: str(v) for k, v in files.items()}
+        import json
+
+        summary["transfer_rows"] = json.loads(files["transfer_json"].read_text())["rows"]
+    else:
+        result = run_paradigm(manifest, paradigm, out, model_config, train_config, **kwargs)
+        summary["paradigms"] = {paradigm: result.to_dict()}
+    return _json_safe(summary)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
+    return "–" if value is None else str(value)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title="test metrics")
+    for column in ("paradigm", "model", "task", "metrics"):
+        table.add_column(column)
+    for paradigm, info in summary["paradigms"].items():
+        for model in info["models"]:
+            for task, metrics in model["test_metrics"].items():
+                shown = ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items())
+                table.add_row(paradigm, model["name"], task, shown)
+    console.print(table)
+    costs = Table(title="cost per paradigm")
+    for column in ("paradigm", "models", "parameters", "train s", "ms / image"):
+        costs.add_column(column)
+    for paradigm, info in summary["paradigms"].items():
+        c = info["costs"]
+        per_image = c.get("inference_s_per_image")
+        costs.add_row(
+            paradigm,
+            str(c["models"]),
+            f"{c['parameters']:,}",
+            _fmt(c["train_seconds"]),
+            _fmt(1000 * per_image) if isinstance(per_image, int | float) else "–",
+        )
+    console.print(costs)
+    if "transfer" in summary:
+        rows = [r for r in summary["transfer_rows"] if r["level"] in ("task", "all")]
+        transfer = Table(title="transfer vs task-specific (positive = better)")
+        for column in ("paradigm", "task", "delta", "95% CI", "negative transfer"):
+            transfer.add_column(column)
+        for r in rows:
+            ci = f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]"
+            flag = "yes" if r["negative_transfer"] else ""
+            transfer.add_row(r["paradigm"], r["name"], _pct(r["delta"]), ci, flag)
+        console.print(transfer)
+        console.print(f"report: {summary['transfer']['report_html']}", highlight=False)
+    console.print(f"outputs under {summary['out']}", highlight=False)
+
+
+def _pct(value: Any) -> str:
+    if isinstance(value, int | float) and math.isfinite(value):
+        return f"{100 * value:+.1f}%"
+    return "–"

@@ -1,0 +1,215 @@
+"""Building blocks shared by the challenge presets: options, run context and outcome.
+
+A :class:`Preset` bundles an official scoring scheme: the task types it accepts, the
+options that switch between the official code's behaviour and the intended definition,
+and a ``run`` function that reads the inputs of an
+:class:`~medfleet.evaluate.run_common.EvaluationConfig` and returns a
+:class:`PresetOutcome` (per-case rows, the official score and every component, subgroup
+tables). The runner turns the outcome into ``cases.csv``, ``summary.json`` and the report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medfleet.errors import ManifestError
+
+__all__ = [
+    "Preset",
+    "PresetOption",
+    "PresetOutcome",
+    "PresetRun",
+    "finite_mean",
+    "parse_option_value",
+]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class PresetOption:
+    """One ``--preset-option NAME=VALUE`` of a preset.
+
+    Attributes:
+        name: Option name.
+        default: Value when the option is not given (already of the option's kind).
+        help: One-line description (shown in docs and errors).
+        kind: ``"str"``, ``"bool"``, ``"float"``, ``"int"`` or ``"path"``.
+        choices: Allowed values of a ``"str"`` option (``None``: any).
+    """
+
+    name: str
+    default: Any
+    help: str
+    kind: str = "str"
+    choices: tuple[str, ...] | None = None
+
+
+def parse_option_value(option: PresetOption, text: str, preset: str) -> Any:
+    """Convert the text of a ``--preset-option`` to the option's kind.
+
+    Example:
+        >>> parse_option_value(PresetOption("literal", False, "x", "bool"), "true", "curvas")
+        True
+        >>> parse_option_value(PresetOption("hd_max", 150.0, "x", "float"), "100", "p")
+        100.0
+    """
+    raw = text.strip()
+    where = f"--preset-option {option.name}={text!r} ({preset})"
+    if option.kind == "bool":
+        low = raw.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ManifestError(f"{where} is not a boolean (fix: true or false)")
+    if option.kind in ("float", "int"):
+        try:
+            value: float | int = float(raw) if option.kind == "float" else int(raw)
+        except ValueError:
+            raise ManifestError(f"{where} is not a number (fix: e.g. {option.default})") from None
+        if option.kind == "float" and not math.isfinite(float(value)):
+            raise ManifestError(f"{where} must be finite")
+        return value
+    if option.kind == "path":
+        if not raw:
+            raise ManifestError(f"{where} is empty (fix: give a path)")
+        return Path(raw)
+    if option.choices is not None and raw not in option.choices:
+        raise ManifestError(f"{where} is not one of {', '.join(option.choices)}")
+    return raw
+
+
+@dataclass(frozen=True)
+class Preset:
+    """An official challenge scoring scheme, selected by ``medfleet evaluate --preset NAME``.
+
+    Attributes:
+        name: Preset name (``mama-mia-seg``, ``curvas``, ...).
+        title: Human-readable title.
+        source: Where the official definition comes from (paper, code repository, page).
+        task_types: Task types the preset accepts; the first is the default.
+        options: The preset's options.
+        run: Scores a run: ``run(PresetRun) -> PresetOutcome``.
+        units: Allowed ``--units`` values, the default first (empty: not applicable).
+        summary: One-line description of the official score.
+    """
+
+    name: str
+    title: str
+    source: str
+    task_types: tuple[str, ...]
+    options: tuple[PresetOption, ...]
+    run: Callable[[PresetRun], PresetOutcome]
+    units: tuple[str, ...] = ()
+    summary: str = ""
+
+    def option(self, name: str) -> PresetOption:
+        """The option called ``name``."""
+        for opt in self.options:
+            if opt.name == name:
+                return opt
+        known = ", ".join(o.name for o in self.options) or "none"
+        raise ManifestError(f"preset {self.name} has no option {name!r} (fix: use one of: {known})")
+
+    def parse_options(self, raw: Mapping[str, str] | None) -> dict[str, Any]:
+        """Defaults updated by the given ``NAME -> text`` options, converted to their kinds.
+
+        Example:
+            >>> from medfleet.evaluate.challenges import get_preset
+            >>> get_preset("curvas").parse_options({"literal": "true"})["literal"]
+            True
+        """
+        values = {o.name: o.default for o in self.options}
+        for name, text in (raw or {}).items():
+            values[name] = parse_option_value(self.option(name), str(text), self.name)
+        return values
+
+    def resolve_units(self, units: str | None) -> str | None:
+        """The ``--units`` value to use (the preset default when ``None``)."""
+        if units is None:
+            return self.units[0] if self.units else None
+        if not self.units:
+            raise ManifestError(f"preset {self.name} takes no --units (got {units!r})")
+        if units not in self.units:
+            raise ManifestError(
+                f"--units {units!r} is not valid for preset {self.name} "
+                f"(fix: use one of {', '.join(self.units)})"
+            )
+        return units
+
+
+@dataclass
+class PresetRun:
+    """Everything a preset's ``run`` needs.
+
+    Attributes:
+        config: The evaluation configuration (inputs, task type, missing-case policy).
+        meta_rows: ``--meta`` rows by case id.
+        options: The parsed preset options.
+        units: The resolved ``--units`` value (``None`` when not applicable).
+        progress: Optional ``progress(done, total)`` callback.
+    """
+
+    config: Any
+    meta_rows: Mapping[str, Mapping[str, Any]]
+    options: dict[str, Any]
+    units: str | None = None
+    progress: Callable[[int, int], None] | None = None
+
+    def tick(self, done: int, total: int) -> None:
+        """Report progress when a callback was given."""
+        if self.progress is not None:
+            self.progress(done, total)
+
+
+@dataclass
+class PresetOutcome:
+    """What a preset hands back to the runner.
+
+    Attributes:
+        rows: Rows of ``cases.csv`` (one per case, or per case and part/label).
+        metrics: Per-case metric columns summarised in ``summary.json``.
+        score: The official score (``None`` when the scheme has none or it is undefined).
+        score_name: What ``score`` is (e.g. ``"ranking score"``).
+        components: Every component of the score (and reported-only values).
+        cases: The ``cases`` block of ``summary.json``.
+        group_by: Column that groups ``rows`` in the metric summaries (``None``: one group).
+        worst: Metric -> worst value for penalised rows in the summaries.
+        subgroups: Per-subgroup tables (variable -> group -> values, with ``n``).
+        conventions: Conventions and options used.
+        warnings: Notes about individual cases or groups.
+        higher_is_better: Metric -> direction (used to list the worst cases in the report).
+        report: Extra data for the report (reliability bins, Bland-Altman columns).
+    """
+
+    rows: list[dict[str, Any]]
+    metrics: list[str]
+    score: float | None
+    score_name: str
+    components: dict[str, Any]
+    cases: dict[str, Any]
+    group_by: str | None = None
+    worst: dict[str, float] = field(default_factory=dict)
+    subgroups: dict[str, Any] = field(default_factory=dict)
+    conventions: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    higher_is_better: dict[str, bool] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def finite_mean(values: Sequence[float]) -> tuple[float, int]:
+    """Mean over the finite values and the number of infinite ones (NaN ignored).
+
+    Example:
+        >>> finite_mean([1.0, 3.0, float("inf")])
+        (2.0, 1)
+    """
+    finite = [float(v) for v in values if math.isfinite(float(v))]
+    n_inf = sum(1 for v in values if math.isinf(float(v)))
+    return (sum(finite) / len(finite) if finite else math.nan), n_inf

@@ -1,0 +1,395 @@
+"""Segmentation scoring for the evaluation runner: mask folders, geometry checks, workers.
+
+Cases are the mask files of the two folders, matched by case id. Before any scoring, one
+pass over the file headers lists every shape or spacing mismatch together with missing and
+extra cases. Spacing is compared only when both files record a physical size (formats
+without one, such as NPY or a PNG without ``pHYs``, take the reference's spacing); a
+``spacing`` column in ``--meta`` overrides both. Each case is then read and scored by
+:class:`~medfleet.evaluate.segmentation_metric.SegmentationMetric` in a worker process.
+Labels absent from a case but present in others are scored as absent from both masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medfleet.errors import ManifestError, MedfleetError
+from medfleet.evaluate.aggregate import summarize_table
+from medfleet.evaluate.cases import CaseMismatchError, list_case_files, match_cases
+from medfleet.evaluate.run_common import (
+    EvaluationConfig,
+    ProgressCallback,
+    ScoredTask,
+    fmt_spacing,
+    match_info,
+    meta_spacing,
+    spacing_differs,
+)
+
+__all__ = ["resample_nearest", "score_segmentation"]
+
+
+def resample_nearest(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Nearest-neighbour resampling onto ``shape`` with pixel centres aligned.
+
+    Output index ``i`` along an axis of input size ``n`` and output size ``m`` reads input
+    index ``floor((i + 0.5) * n / m)``: both grids cover the same physical extent.
+
+    Example:
+        >>> resample_nearest(np.array([[1, 2], [3, 4]]), (4, 4)).tolist()
+        [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
+        >>> resample_nearest(np.arange(6).reshape(1, 6), (1, 3)).tolist()
+        [[1, 3, 5]]
+    """
+    if len(shape) != array.ndim:
+        raise ValueError(f"cannot resample a {array.ndim}-D array to shape {tuple(shape)}")
+    index = []
+    for n, m in zip(array.shape, shape, strict=True):
+        src = np.floor((np.arange(m) + 0.5) * (n / m)).astype(np.intp)
+        index.append(np.clip(src, 0, n - 1))
+    return array[np.ix_(*index)]
+
+
+def _label_array(image: Any, case_id: str, role: str) -> np.ndarray:
+    """A reader's image as an integer label map, or a clear error naming the case."""
+    arr = image.array
+    if image.meta.get("channel_axis") is not None:
+        if arr.shape[-1] >= 1 and all(
+            np.array_equal(arr[..., 0], arr[..., i]) for i in range(arr.shape[-1])
+        ):
+            arr = arr[..., 0]
+        else:
+            raise MedfleetError(
+                f"case {case_id}: the {role} mask {image.meta.get('path')} is a colour image "
+                "(fix: save masks as single-channel label images)"
+            )
+    if arr.dtype == bool or np.issubdtype(arr.dtype, np.integer):
+        return arr
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.round(arr)):
+            raise MedfleetError(
+                f"case {case_id}: the {role} mask {image.meta.get('path')} holds non-integer "
+                "values (fix: threshold probabilities into a label map first)"
+            )
+        return arr.astype(np.int64)
+    raise MedfleetError(
+        f"case {case_id}: the {role} mask {image.meta.get('path')} has dtype {arr.dtype} "
+        "(fix: store an integer label map)"
+    )
+
+
+def _has_physical_spacing(path: Path, spacing: Sequence[float], source: str | None = None) -> bool:
+    """Whether a spacing comes from the file's physical metadata (not a 1.0 default)."""
+    if source is not None:
+        return source not in ("default", "")
+    name = path.name.lower()
+    if name.endswith((".npy", ".npz")):
+        return False
+    if name.endswith((".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")):
+        return any(float(s) != 1.0 for s in spacing)
+    return True
+
+
+def _geometry_problem(
+    case_id: str,
+    pred_path: Path,
+    pred_geom: tuple[tuple[int, ...], tuple[float, ...], str | None],
+    gt_path: Path,
+    gt_geom: tuple[tuple[int, ...], tuple[float, ...], str | None],
+    resample: bool,
+    spacing_override: bool,
+) -> str | None:
+    p_shape, p_sp, p_src = pred_geom
+    g_shape, g_sp, g_src = gt_geom
+    if p_shape != g_shape:
+        if resample and len(p_shape) == len(g_shape):
+            return None
+        return f"shape {p_shape} in pred but {g_shape} in gt"
+    if spacing_override:
+        return None
+    if (
+        _has_physical_spacing(pred_path, p_sp, p_src)
+        and _has_physical_spacing(gt_path, g_sp, g_src)
+        and spacing_differs(p_sp, g_sp)
+    ):
+        return f"spacing {fmt_spacing(p_sp)} mm in pred but {fmt_spacing(g_sp)} mm in gt"
+    return None
+
+
+@dataclass(frozen=True)
+class _SegJob:
+    case_id: str
+    pred: Path | None
+    gt: Path
+    spacing: tuple[float, ...] | None
+    labels: tuple[int, ...] | None
+    options: Mapping[str, Any]
+    resample: bool
+
+
+@dataclass
+class _SegOutcome:
+    case_id: str
+    result: Any = None
+    spacing: tuple[float, ...] = ()
+    ndim: int = 0
+    mismatch: str | None = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _segmentation_metric(labels: Sequence[int] | None, options: Mapping[str, Any]) -> Any:
+    from medfleet.evaluate.conventions import EmptyPolicy
+    from medfleet.evaluate.segmentation_metric import SegmentationMetric
+
+    return SegmentationMetric(
+        labels=None if labels is None else list(labels),
+        surface_metrics=options["surface_metrics"],
+        nsd_tolerances=options["nsd_tolerances"],
+        percentile_method=options["percentile_method"],
+        surface=options["surface"],
+        connectivity=options["connectivity"],
+        empty=EmptyPolicy(both_empty=options["both_empty"], one_empty=options["one_empty"]),
+        workers=options["threads"],
+    )
+
+
+def _score_segmentation_case(job: _SegJob) -> _SegOutcome:
+    """Worker: read one case, check its geometry, score it (errors come back as text)."""
+    from medfleet.data.io import read_image
+
+    out = _SegOutcome(job.case_id)
+    try:
+        gt_img = read_image(job.gt, spacing=job.spacing)
+        gt = _label_array(gt_img, job.case_id, "gt")
+        if job.pred is None:
+            pred = np.zeros(gt.shape, dtype=np.uint8)
+            out.notes.append("missing prediction scored as an empty mask")
+        else:
+            pred_img = read_image(job.pred, spacing=job.spacing)
+            pred = _label_array(pred_img, job.case_id, "pred")
+            problem = _geometry_problem(
+                job.case_id,
+                job.pred,
+                (pred.shape, pred_img.spacing, pred_img.meta.get("spacing_source")),
+                job.gt,
+                (gt.shape, gt_img.spacing, gt_img.meta.get("spacing_source")),
+                job.resample,
+                job.spacing is not None,
+            )
+            if problem:
+                out.mismatch = problem
+                return out
+            if pred.shape != gt.shape:
+                out.notes.append(f"prediction resampled from {pred.shape} to {gt.shape} (nearest)")
+                pred = resample_nearest(pred, gt.shape)
+        out.spacing = tuple(gt_img.spacing)
+        out.ndim = gt.ndim
+        out.result = _segmentation_metric(job.labels, job.options).compute(pred, gt, out.spacing)
+    except MedfleetError as err:
+        out.error = str(err)
+    return out
+
+
+def _segmentation_options(config: EvaluationConfig, threads: int) -> dict[str, Any]:
+    p = float(config.percentile)
+    if not 0 <= p <= 100:
+        raise ManifestError(f"--percentile must be in [0, 100], got {p:g}")
+    one_empty: str | float = config.one_empty
+    if isinstance(one_empty, str) and one_empty not in ("inf", "nan", "diagonal"):
+        try:
+            one_empty = float(one_empty)
+        except ValueError:
+            raise ManifestError(
+                f"--empty-policy {one_empty!r} is not inf, nan, diagonal or a number of mm"
+            ) from None
+    return {
+        "surface_metrics": ("hd", f"hd{p:g}", "assd", "masd", "nsd"),
+        "nsd_tolerances": tuple(float(t) for t in config.nsd_tolerances),
+        "percentile_method": config.percentile_method,
+        "surface": config.surface,
+        "connectivity": int(config.connectivity),
+        "both_empty": config.both_empty,
+        "one_empty": one_empty,
+        "threads": threads,
+    }
+
+
+def _segmentation_labels(config: EvaluationConfig) -> tuple[int, ...] | None:
+    if config.labels is None:
+        return None
+    out = []
+    for v in config.labels:
+        try:
+            out.append(int(v))
+        except (TypeError, ValueError):
+            raise ManifestError(f"--labels holds {v!r}; segmentation labels are integers") from None
+    return tuple(out)
+
+
+def _header_geometry(path: Path) -> tuple[tuple[int, ...], tuple[float, ...], None] | None:
+    from medfleet.data.io import read_header
+
+    try:
+        shape, spacing = read_header(path)
+    except MedfleetError:
+        return None  # reported with its reason when the case is read
+    return tuple(int(s) for s in shape), tuple(float(s) for s in spacing), None
+
+
+def score_segmentation(
+    config: EvaluationConfig,
+    meta_rows: Mapping[str, Mapping[str, Any]],
+    progress: ProgressCallback | None = None,
+) -> tuple[ScoredTask, dict[str, Any]]:
+    """Score every segmentation case of ``config`` (mask folders).
+
+    Args:
+        config: Run configuration (``task_type`` segmentation).
+        meta_rows: ``--meta`` rows by case id (their ``spacing`` overrides file spacings).
+        progress: Optional ``progress(done, total)`` callback.
+
+    Returns:
+        The scored rows and summaries, and the ``cases`` block of ``summary.json``.
+
+    Raises:
+        CaseMismatchError: Missing, extra or mismatched cases, all listed.
+        MedfleetError: Cases that could not be read or scored, all listed.
+    """
+    pred_files = list_case_files(config.pred, "--pred")
+    gt_files = list_case_files(config.gt, "--gt")
+    match = match_cases(pred_files, gt_files)
+    # cheap header pass: list every geometry mismatch together with missing/extra cases
+    mismatched: list[tuple[str, str]] = []
+    for case_id in match.matched:
+        override = meta_spacing(meta_rows, case_id)
+        p_geom = _header_geometry(pred_files[case_id])
+        g_geom = _header_geometry(gt_files[case_id])
+        if p_geom is None or g_geom is None:
+            continue
+        problem = _geometry_problem(
+            case_id,
+            pred_files[case_id],
+            p_geom,
+            gt_files[case_id],
+            g_geom,
+            config.resample_pred == "nearest",
+            override is not None,
+        )
+        if problem:
+            mismatched.append((case_id, problem))
+    if mismatched or ((match.missing or match.extra) and not config.allow_missing):
+        missing = [] if config.allow_missing else match.missing
+        extra = [] if config.allow_missing else match.extra
+        raise CaseMismatchError(missing, extra, mismatched, pred=config.pred, gt=config.gt)
+
+    labels = _segmentation_labels(config)
+    threads = -1 if config.workers == 1 else 1
+    options = _segmentation_options(config, threads)
+    case_ids = sorted([*match.matched, *(match.missing if config.allow_missing else [])])
+    jobs = [
+        _SegJob(
+            case_id=c,
+            pred=pred_files.get(c),
+            gt=gt_files[c],
+            spacing=meta_spacing(meta_rows, c),
+            labels=labels,
+            options=options,
+            resample=config.resample_pred == "nearest",
+        )
+        for c in case_ids
+    ]
+    _segmentation_metric(labels, options)  # fail on bad options before starting workers
+    outcomes = _map_cases(_score_segmentation_case, jobs, config.workers, progress)
+    errors = [(o.case_id, o.error) for o in outcomes if o.error]
+    if errors:
+        lines = [f"  case {c}: {e}" for c, e in errors[:20]]
+        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        raise MedfleetError(
+            f"{len(errors)} case(s) could not be scored:\n" + "\n".join(lines) + more
+        )
+    late = [(o.case_id, o.mismatch) for o in outcomes if o.mismatch]
+    if late:
+        raise CaseMismatchError(mismatched=late, pred=config.pred, gt=config.gt)
+    scored = _segmentation_rows(outcomes, labels, options)
+    scored.conventions.update(
+        {
+            "resample_pred": config.resample_pred,
+            "allow_missing": config.allow_missing,
+            "labels": list(labels) if labels is not None else "present in any case",
+            "percentile": float(config.percentile),
+            "std_ddof": 1,
+            "spacing_axis_order": "numpy array axes",
+        }
+    )
+    return scored, match_info(match, config)
+
+
+def _map_cases(
+    fn: Callable[[Any], Any],
+    jobs: Sequence[Any],
+    workers: int,
+    progress: ProgressCallback | None,
+) -> list[Any]:
+    """Run ``fn`` on every job, in this process or in a pool; results keep the job order."""
+    total = len(jobs)
+    if progress is not None:
+        progress(0, total)
+    if workers == 1 or total <= 1:
+        results = []
+        for job in jobs:
+            results.append(fn(job))
+            if progress is not None:
+                progress(len(results), total)
+        return results
+    with ProcessPoolExecutor(max_workers=min(workers, total)) as pool:
+        futures = [pool.submit(fn, job) for job in jobs]
+        for done, future in enumerate(as_completed(futures), start=1):
+            future.result()
+            if progress is not None:
+                progress(done, total)
+        return [f.result() for f in futures]
+
+
+def _segmentation_rows(
+    outcomes: Sequence[_SegOutcome], labels: tuple[int, ...] | None, options: Mapping[str, Any]
+) -> ScoredTask:
+    all_labels = sorted({lab for o in outcomes for lab in o.result.labels})
+    if labels is not None:
+        all_labels = list(labels)
+    rows: list[dict[str, Any]] = []
+    worst: dict[str, float] = {}
+    metric_names: list[str] = []
+    conventions: dict[str, Any] = {}
+    notes: list[str] = []
+    for o in outcomes:
+        result = o.result
+        absent = [lab for lab in all_labels if lab not in result.labels]
+        if absent:  # labels found in other cases only: score them as absent from both masks
+            filler = _segmentation_metric(absent, options).compute(
+                np.zeros((2,) * o.ndim, np.uint8), np.zeros((2,) * o.ndim, np.uint8), o.spacing
+            )
+            case_rows = result.to_rows(o.case_id) + filler.to_rows(o.case_id)
+        else:
+            case_rows = result.to_rows(o.case_id)
+        for row in sorted(case_rows, key=lambda r: r["label"]):
+            row = {"case_id": row.pop("case"), **row}
+            rows.append(row)
+        worst.update(result.worst)
+        for name in result.metrics:
+            if name not in metric_names:
+                metric_names.append(name)
+        for key, value in result.conventions.items():
+            if key != "spacing":
+                conventions.setdefault(key, value)
+        notes.extend(f"case {o.case_id}: {n}" for n in o.notes)
+    metrics = summarize_table(rows, metric_names, group_by="label", worst=worst)
+    conventions["worst_values"] = worst
+    conventions["metrics"] = metric_names
+    return ScoredTask(rows, metrics, {}, conventions, notes)

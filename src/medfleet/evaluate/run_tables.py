@@ -1,0 +1,643 @@
+"""Scoring of table-based task types for the evaluation runner.
+
+Classification, detection, regression and landmarks read one CSV of predictions and one
+of references, each with a ``case_id`` column (see :mod:`medfleet.evaluate.cases` for the
+cell formats), and score them with the plain metric functions of
+:mod:`medfleet.evaluate`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from medfleet.errors import ManifestError
+from medfleet.evaluate.aggregate import summarize_table
+from medfleet.evaluate.cases import (
+    CaseMismatchError,
+    parse_boxes,
+    parse_numbers,
+    parse_points,
+    parse_spacing,
+    read_case_table,
+)
+from medfleet.evaluate.run_common import (
+    EvaluationConfig,
+    ScoredTask,
+    check_match,
+    fmt_spacing,
+    match_info,
+    meta_spacing,
+    spacing_differs,
+)
+
+__all__ = ["score_table_task"]
+
+_REQUIRED = {
+    "classification": ((), ("label",)),
+    "detection": (("boxes",), ("boxes",)),
+    "regression": (("value",), ("value",)),
+    "landmarks": (("landmarks",), ("landmarks",)),
+}
+
+
+def score_table_task(
+    config: EvaluationConfig, meta_rows: Mapping[str, Mapping[str, Any]]
+) -> tuple[ScoredTask, dict[str, Any]]:
+    """Score a classification, detection, regression or landmarks run from its CSV tables.
+
+    Args:
+        config: Run configuration.
+        meta_rows: ``--meta`` rows by case id (their ``spacing`` is used for landmarks).
+
+    Returns:
+        The scored rows and summaries, and the ``cases`` block of ``summary.json``.
+
+    Raises:
+        CaseMismatchError: Missing, extra or mismatched cases.
+        ManifestError: A malformed table, cell or option; the message names the case.
+    """
+    pred_required, gt_required = _REQUIRED[config.task_type]
+    pred_table = read_case_table(config.pred, pred_required, role="--pred")
+    gt_table = read_case_table(config.gt, gt_required, role="--gt")
+    pred_rows = pred_table.rows
+    gt_rows = gt_table.rows
+    match = check_match(config, pred_rows, gt_rows)
+    case_ids = sorted([*match.matched, *(match.missing if config.allow_missing else [])])
+    if not case_ids:
+        raise ManifestError(f"no case of {config.gt} has a prediction in {config.pred}")
+    scorer = {
+        "classification": _classification,
+        "detection": _detection,
+        "regression": _regression,
+        "landmarks": _landmarks,
+    }[config.task_type]
+    scored = scorer(config, case_ids, pred_rows, gt_rows, meta_rows, list(pred_table.columns))
+    scored.conventions["allow_missing"] = config.allow_missing
+    scored.conventions["std_ddof"] = 1
+    return scored, match_info(match, config)
+
+
+def _cell_text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _natural_key(text: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(text), text)
+    except ValueError:
+        return (1, 0.0, text)
+
+
+def _classes_as_values(classes: list[str]) -> list[Any]:
+    """Class names as ints when every one is an integer (so 0/1 problems are binary)."""
+    try:
+        ints = [int(c) for c in classes]
+    except ValueError:
+        return classes
+    return ints if [str(i) for i in ints] == classes else classes
+
+
+def _classification(
+    config: EvaluationConfig,
+    case_ids: list[str],
+    pred_rows: Mapping[str, Mapping[str, Any]],
+    gt_rows: Mapping[str, Mapping[str, Any]],
+    meta_rows: Mapping[str, Mapping[str, Any]],
+    pred_columns: list[str],
+) -> ScoredTask:
+    from medfleet.evaluate.classification import classification_metrics
+
+    prob_columns = [c for c in pred_columns if c.startswith("prob_")]
+    has_score = "score" in pred_columns
+    has_label = "label" in pred_columns
+    if not (has_label or prob_columns or has_score):
+        raise ManifestError(
+            f"--pred {config.pred} needs a 'label' column, 'prob_<class>' columns or a 'score' "
+            "column"
+        )
+
+    def split(cell: Any) -> list[str]:
+        text = _cell_text(cell)
+        if not config.multilabel:
+            return [text] if text else []
+        return [t.strip() for t in text.split(";") if t.strip()]
+
+    gt_sets: dict[str, list[str]] = {}
+    for c in case_ids:
+        values = split(gt_rows[c]["label"])
+        if not values and not config.multilabel:
+            raise ManifestError(f"--gt {config.gt}: case {c} has an empty label")
+        gt_sets[c] = values
+    if config.labels is not None:
+        classes = [str(v) for v in config.labels]
+    else:
+        seen = {v for vs in gt_sets.values() for v in vs}
+        if has_label:
+            seen |= {v for c in case_ids if c in pred_rows for v in split(pred_rows[c]["label"])}
+        seen |= {col[len("prob_") :] for col in prob_columns}
+        classes = sorted(seen, key=_natural_key)
+    unknown_prob = [col for col in prob_columns if col[len("prob_") :] not in classes]
+    if unknown_prob:
+        raise ManifestError(f"--pred columns {unknown_prob} name classes outside {classes}")
+    if prob_columns and len(prob_columns) != len(classes):
+        absent = [f"prob_{k}" for k in classes if f"prob_{k}" not in prob_columns]
+        raise ManifestError(
+            f"--pred {config.pred} has probability columns for some classes only; add {absent}"
+        )
+    if config.multilabel and not prob_columns and not has_label:
+        raise ManifestError(
+            "multilabel predictions need a 'label' column or 'prob_<class>' columns"
+        )
+    pos = None
+    if config.positive_label is not None:
+        pos = str(config.positive_label)
+        if pos not in classes:
+            raise ManifestError(f"--positive-label {pos!r} is not one of the classes {classes}")
+    elif not config.multilabel and len(classes) == 2 and set(classes) <= {"0", "1"}:
+        pos = "1"
+    if has_score and not prob_columns and (len(classes) != 2 or pos is None or config.multilabel):
+        raise ManifestError(
+            "a 'score' column needs a binary problem with a positive class "
+            f"(classes {classes}; fix: pass --positive-label or give prob_<class> columns)"
+        )
+    index = {k: i for i, k in enumerate(classes)}
+
+    def check_class(value: str, c: str, role: str) -> None:
+        if value not in index:
+            raise ManifestError(
+                f"case {c}: {role} label {value!r} is not one of the classes {classes}"
+            )
+
+    rows: list[dict[str, Any]] = []
+    y_true: list[Any] = []
+    y_pred: list[Any] = []
+    scores: list[Any] = []
+    use_scores = bool(prob_columns) or has_score
+    for c in case_ids:
+        truth = gt_sets[c]
+        for v in truth:
+            check_class(v, c, "gt")
+        row: dict[str, Any] = {"case_id": c, "status": "ok"}
+        if c not in pred_rows:
+            row["status"] = "pred_missing"
+            prob, score, pred = _worst_classification(truth, classes, pos, config.multilabel)
+            if not prob_columns:
+                prob = None
+            if not has_score or prob_columns:
+                score = None
+        else:
+            pr = pred_rows[c]
+            prob = None
+            score = None
+            if prob_columns:
+                prob = np.array([_probability(pr[f"prob_{k}"], c, f"prob_{k}") for k in classes])
+            elif has_score:
+                score = _probability(pr["score"], c, "score")
+            pred = split(pr["label"]) if has_label else None
+            if has_label and not config.multilabel and not pred:
+                pred = None
+            if pred is None:
+                pred = _predicted_from_scores(prob, score, classes, pos, config.multilabel, c)
+            for v in pred:
+                check_class(v, c, "pred")
+        row["gt"] = ";".join(truth)
+        row["pred"] = ";".join(pred)
+        row["correct"] = float(sorted(truth) == sorted(pred))
+        if prob is not None:
+            for k, p in zip(classes, prob, strict=True):
+                row[f"prob_{k}"] = float(p)
+        if score is not None:
+            row["score"] = float(score)
+        rows.append(row)
+        if config.multilabel:
+            y_true.append([int(k in truth) for k in classes])
+            y_pred.append([int(k in pred) for k in classes])
+        else:
+            y_true.append(truth[0])
+            y_pred.append(pred[0])
+        if use_scores:
+            scores.append(prob if prob is not None else score)
+    values = _classes_as_values(classes)
+    mapping = dict(zip(classes, values, strict=True))
+    if config.multilabel:
+        t_arr, p_arr = np.array(y_true), np.array(y_pred)
+    else:
+        t_arr = np.array([mapping[v] for v in y_true])
+        p_arr = np.array([mapping[v] for v in y_pred])
+    s_arr = None
+    if use_scores:
+        s_arr = np.array(scores, dtype=np.float64)
+    dataset = classification_metrics(
+        t_arr,
+        p_arr,
+        s_arr,
+        labels=classes if config.multilabel else values,
+        pos_label=None if pos is None else mapping[pos],
+        zero_division=config.zero_division,
+    )
+    if config.multilabel:
+        dataset["labels"] = classes
+    dataset["n_missing"] = sum(r["status"] == "pred_missing" for r in rows)
+    metrics = summarize_table(rows, ["correct"], group_by=None, worst={"correct": 0.0})
+    conventions = {
+        "classes": classes,
+        "positive_label": pos,
+        "multilabel": config.multilabel,
+        "zero_division": config.zero_division,
+        "scores": "prob_<class> columns"
+        if prob_columns
+        else ("score column" if has_score else None),
+        "predicted_label": "label column"
+        if has_label
+        else "argmax of probabilities (multilabel / binary score: >= 0.5)",
+        "auc": "Mann-Whitney (ties count 1/2); multiclass one-vs-rest",
+        "missing_prediction": "a wrong class with probability 1",
+    }
+    return ScoredTask(rows, metrics, dataset, conventions)
+
+
+def _probability(value: Any, case_id: str, column: str) -> float:
+    text = "" if value is None else str(value).strip()
+    try:
+        p = float(text) if text else math.nan
+    except ValueError:
+        raise ManifestError(f"case {case_id}: {column} is {value!r}, not a number") from None
+    if math.isnan(p):
+        raise ManifestError(
+            f"case {case_id}: {column} is NaN or empty "
+            "(fix: give a probability in [0, 1] for every case)"
+        )
+    if not 0.0 <= p <= 1.0:
+        raise ManifestError(f"case {case_id}: {column} is {p:g}, outside the range [0, 1]")
+    return p
+
+
+def _predicted_from_scores(
+    prob: np.ndarray | None,
+    score: float | None,
+    classes: list[str],
+    pos: str | None,
+    multilabel: bool,
+    case_id: str,
+) -> list[str]:
+    if prob is not None:
+        if multilabel:
+            return [k for k, p in zip(classes, prob, strict=True) if p >= 0.5]
+        return [classes[int(np.argmax(prob))]]
+    if score is not None and pos is not None:
+        neg = next(k for k in classes if k != pos)
+        return [pos if score >= 0.5 else neg]
+    raise ManifestError(f"case {case_id}: the prediction has no label and no probabilities")
+
+
+def _worst_classification(
+    truth: list[str], classes: list[str], pos: str | None, multilabel: bool
+) -> tuple[np.ndarray, float, list[str]]:
+    if multilabel:
+        pred = [k for k in classes if k not in truth]
+        prob = np.array([0.0 if k in truth else 1.0 for k in classes])
+        return prob, math.nan, pred
+    wrong = next(k for k in classes if k != truth[0]) if len(classes) > 1 else truth[0]
+    prob = np.array([1.0 if k == wrong else 0.0 for k in classes])
+    score = math.nan if pos is None else (0.0 if truth[0] == pos else 1.0)
+    return prob, score, [wrong]
+
+
+def _detection(
+    config: EvaluationConfig,
+    case_ids: list[str],
+    pred_rows: Mapping[str, Mapping[str, Any]],
+    gt_rows: Mapping[str, Mapping[str, Any]],
+    meta_rows: Mapping[str, Mapping[str, Any]],
+    pred_columns: list[str],
+) -> ScoredTask:
+    from medfleet.evaluate.detection import coco_map_by_class, match_detections, pairwise_iou
+
+    has_scores = "scores" in pred_columns
+    rows: list[dict[str, Any]] = []
+    images: list[tuple[np.ndarray, np.ndarray, list[Any], np.ndarray, list[Any]]] = []
+    for c in case_ids:
+        gt, gt_cls = parse_boxes(gt_rows[c]["boxes"], case_id=c, column="boxes (--gt)")
+        status = "ok"
+        if c in pred_rows:
+            pred, pred_cls = parse_boxes(pred_rows[c]["boxes"], case_id=c, column="boxes (--pred)")
+            scores = np.ones(len(pred))
+            if has_scores:
+                scores = parse_numbers(pred_rows[c]["scores"], case_id=c, column="scores")
+                if len(scores) != len(pred):
+                    raise ManifestError(
+                        f"case {c}: {len(pred)} boxes but {len(scores)} scores "
+                        "(fix: one score per box, separated by ';')"
+                    )
+                if not np.all(np.isfinite(scores)):
+                    raise ManifestError(f"case {c}: scores contain NaN or infinite values")
+        else:
+            status = "pred_missing"
+            pred, pred_cls, scores = np.zeros((0, 4)), [], np.zeros(0)
+        images.append((pred, scores, pred_cls, gt, gt_cls))
+        rows.append({"case_id": c, "status": status})
+    labelled = {cls is not None for _, _, pc, _, gc in images for cls in (*pc, *gc)}
+    if len(labelled) > 1:
+        raise ManifestError(
+            "some boxes carry a class (class:x0,y0,x1,y1) and others not "
+            "(fix: give every box a class, or none)"
+        )
+    totals = np.zeros(3, dtype=np.int64)
+    for row, (pred, scores, pred_cls, gt, gt_cls) in zip(rows, images, strict=True):
+        tp = 0
+        for cls in {*pred_cls, *gt_cls}:
+            pk = np.array([k == cls for k in pred_cls], bool).reshape(-1)
+            gk = np.array([k == cls for k in gt_cls], bool).reshape(-1)
+            _, matched, _ = match_detections(pred[pk], gt[gk], scores[pk], config.iou_threshold)
+            tp += int((matched >= 0).sum())
+        same = np.equal.outer(np.array(gt_cls, object), np.array(pred_cls, object))
+        ious = np.where(same, pairwise_iou(gt, pred), 0.0) if len(pred) else np.zeros((len(gt), 0))
+        fp, fn = len(pred) - tp, len(gt) - tp
+        totals += (tp, fp, fn)
+        row.update(
+            n_gt=len(gt),
+            n_pred=len(pred),
+            tp=tp,
+            fp=fp,
+            fn=fn,
+            recall=tp / len(gt) if len(gt) else math.nan,
+            precision=tp / len(pred) if len(pred) else math.nan,
+            mean_iou=float(ious.max(axis=1, initial=0.0).mean()) if len(gt) else math.nan,
+        )
+    coco = coco_map_by_class(
+        [im[0] for im in images],
+        [im[1] for im in images],
+        [im[2] for im in images],
+        [im[3] for im in images],
+        [im[4] for im in images],
+        max_detections=config.max_detections,
+    )
+    if labelled != {True}:
+        coco.pop("per_class", None)
+    tp, fp, fn = (int(v) for v in totals)
+    dataset = {
+        **coco,
+        "iou_threshold": config.iou_threshold,
+        "detection_rate": tp / (tp + fn) if tp + fn else math.nan,
+        "precision": tp / (tp + fp) if tp + fp else math.nan,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "n_gt_boxes": tp + fn,
+        "n_pred_boxes": tp + fp,
+        "n_missing": sum(r["status"] == "pred_missing" for r in rows),
+    }
+    worst = {"recall": 0.0, "precision": 0.0, "mean_iou": 0.0}
+    metrics = summarize_table(rows, ["recall", "precision", "mean_iou"], group_by=None, worst=worst)
+    conventions = {
+        "box_format": "[class:]x0,y0,x1,y1 in continuous pixel coordinates; area (x1-x0)*(y1-y0)",
+        "matching": "greedy by descending score within each class, IoU >= threshold, "
+        "one-to-one (COCO)",
+        "ap": "COCO 101-point interpolated AP per class, averaged over classes with ground "
+        "truth; map averages IoU 0.50:0.05:0.95",
+        "max_detections": config.max_detections,
+        "scores": "scores column" if has_scores else "absent: every box scored 1.0 (file order)",
+        "mean_iou": "mean over ground-truth boxes of the best IoU with a predicted box of "
+        "the same class",
+        "missing_prediction": "no boxes",
+    }
+    return ScoredTask(rows, metrics, dataset, conventions)
+
+
+def _value(cell: Any, case_id: str, role: str) -> float:
+    try:
+        v = float(cell)
+    except (TypeError, ValueError):
+        raise ManifestError(f"case {case_id}: {role} value {cell!r} is not a number") from None
+    if not math.isfinite(v):
+        raise ManifestError(
+            f"case {case_id}: {role} value is {cell!r} (fix: give a finite number for every case)"
+        )
+    return v
+
+
+def _regression(
+    config: EvaluationConfig,
+    case_ids: list[str],
+    pred_rows: Mapping[str, Mapping[str, Any]],
+    gt_rows: Mapping[str, Mapping[str, Any]],
+    meta_rows: Mapping[str, Mapping[str, Any]],
+    pred_columns: list[str],
+) -> ScoredTask:
+    from medfleet.evaluate.regression import regression_metrics
+
+    rows: list[dict[str, Any]] = []
+    t_ok: list[float] = []
+    p_ok: list[float] = []
+    for c in case_ids:
+        truth = _value(gt_rows[c]["value"], c, "gt")
+        if c in pred_rows:
+            pred = _value(pred_rows[c]["value"], c, "pred")
+            err = pred - truth
+            rows.append(
+                {
+                    "case_id": c,
+                    "status": "ok",
+                    "gt": truth,
+                    "pred": pred,
+                    "error": err,
+                    "abs_error": abs(err),
+                    "squared_error": err * err,
+                }
+            )
+            t_ok.append(truth)
+            p_ok.append(pred)
+        else:
+            rows.append(
+                {
+                    "case_id": c,
+                    "status": "pred_missing",
+                    "gt": truth,
+                    "pred": math.nan,
+                    "error": math.nan,
+                    "abs_error": math.nan,
+                    "squared_error": math.nan,
+                }
+            )
+    n_missing = len(case_ids) - len(t_ok)
+    if t_ok:
+        dataset: dict[str, Any] = regression_metrics(t_ok, p_ok)
+    else:
+        dataset = {
+            "n": 0,
+            "mae": math.nan,
+            "rmse": math.nan,
+            "bias": math.nan,
+            "sd": math.nan,
+            "loa_lower": math.nan,
+            "loa_upper": math.nan,
+        }
+    if n_missing:
+        dataset.update(
+            mae=math.inf,
+            rmse=math.inf,
+            bias=math.nan,
+            sd=math.nan,
+            loa_lower=math.nan,
+            loa_upper=math.nan,
+        )
+    dataset["n_missing"] = n_missing
+    worst = {"abs_error": math.inf, "squared_error": math.inf}
+    metrics = summarize_table(
+        rows, ["abs_error", "squared_error", "error"], group_by=None, worst=worst
+    )
+    conventions = {
+        "error": "pred - gt",
+        "bland_altman": "bias +/- 1.96 SD of pred - gt, SD with ddof=1",
+        "missing_prediction": "abs/squared error inf; bias and limits nan",
+    }
+    return ScoredTask(rows, metrics, dataset, conventions)
+
+
+def _landmarks(
+    config: EvaluationConfig,
+    case_ids: list[str],
+    pred_rows: Mapping[str, Mapping[str, Any]],
+    gt_rows: Mapping[str, Mapping[str, Any]],
+    meta_rows: Mapping[str, Mapping[str, Any]],
+    pred_columns: list[str],
+) -> ScoredTask:
+    from medfleet.evaluate.landmarks import (
+        MISSING_POLICIES,
+        landmark_errors,
+        summarize_landmark_errors,
+    )
+
+    if config.missing_landmarks not in MISSING_POLICIES:
+        raise ManifestError(
+            f"--missing-landmarks {config.missing_landmarks!r} is not one of {MISSING_POLICIES}"
+        )
+    if config.sdr_comparison not in ("<", "<="):
+        raise ManifestError(f"--sdr-comparison must be '<' or '<=', got {config.sdr_comparison!r}")
+    rows: list[dict[str, Any]] = []
+    errors_by_case: list[np.ndarray] = []
+    units: set[str] = set()
+    mismatched: list[tuple[str, str]] = []
+    n_points: int | None = None
+    for c in case_ids:
+        gt = parse_points(gt_rows[c]["landmarks"], case_id=c, column="landmarks (--gt)")
+        if not np.isfinite(gt).all():
+            raise ManifestError(f"case {c}: the reference landmarks have a missing point")
+        if n_points is None:
+            n_points = len(gt)
+        elif len(gt) != n_points:
+            raise ManifestError(
+                f"case {c}: the reference has {len(gt)} landmarks, other cases {n_points}"
+            )
+        spacing = meta_spacing(meta_rows, c)
+        if spacing is None and "spacing" in gt_rows[c]:
+            spacing = parse_spacing(gt_rows[c]["spacing"], case_id=c, column="spacing (--gt)")
+        status = "ok"
+        if c in pred_rows:
+            pred = parse_points(pred_rows[c]["landmarks"], case_id=c, column="landmarks (--pred)")
+            if pred.shape != gt.shape:
+                mismatched.append(
+                    (
+                        c,
+                        f"{len(pred)} predicted landmarks of {pred.shape[1]} coordinates "
+                        f"but {len(gt)} of {gt.shape[1]} in gt",
+                    )
+                )
+                continue
+            pred_sp = None
+            if "spacing" in pred_rows[c]:
+                pred_sp = parse_spacing(
+                    pred_rows[c]["spacing"], case_id=c, column="spacing (--pred)"
+                )
+            if (
+                pred_sp is not None
+                and spacing is not None
+                and spacing_differs(
+                    np.broadcast_to(pred_sp, (gt.shape[1],)),
+                    np.broadcast_to(spacing, (gt.shape[1],)),
+                )
+            ):
+                pair = f"{fmt_spacing(pred_sp)} mm in pred but {fmt_spacing(spacing)} mm in gt"
+                mismatched.append((c, f"spacing {pair}"))
+                continue
+        else:
+            status = "pred_missing"
+            pred = np.full(gt.shape, np.nan)
+        if spacing is not None and len(spacing) not in (1, gt.shape[1]):
+            raise ManifestError(
+                f"case {c}: spacing {fmt_spacing(spacing)} has {len(spacing)} values for "
+                f"{gt.shape[1]}-D landmarks"
+            )
+        units.add("mm" if spacing is not None else "pixel")
+        try:
+            err = landmark_errors(pred, gt, spacing, reference=config.landmark_reference)
+        except ValueError as exc:
+            raise ManifestError(f"case {c}: {exc}") from exc
+        errors_by_case.append(err)
+        for i, e in enumerate(err):
+            rows.append(
+                {
+                    "case_id": c,
+                    "label": i,
+                    "status": status if not math.isnan(e) else "pred_missing",
+                    "error": float(e),
+                }
+            )
+    if mismatched:
+        raise CaseMismatchError(mismatched=mismatched, pred=config.pred, gt=config.gt)
+    if len(units) > 1:
+        raise ManifestError(
+            "some cases have a spacing and others not, so errors would mix mm and pixels "
+            "(fix: give a spacing for every case in --gt or --meta)"
+        )
+    unit = (
+        "reference distance" if config.landmark_reference else (units.pop() if units else "pixel")
+    )
+    penalty = config.landmark_penalty
+    summary_rows = [
+        {
+            **r,
+            "status": r["status"]
+            if config.missing_landmarks == "penalty"
+            else ("excluded" if r["status"] == "pred_missing" else r["status"]),
+        }
+        for r in rows
+    ]
+    worst = {"error": penalty} if config.missing_landmarks == "penalty" else {}
+    metrics = summarize_table(summary_rows, ["error"], group_by="label", worst=worst)
+    metrics.update(summarize_table(summary_rows, ["error"], group_by=None, worst=worst))
+    all_errors = np.concatenate(errors_by_case) if errors_by_case else np.zeros(0)
+    kwargs = {
+        "comparison": config.sdr_comparison,
+        "missing": config.missing_landmarks,
+        "penalty": penalty,
+    }
+    overall = summarize_landmark_errors(all_errors, config.radii, **kwargs).as_dict()
+    per_landmark = {}
+    if errors_by_case:
+        stacked = np.stack(errors_by_case)
+        for i in range(stacked.shape[1]):
+            per_landmark[str(i)] = summarize_landmark_errors(
+                stacked[:, i], config.radii, **kwargs
+            ).as_dict()
+    dataset = {**overall, "per_landmark": per_landmark, "unit": unit}
+    conventions = {
+        "coordinates": "x=column, y=row, z=slice, in pixels",
+        "spacing": "mm in array-axis order (row, column[, ...]); x uses spacing[-1]",
+        "unit": unit,
+        "reference": list(config.landmark_reference) if config.landmark_reference else None,
+        "radii": [float(r) for r in config.radii],
+        "sdr_comparison": config.sdr_comparison,
+        "missing_landmarks": config.missing_landmarks,
+        "landmark_penalty": penalty,
+        "missing_prediction": "every landmark missing",
+    }
+    return ScoredTask(rows, metrics, dataset, conventions)

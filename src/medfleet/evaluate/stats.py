@@ -1,0 +1,80 @@
+"""Statistics for comparing and ranking evaluations (numpy/scipy only).
+
+One import point for:
+
+* bootstrap confidence intervals over cases, single (:func:`bootstrap_ci`) and paired
+  between methods (:func:`paired_bootstrap`), from :mod:`medfleet.evaluate.stats_bootstrap`;
+* paired tests: :func:`wilcoxon_signed_rank`, :func:`mcnemar`, :func:`delong_test` (with
+  :func:`delong_auc_ci`), and the corrections :func:`holm`, :func:`bonferroni`,
+  :func:`benjamini_hochberg`, from :mod:`medfleet.evaluate.stats_hypothesis`;
+* challenge rankings: :func:`rank_then_aggregate`, :func:`aggregate_then_rank` and
+  :func:`bootstrap_rank_stability`, from :mod:`medfleet.evaluate.stats_ranking`;
+* the result records :class:`CI`, :class:`PairedResult`, :class:`TestResult`,
+  :class:`DeLongResult`.
+
+Each module states its conventions; docs/analysis.md collects them with examples.
+
+Example:
+    >>> from medfleet.evaluate.stats import bootstrap_ci, holm
+    >>> bootstrap_ci([1.0, 2.0, 3.0, 4.0], n_resamples=200).estimate
+    2.5
+    >>> holm([0.01, 0.02]).tolist()
+    [0.02, 0.02]
+"""
+
+from __future__ import annotations
+
+from medfleet.evaluate.stats_bootstrap import (
+    NanPolicy,
+    bootstrap_ci,
+    bootstrap_distribution,
+    paired_bootstrap,
+)
+from medfleet.evaluate.stats_hypothesis import (
+    MCNEMAR_EXACT_BELOW,
+    benjamini_hochberg,
+    bonferroni,
+    delong_auc_ci,
+    delong_covariance,
+    delong_test,
+    holm,
+    mcnemar,
+    mcnemar_from_counts,
+    wilcoxon_signed_rank,
+)
+from medfleet.evaluate.stats_ranking import (
+    Ranking,
+    RankStability,
+    aggregate_then_rank,
+    bootstrap_rank_stability,
+    rank,
+    rank_then_aggregate,
+)
+from medfleet.evaluate.stats_results import CI, DeLongResult, PairedResult, TestResult
+
+__all__ = [
+    "CI",
+    "MCNEMAR_EXACT_BELOW",
+    "DeLongResult",
+    "NanPolicy",
+    "PairedResult",
+    "RankStability",
+    "Ranking",
+    "TestResult",
+    "aggregate_then_rank",
+    "benjamini_hochberg",
+    "bonferroni",
+    "bootstrap_ci",
+    "bootstrap_distribution",
+    "bootstrap_rank_stability",
+    "delong_auc_ci",
+    "delong_covariance",
+    "delong_test",
+    "holm",
+    "mcnemar",
+    "mcnemar_from_counts",
+    "paired_bootstrap",
+    "rank",
+    "rank_then_aggregate",
+    "wilcoxon_signed_rank",
+]

@@ -1,0 +1,135 @@
+"""Saving and loading unified models (one file, written atomically).
+
+A checkpoint holds the model configuration, the task specifications and
+their fingerprints, the manifest name, the weights (including regression
+target statistics, class weights and the accumulated expert usage) and any
+``extra`` data (e.g. the trainer's state). It rebuilds without the manifest;
+given a manifest, the tasks must match it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medfleet import __version__
+from medfleet.errors import MedfleetError
+from medfleet.models.config import ModelConfig
+from medfleet.models.unified import UnifiedModel, build_model
+from medfleet.tasks import Manifest, Site, TaskSpec
+from medfleet.utils.atomic import atomic_path
+
+FORMAT = "medfleet-unified-model"
+"""Value of the ``format`` field of a checkpoint."""
+FORMAT_VERSION = 1
+"""Version of the checkpoint layout."""
+
+
+def checkpoint_payload(model: UnifiedModel, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The dictionary :func:`save_model` writes."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "medfleet_version": __version__,
+        "config": model.config.model_dump(mode="json"),
+        "manifest_name": model.manifest_name,
+        "tasks": [spec.model_dump(mode="json") for spec in model.specs.values()],
+        "fingerprints": model.task_fingerprints(),
+        "backbone_config": model.backbone.hf.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": extra or {},
+    }
+
+
+def save_model(model: UnifiedModel, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint atomically and return its path.
+
+    Args:
+        model: The model.
+        path: Destination file (``.pt`` by convention).
+        extra: Additional picklable-by-torch data (tensors, numbers, strings, lists, dicts).
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint_payload(model, extra), tmp)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read and validate a checkpoint file.
+
+    Raises:
+        MedfleetError: When the file is missing, unreadable or not a medfleet model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MedfleetError(f"{path}: checkpoint not found (fix: check the path)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise MedfleetError(
+            f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise MedfleetError(
+            f"{path}: not a medfleet model checkpoint (fix: give a file written by model.save)"
+        )
+    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
+        raise MedfleetError(
+            f"{path}: checkpoint format {payload['format_version']} is newer than this medfleet "
+            f"reads ({FORMAT_VERSION}) (fix: upgrade medfleet)"
+        )
+    return payload
+
+
+def load_model(
+    path: str | Path, manifest: Manifest | None = None, map_location: str = "cpu"
+) -> UnifiedModel:
+    """Rebuild a model from a checkpoint (no pretrained weights are re-read).
+
+    Args:
+        path: Checkpoint written by ``model.save``.
+        manifest: When given, every task of the model must be in it with the same
+            type, dimensionality, channels, labels, classes, landmarks and unit.
+        map_location: Device for the weights.
+
+    Raises:
+        MedfleetError: Naming the mismatching task(s), or when the file is not a checkpoint.
+    """
+    payload = read_checkpoint(path)
+    config = ModelConfig.model_validate(payload["config"])
+    specs = [TaskSpec.model_validate(t) for t in payload["tasks"]]
+    stored = Manifest(
+        name=payload.get("manifest_name") or "checkpoint",
+        sites=[Site(name="checkpoint")],
+        tasks=specs,
+    )
+    rebuild = config.model_copy(update={"weights": None, "allow_download": False})
+    model = build_model(
+        stored,
+        rebuild,
+        tasks=[s.name for s in specs],
+        backbone_config=payload.get("backbone_config"),
+    )
+    model.config = config
+    if manifest is not None:
+        try:
+            model.check_manifest(manifest)
+        except MedfleetError as exc:
+            raise MedfleetError(f"{path}: {exc}") from None
+    state = payload["state_dict"]
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise MedfleetError(
+            f"{path}: checkpoint weights do not match the rebuilt model "
+            f"(missing {missing[:8]}, unexpected {unexpected[:8]}); "
+            "it was probably written by another medfleet version"
+        )
+    model.load_state_dict(state)
+    model.apply_freeze_policy()
+    model.checkpoint_extra = payload.get("extra", {})
+    return model.to(map_location)

@@ -1,0 +1,142 @@
+"""Landmark head: one heatmap per point at 1/4 of the input resolution.
+
+Heatmap cell ``u`` covers input pixels ``[4u, 4u+4)``, so its centre is the
+pixel-centre coordinate ``x = 4u + 1.5`` (the convention of
+:mod:`medfleet.tables`: pixel ``(row=i, col=j)`` is ``x=j, y=i``). Decoding
+takes the peak cell and refines it to sub-pixel precision with a parabola
+through the logarithm of the peak and its neighbours, which is exact for a
+Gaussian peak.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medfleet.models.backbones import BackboneFeatures
+from medfleet.models.config import HeadConfig
+from medfleet.models.features import MultiScaleNeck, resize_to_stride
+from medfleet.models.heads.base import TaskHead
+from medfleet.models.heads.losses import heatmap_loss
+from medfleet.tasks import TaskSpec
+
+HEATMAP_STRIDE = 4
+"""Input pixels per heatmap cell."""
+
+
+def heatmap_size(image_size: tuple[int, int]) -> tuple[int, int]:
+    """Heatmap ``(h, w)`` for an input ``(H, W)``: ``ceil(H/4), ceil(W/4)``.
+
+    Example:
+        >>> heatmap_size((64, 62))
+        (16, 16)
+    """
+    return math.ceil(image_size[0] / HEATMAP_STRIDE), math.ceil(image_size[1] / HEATMAP_STRIDE)
+
+
+def _refine(left: float, centre: float, right: float) -> float:
+    """Offset of the vertex of the parabola through log values at -1, 0, +1."""
+    if min(left, centre, right) <= 0:
+        return 0.0
+    a, b, c = math.log(left), math.log(centre), math.log(right)
+    denom = a - 2 * b + c
+    if denom >= 0:
+        return 0.0
+    return float(np.clip(0.5 * (a - c) / denom, -0.5, 0.5))
+
+
+def _axis_offset(line: np.ndarray, i: int, sigma: float | None) -> float:
+    n = line.shape[0]
+    if 0 < i < n - 1:
+        return _refine(line[i - 1], line[i], line[i + 1])
+    if sigma is None or n < 2:
+        return 0.0
+    if i == 0:
+        return _edge_refine(line[0], line[1], sigma, 1)
+    return _edge_refine(line[n - 1], line[n - 2], sigma, -1)
+
+
+def _edge_refine(peak: float, inner: float, sigma: float, direction: int) -> float:
+    """Offset of a Gaussian peak on the border from the peak and its one inner neighbour."""
+    if peak <= 0 or inner <= 0:
+        return 0.0
+    # log(inner / peak) = (2 c - 1) / (2 sigma^2) for a peak at offset c towards the inside
+    offset = sigma**2 * math.log(inner / peak) + 0.5
+    return float(np.clip(offset, -1.0, 0.5)) * direction
+
+
+def decode_heatmaps(
+    heatmaps: np.ndarray, stride: float = HEATMAP_STRIDE, sigma: float | None = None
+) -> np.ndarray:
+    """Sub-pixel peak of each heatmap ``(L, h, w)`` as pixel-centre ``x, y`` ``(L, 2)``.
+
+    Peaks on the border are refined from their one inner neighbour when the
+    Gaussian ``sigma`` (in cells) is given, otherwise kept at the cell centre.
+
+    Example:
+        >>> from medfleet.models.heads.losses import gaussian_heatmaps
+        >>> pts = torch.tensor([[[10.3, 21.7]]])
+        >>> hm = gaussian_heatmaps(pts, (16, 16), 4.0, 1.5)[0].numpy()
+        >>> np.round(decode_heatmaps(hm), 3).tolist()
+        [[10.3, 21.7]]
+    """
+    maps = np.asarray(heatmaps, dtype=np.float64)
+    n = maps.shape[0]
+    out = np.zeros((n, 2), dtype=np.float64)
+    offset = (stride - 1.0) / 2.0
+    for k in range(n):
+        m = maps[k]
+        iy, ix = np.unravel_index(int(np.argmax(m)), m.shape)
+        dx = _axis_offset(m[iy, :], ix, sigma)
+        dy = _axis_offset(m[:, ix], iy, sigma)
+        out[k] = (stride * (ix + dx) + offset, stride * (iy + dy) + offset)
+    return out
+
+
+class LandmarkHead(TaskHead):
+    """``{"heatmaps": (B, L, ceil(H/4), ceil(W/4))}``."""
+
+    def __init__(self, spec: TaskSpec, embed_dim: int, num_maps: int, options: HeadConfig) -> None:
+        super().__init__(spec, embed_dim, num_maps, options)
+        self.names = list(spec.landmarks or [])
+        dim = options.decoder_dim
+        self.neck = MultiScaleNeck(embed_dim, num_maps, dim)
+        self.refine = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), nn.GELU())
+        self.output = nn.Conv2d(dim, len(self.names), 1)
+
+    @property
+    def num_landmarks(self) -> int:
+        """Number of points."""
+        return len(self.names)
+
+    def forward(self, features: BackboneFeatures) -> dict[str, torch.Tensor]:
+        """Heatmaps at stride 4."""
+        fused = self.neck(features.maps)
+        stride = features.patch_size / self.neck.max_scale
+        size = heatmap_size(features.image_size)
+        fmap = resize_to_stride(fused, stride, float(HEATMAP_STRIDE), size)
+        return {"heatmaps": self.output(self.refine(fmap))}
+
+    def loss(
+        self, out: dict[str, torch.Tensor], targets: Any
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Heatmap MSE against Gaussians (sigma from the head options); NaN points ignored."""
+        heatmaps = self.require_key(out, "heatmaps").float()
+        points = torch.as_tensor(targets, device=heatmaps.device, dtype=heatmaps.dtype)
+        expected = (heatmaps.shape[0], self.num_landmarks, 2)
+        if tuple(points.shape) != expected:
+            raise self.error(
+                f"landmark targets have shape {tuple(points.shape)}, expected {expected} "
+                f"(points {self.names})",
+                "give x, y per point in the task's landmark order, NaN for missing points",
+            )
+        return heatmap_loss(heatmaps, points, float(HEATMAP_STRIDE), self.options.landmark_sigma)
+
+    def decode(self, out: dict[str, torch.Tensor]) -> list[np.ndarray]:
+        """Per sample: ``(L, 2)`` pixel-centre ``x, y``."""
+        maps = self.require_key(out, "heatmaps").detach().float().cpu().numpy()
+        return [decode_heatmaps(m, sigma=self.options.landmark_sigma) for m in maps]

@@ -1,0 +1,19 @@
+"""Site-aware drift monitoring of model outputs.
+
+Modules:
+
+* :mod:`~medfleet.monitor.tests` - two-sample tests (KS, Wasserstein, PSI,
+  Jensen-Shannon, KL, chi-squared, MMD) and multiple-testing correction.
+* :mod:`~medfleet.monitor.references` - reference schemes (site, global,
+  production-only, adaptive).
+* :mod:`~medfleet.monitor.severity` - none / mild / moderate / severe grading
+  with calibrated thresholds.
+* :mod:`~medfleet.monitor.batches` - batches of outputs: reading and validation.
+* :mod:`~medfleet.monitor.agent` - site agents and the coordinator.
+* :mod:`~medfleet.monitor.store` - persistent state and history (SQLite).
+* :mod:`~medfleet.monitor.config` - the YAML configuration.
+* :mod:`~medfleet.monitor.simulate` - multi-site streams with known drift and
+  the evaluation of every scheme.
+
+See docs/monitoring.md.
+"""

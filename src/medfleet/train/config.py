@@ -1,0 +1,126 @@
+"""Training settings (pydantic; no torch import), loadable from the ``train:`` section of YAML.
+
+Example:
+    >>> cfg = TrainConfig(epochs=2, batch_size=4, sampling="temperature", temperature=3.0)
+    >>> TrainConfig.model_validate(cfg.model_dump()) == cfg
+    True
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medfleet.errors import MedfleetError
+
+
+class TrainConfig(BaseModel):
+    """How one model is trained.
+
+    Attributes:
+        epochs: Passes over the schedule (see ``batches_per_epoch``).
+        max_steps: Stop after this many optimiser steps (overrides ``epochs`` when smaller).
+        batch_size: Images per batch and process.
+        grad_accum: Batches accumulated into one optimiser step.
+        lr: Peak learning rate of AdamW.
+        weight_decay: AdamW weight decay.
+        betas: AdamW betas.
+        warmup_steps: Linear warm-up steps; ``None`` uses ``warmup_fraction`` of all steps.
+        warmup_fraction: Warm-up as a fraction of all steps when ``warmup_steps`` is None.
+        min_lr_ratio: Final learning rate of the cosine schedule relative to ``lr``.
+        max_grad_norm: Gradient clipping norm (``None`` or 0: no clipping).
+        sampling: Task sampling: ``proportional``, ``uniform`` or ``temperature``.
+        temperature: ``tau`` of temperature sampling.
+        batches_per_epoch: Batches per epoch (default: enough to see every row once).
+        seed: Seed of initialisation, schedule and dropout.
+        checkpoint_every: Save a checkpoint every N optimiser steps (0: only at epoch end).
+        val_every: Validate every N epochs (0: never); also after the last step.
+        val_split: Split used for validation.
+        normalisation: Per-image intensity normalisation (``zscore``, ``minmax``, ``none``).
+        amp: Mixed precision on GPU: ``auto`` (bf16 when supported, else fp16), ``bf16``,
+            ``fp16`` or ``off``. CPU runs always use float32.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+        cache: Keep prepared images in memory.
+        threads: CPU threads of torch (``None``: torch's default). One thread is often
+            fastest for small models, and always on a busy machine.
+        tensorboard: Also log to TensorBoard when it is installed.
+        log_every: Record the training loss every N steps.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(default=10, ge=1)
+    max_steps: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    lr: float = Field(default=3e-4, gt=0.0)
+    weight_decay: float = Field(default=0.05, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int | None = Field(default=None, ge=0)
+    warmup_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
+    min_lr_ratio: float = Field(default=0.01, ge=0.0, le=1.0)
+    max_grad_norm: float | None = Field(default=1.0, ge=0.0)
+    sampling: Literal["proportional", "uniform", "temperature"] = "proportional"
+    temperature: float = Field(default=2.0, gt=0.0)
+    batches_per_epoch: int | None = Field(default=None, ge=1)
+    seed: int = Field(default=0, ge=0)
+    checkpoint_every: int = Field(default=50, ge=0)
+    val_every: int = Field(default=1, ge=0)
+    val_split: Literal["train", "val", "test"] = "val"
+    normalisation: Literal["zscore", "minmax", "none"] = "zscore"
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    device: str = "auto"
+    cache: bool = True
+    threads: int | None = Field(default=None, ge=1)
+    tensorboard: bool = True
+    log_every: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device {self.device!r} must be auto, cpu, cuda or cuda:N")
+        return self
+
+
+def load_run_config(path: str | Path) -> tuple[dict[str, Any], TrainConfig]:
+    r"""Read a YAML file with optional ``model:`` and ``train:`` sections.
+
+    Returns:
+        The ``model`` section as a dict (for ``ModelConfig``) and the ``TrainConfig``.
+
+    Raises:
+        MedfleetError: Missing file, invalid YAML or an invalid field (named).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "run.yaml"
+        >>> _ = p.write_text("model: {image_size: 32}\ntrain: {epochs: 3}\n")
+        >>> model, train = load_run_config(p)
+        >>> model["image_size"], train.epochs
+        (32, 3)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MedfleetError(f"{path}: configuration file not found (fix: check the path)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise MedfleetError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise MedfleetError(f"{path}: expected a mapping with 'model' and/or 'train' sections")
+    unknown = sorted(set(raw) - {"model", "train"})
+    if unknown:
+        raise MedfleetError(
+            f"{path}: unknown section(s) {unknown} (fix: use 'model:' and 'train:' only)"
+        )
+    try:
+        train = TrainConfig.model_validate(raw.get("train") or {})
+    except ValidationError as exc:
+        raise MedfleetError(f"{path}: section 'train' is invalid:\n{exc}") from exc
+    model = raw.get("model") or {}
+    if not isinstance(model, dict):
+        raise MedfleetError(f"{path}: section 'model' must be a mapping")
+    return model, train

@@ -1,0 +1,639 @@
+"""Torch datasets over the rows of a manifest task's table.
+
+Each sample is one table row: the image is read with :func:`medfleet.data.io.read_image`
+(honouring the row's ``spacing``), normalised, converted to the task's channel count,
+scaled so its longer side is the model size and padded at the bottom and right (see
+:mod:`medfleet.train.geometry`). Targets move with the image: masks by nearest neighbour
+(padding marked ``-1`` = ignore), boxes and landmarks by the same scale, classes become
+indices into the task's ``classes``.
+
+Problems in the data are found before training starts: :func:`load_task_rows` checks the
+table and its target column, and :meth:`TaskDataset.check` reads every sample once, so a
+label outside the task's classes, a mask that does not match its image or images with
+mixed channel counts stop the run with a message naming the file, case and fix.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from medfleet.data.io import ImageData, read_image
+from medfleet.errors import ManifestError, MedfleetError
+from medfleet.tables import (
+    BASE_COLUMNS,
+    SPLITS,
+    TARGET_COLUMNS,
+    CellFormatError,
+    parse_boxes,
+    parse_float,
+    parse_landmarks,
+    parse_spacing,
+    read_table,
+)
+from medfleet.tasks import Manifest, TaskSpec, TaskType
+from medfleet.train.geometry import Geometry, resize_nearest
+
+Normalisation = Literal["zscore", "minmax", "none"]
+MaskEncoder = Callable[[str, np.ndarray], Any]
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+class DataError(ManifestError):
+    """A task's table or images cannot be used for training or prediction."""
+
+
+def target_column(spec: TaskSpec) -> str:
+    """The table column holding a task's target.
+
+    Example:
+        >>> from medfleet.tasks import TaskSpec
+        >>> target_column(TaskSpec(name="t", type="regression", table="t.csv", unit="mm"))
+        'value'
+    """
+    return TARGET_COLUMNS[spec.type.value][0]
+
+
+def is_labelled(spec: TaskSpec, row: dict[str, str]) -> bool:
+    """Whether a row has a target (an empty target cell marks an unlabelled row).
+
+    Example:
+        >>> from medfleet.tasks import TaskSpec
+        >>> spec = TaskSpec(name="t", type="classification", table="t.csv", classes=["a", "b"])
+        >>> is_labelled(spec, {"label": "a"}), is_labelled(spec, {"label": " "})
+        (True, False)
+    """
+    return bool((row.get(target_column(spec)) or "").strip())
+
+
+def load_task_rows(
+    manifest: Manifest,
+    spec: TaskSpec | str,
+    splits: Sequence[str] = ("train",),
+    *,
+    labelled_only: bool = True,
+) -> list[dict[str, str]]:
+    """Read a task's table and return the rows of the given splits, checked.
+
+    Args:
+        manifest: The loaded manifest (its folder resolves the table path).
+        spec: The task or its name.
+        splits: Splits to keep (``train``, ``val``, ``test``).
+        labelled_only: Drop rows whose target cell is empty.
+
+    Returns:
+        The rows, in table order.
+
+    Raises:
+        DataError: The table is missing, lacks a base or target column, or has a row with
+            an unknown split; the message names the table and says what to add.
+
+    Example:
+        >>> import tempfile
+        >>> from medfleet.data.phantoms import PhantomConfig, generate_phantoms
+        >>> path = generate_phantoms(tempfile.mkdtemp(), PhantomConfig(tasks=["lesion_cls"]),
+        ...                          sites=1, cases_per_site=4, size=32)
+        >>> rows = load_task_rows(Manifest.load(path), "lesion_cls", ("train", "val", "test"))
+        >>> len(rows)
+        4
+    """
+    spec = manifest.task(spec) if isinstance(spec, str) else spec
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise DataError(f"unknown split(s) {unknown} (fix: use {list(SPLITS)})")
+    path = manifest.table_path(spec)
+    if not path.is_file():
+        raise DataError(
+            f"task {spec.name!r}: table {path} not found (fix: check 'table' in the manifest)"
+        )
+    try:
+        rows = read_table(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"task {spec.name!r}: cannot read table {path}: {exc}") from exc
+    columns = _columns(path)
+    target = target_column(spec)
+    missing = [c for c in ("case_id", "image", "split") if c not in columns]
+    if target not in columns:
+        missing.append(target)
+    if missing:
+        raise DataError(
+            f"task {spec.name!r} ({spec.type.value}): table {path} lacks column(s) {missing}; "
+            f"it has {columns} (fix: add the column(s); a {spec.type.value} task reads its "
+            f"target from '{target}', see medfleet.tables)"
+        )
+    kept = []
+    for line, row in enumerate(rows, start=2):
+        split = (row.get("split") or "").strip()
+        if split not in SPLITS:
+            raise DataError(
+                f"task {spec.name!r}: table {path} line {line} (case {row.get('case_id')!r}) has "
+                f"split {split!r} (fix: use one of {list(SPLITS)})"
+            )
+        if split in splits and (is_labelled(spec, row) or not labelled_only):
+            kept.append(row)
+    return kept
+
+
+def _columns(path: Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        header = next(csv.reader(fh), [])
+    return [c.strip() for c in header]
+
+
+def default_mask_encoder(spec: TaskSpec) -> Callable[[np.ndarray], np.ndarray]:
+    """Label values -> class indices in sorted label order (background first).
+
+    Example:
+        >>> from medfleet.tasks import TaskSpec
+        >>> spec = TaskSpec(name="s", type="segmentation", table="s.csv",
+        ...                 labels={0: "bg", 5: "a", 7: "b"})
+        >>> default_mask_encoder(spec)(np.array([0, 7, 5])).tolist()
+        [0, 2, 1]
+    """
+    values = sorted(spec.labels or {0: "background"})
+    lookup = {v: i for i, v in enumerate(values)}
+
+    def encode(mask: np.ndarray) -> np.ndarray:
+        out = np.full(mask.shape, -1, dtype=np.int64)
+        for value, index in lookup.items():
+            out[mask == value] = index
+        return out
+
+    return encode
+
+
+@dataclass
+class Sample:
+    """One prepared row.
+
+    Attributes:
+        image: ``(C, S, S)`` float32 model input.
+        target: The model-grid target (see the module notes), ``None`` when unlabelled.
+        case_id: The row's case id.
+        geometry: How the image maps onto the model grid.
+        spacing: mm per array axis of the original image.
+        channels_in_file: The channel count of the file before conversion.
+        index: Row index within the dataset.
+    """
+
+    image: torch.Tensor
+    target: Any
+    case_id: str
+    geometry: Geometry
+    spacing: tuple[float, ...]
+    channels_in_file: int
+    index: int
+
+
+@dataclass
+class Batch:
+    """Samples of one task stacked for the model.
+
+    Attributes:
+        task: Task name.
+        images: ``(B, C, S, S)`` float32.
+        targets: The model's target format for the task type (``None`` when unlabelled).
+        case_ids: Per sample.
+        geometries: Per sample.
+        spacings: Per sample.
+    """
+
+    task: str
+    images: torch.Tensor
+    targets: Any
+    case_ids: list[str]
+    geometries: list[Geometry]
+    spacings: list[tuple[float, ...]] = field(default_factory=list)
+
+    def to(self, device: torch.device | str) -> Batch:
+        """Move images and targets to ``device``."""
+        return Batch(
+            self.task,
+            self.images.to(device),
+            move_targets(self.targets, device),
+            self.case_ids,
+            self.geometries,
+            self.spacings,
+        )
+
+
+def move_targets(targets: Any, device: torch.device | str) -> Any:
+    """Move a target structure (tensor, list of box dicts, ``None``) to ``device``."""
+    if targets is None:
+        return None
+    if isinstance(targets, torch.Tensor):
+        return targets.to(device)
+    return [{k: v.to(device) for k, v in t.items()} for t in targets]
+
+
+class TaskDataset(Dataset):
+    """Rows of one task as model-ready samples.
+
+    Args:
+        manifest: The loaded manifest.
+        task: Task name or spec.
+        splits: Splits to include.
+        image_size: Side ``S`` of the square model input.
+        labelled_only: Exclude rows without a target (supervised training); when False,
+            unlabelled rows give ``target=None`` (prediction).
+        normalisation: ``zscore`` (per image and channel), ``minmax`` (to [0, 1]) or ``none``.
+        mask_encoder: ``(task, mask) -> class indices``; defaults to sorted label order.
+        cache: Keep prepared samples in memory after the first read.
+
+    Raises:
+        DataError: From :func:`load_task_rows`, or when no row is left.
+
+    Example:
+        >>> import tempfile
+        >>> from medfleet.data.phantoms import PhantomConfig, generate_phantoms
+        >>> path = generate_phantoms(tempfile.mkdtemp(), PhantomConfig(tasks=["nodule_det"]),
+        ...                          sites=1, cases_per_site=3, size=40)
+        >>> ds = TaskDataset(Manifest.load(path), "nodule_det", ("train", "val", "test"), 32)
+        >>> s = ds[0]
+        >>> tuple(s.image.shape), s.target["boxes"].shape[1]
+        ((1, 32, 32), 4)
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        task: str | TaskSpec,
+        splits: Sequence[str],
+        image_size: int,
+        *,
+        labelled_only: bool = True,
+        normalisation: Normalisation = "zscore",
+        mask_encoder: MaskEncoder | None = None,
+        cache: bool = True,
+    ) -> None:
+        self.manifest = manifest
+        self.spec = manifest.task(task) if isinstance(task, str) else task
+        if self.spec.dim != 2:
+            raise DataError(
+                f"task {self.spec.name!r} has dim={self.spec.dim}; the trainer reads 2D images "
+                "(fix: train volume tasks slice-wise by listing slices as 2D rows)"
+            )
+        if normalisation not in ("zscore", "minmax", "none"):
+            raise DataError(
+                f"normalisation {normalisation!r} is not one of 'zscore', 'minmax', 'none'"
+            )
+        self.splits = tuple(splits)
+        self.image_size = int(image_size)
+        self.labelled_only = labelled_only
+        self.normalisation = normalisation
+        self.rows = load_task_rows(manifest, self.spec, self.splits, labelled_only=labelled_only)
+        if not self.rows:
+            what = "labelled rows" if labelled_only else "rows"
+            raise DataError(
+                f"task {self.spec.name!r}: no {what} in split(s) {list(self.splits)} of "
+                f"{manifest.table_path(self.spec)} (fix: assign rows to these splits)"
+            )
+        self._encode_mask = _mask_encoder(self.spec, mask_encoder)
+        self.cache = cache
+        self._cache: dict[int, Sample] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def case_ids(self) -> list[str]:
+        """Case ids in dataset order."""
+        return [r["case_id"] for r in self.rows]
+
+    def __getitem__(self, index: int) -> Sample:
+        if index in self._cache:
+            return self._cache[index]
+        sample = self._load(index)
+        if self.cache:
+            self._cache[index] = sample
+        return sample
+
+    def check(self, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Read every sample once; stop on the first bad row or on mixed channel counts.
+
+        Returns:
+            ``{"rows": n, "channels_in_files": {count: n_rows}}``.
+
+        Raises:
+            DataError: A bad row (the message names case and file) or images of different
+                channel counts within the task (naming an example file of each count).
+        """
+        counts: Counter[int] = Counter()
+        example: dict[int, str] = {}
+        for i in range(len(self)):
+            sample = self[i]
+            counts[sample.channels_in_file] += 1
+            example.setdefault(sample.channels_in_file, self.rows[i]["image"])
+            if progress is not None:
+                progress(i + 1, len(self))
+        if len(counts) > 1:
+            listing = "; ".join(
+                f"{n} image(s) with {c} channel(s), e.g. {example[c]}"
+                for c, n in sorted(counts.items())
+            )
+            raise DataError(
+                f"task {self.spec.name!r}: images have mixed channel counts ({listing}); the "
+                f"task declares channels={self.spec.channels} (fix: convert the images to one "
+                "channel count, e.g. all grey or all RGB)"
+            )
+        return {"rows": len(self), "channels_in_files": dict(counts)}
+
+    def _where(self, index: int) -> str:
+        row = self.rows[index]
+        return f"task {self.spec.name!r}, case {row.get('case_id')!r}"
+
+    def _load(self, index: int) -> Sample:
+        row = self.rows[index]
+        where = self._where(index)
+        spacing = None
+        if (row.get("spacing") or "").strip():
+            try:
+                spacing = parse_spacing(row["spacing"])
+            except CellFormatError as exc:
+                raise DataError(f"{where}: column 'spacing': {exc}") from None
+        ref = self.manifest.resolve(row["image"])
+        image = _read(ref, spacing, where)
+        pixels, channels_in_file = to_channels(image, self.spec.channels, where, str(ref))
+        geometry = Geometry.fit(pixels.shape[-2:], self.image_size)
+        tensor = prepare_pixels(pixels, geometry, self.normalisation)
+        target = None
+        if is_labelled(self.spec, row):
+            target = self._target(row, geometry, pixels.shape[-2:], spacing, where)
+        return Sample(
+            tensor, target, row["case_id"], geometry, image.spacing, channels_in_file, index
+        )
+
+    def _target(
+        self,
+        row: dict[str, str],
+        geometry: Geometry,
+        shape: tuple[int, ...],
+        spacing: tuple[float, ...] | None,
+        where: str,
+    ) -> Any:
+        spec = self.spec
+        column = target_column(spec)
+        cell = row[column].strip()
+        try:
+            if spec.type is TaskType.segmentation:
+                return self._mask_target(cell, geometry, shape, spacing, where)
+            if spec.type is TaskType.classification:
+                classes = list(spec.classes or [])
+                if cell not in classes:
+                    raise DataError(
+                        f"{where}: label {cell!r} is not one of the task's classes {classes} "
+                        "(fix: correct the label or add the class to 'classes' in the manifest)"
+                    )
+                return classes.index(cell)
+            if spec.type is TaskType.detection:
+                return self._box_target(cell, geometry, where)
+            if spec.type is TaskType.regression:
+                return parse_float(cell, "value")
+            points = parse_landmarks(cell, n_points=len(spec.landmarks or []))
+            return torch.as_tensor(geometry.points_to_model(points), dtype=torch.float32)
+        except CellFormatError as exc:
+            raise DataError(f"{where}: column {column!r}: {exc}") from None
+
+    def _mask_target(
+        self,
+        cell: str,
+        geometry: Geometry,
+        shape: tuple[int, ...],
+        spacing: tuple[float, ...] | None,
+        where: str,
+    ) -> torch.Tensor:
+        ref = self.manifest.resolve(cell)
+        mask = _read(ref, spacing, where).array
+        if mask.ndim == 3 and mask.shape[-1] in (3, 4):
+            if not (mask[..., :3] == mask[..., :1]).all():
+                raise DataError(
+                    f"{where}: mask {ref} is a colour image with different channels "
+                    "(fix: save the mask as a single-channel label map)"
+                )
+            mask = mask[..., 0]
+        if tuple(mask.shape) != tuple(shape):
+            raise DataError(
+                f"{where}: mask {ref} has shape {tuple(mask.shape)} but its image "
+                f"{tuple(shape)} (fix: store the mask on the image's grid)"
+            )
+        if np.issubdtype(mask.dtype, np.floating) and not np.all(mask == np.round(mask)):
+            raise DataError(f"{where}: mask {ref} holds fractional values (fix: save labels)")
+        declared = set(self.spec.labels or {})
+        present = {int(v) for v in np.unique(mask)}
+        outside = sorted(present - declared)
+        if outside:
+            raise DataError(
+                f"{where}: mask {ref} holds label value(s) {outside} outside the task's labels "
+                f"{sorted(declared)} (fix: correct the mask or declare the labels in the manifest)"
+            )
+        encoded = np.asarray(self._encode_mask(mask.astype(np.int64)), dtype=np.int64)
+        resized = resize_nearest(encoded, geometry.resized)
+        out = np.full(geometry.size, -1, dtype=np.int64)
+        out[: geometry.resized[0], : geometry.resized[1]] = resized
+        return torch.from_numpy(out)
+
+    def _box_target(self, cell: str, geometry: Geometry, where: str) -> dict[str, torch.Tensor]:
+        boxes = parse_boxes(cell, ndim=2)
+        classes = list(self.spec.classes or [])
+        labels = []
+        for box in boxes:
+            if classes:
+                if box.label not in classes:
+                    raise DataError(
+                        f"{where}: box class {box.label!r} is not one of the task's classes "
+                        f"{classes} (fix: prefix every box with a declared class, e.g. "
+                        f"'{classes[0]}:x0,y0,x1,y1')"
+                    )
+                labels.append(classes.index(box.label))
+            else:
+                labels.append(0)
+        coords = np.array([b.coords for b in boxes], dtype=np.float64).reshape(-1, 4)
+        return {
+            "boxes": torch.as_tensor(geometry.boxes_to_model(coords), dtype=torch.float32),
+            "labels": torch.as_tensor(labels, dtype=torch.int64),
+        }
+
+
+def _mask_encoder(spec: TaskSpec, encoder: MaskEncoder | None) -> Callable[[np.ndarray], Any]:
+    if encoder is None:
+        return default_mask_encoder(spec)
+
+    def encode(mask: np.ndarray) -> np.ndarray:
+        out = encoder(spec.name, mask)
+        if isinstance(out, torch.Tensor):
+            out = out.detach().cpu().numpy()
+        return np.asarray(out)
+
+    return encode
+
+
+def _read(ref: Path, spacing: tuple[float, ...] | None, where: str) -> ImageData:
+    try:
+        return read_image(ref, spacing=spacing)
+    except MedfleetError as exc:
+        raise DataError(f"{where}: {exc}") from exc
+
+
+def to_channels(
+    image: ImageData, channels: int, where: str = "image", ref: str = ""
+) -> tuple[np.ndarray, int]:
+    """Pixels as ``(channels, H, W)`` float32 and the channel count found in the file.
+
+    A grey image is repeated to ``channels``; an RGB(A) image becomes grey (ITU-R 601 luma)
+    when one channel is wanted; a stack of frames ``(F, H, W)`` supplies ``F`` channels.
+
+    Raises:
+        DataError: When the file's channels cannot become ``channels``.
+
+    Example:
+        >>> img = ImageData(np.zeros((4, 5, 3), np.uint8), (1.0, 1.0), {"channel_axis": -1})
+        >>> arr, found = to_channels(img, 1)
+        >>> arr.shape, found
+        ((1, 4, 5), 3)
+    """
+    array = np.asarray(image.array)
+    if image.meta.get("channel_axis") == -1:
+        pixels = np.moveaxis(array, -1, 0)
+        if pixels.shape[0] == 4:
+            pixels = pixels[:3]
+    elif array.ndim == 2:
+        pixels = array[None]
+    elif array.ndim == 3:
+        pixels = array
+    else:
+        raise DataError(
+            f"{where}: image {ref} has shape {array.shape}; expected a 2D image "
+            "(fix: give one image, or one frame with '#frame=N')"
+        )
+    pixels = pixels.astype(np.float32)
+    found = int(pixels.shape[0])
+    if found == channels:
+        return pixels, found
+    if found == 1:
+        return np.repeat(pixels, channels, axis=0), found
+    if found == 3 and channels == 1:
+        return np.tensordot(_LUMA, pixels, axes=1)[None].astype(np.float32), found
+    raise DataError(
+        f"{where}: image {ref} has {found} channels but the task declares channels={channels} "
+        "(fix: set 'channels' in the manifest to the images' channel count)"
+    )
+
+
+def normalise(pixels: np.ndarray, method: Normalisation) -> np.ndarray:
+    """Per-image, per-channel intensity normalisation.
+
+    ``zscore`` subtracts the mean and divides by the standard deviation (1 when constant);
+    ``minmax`` maps the range to [0, 1]; ``none`` leaves values as they are.
+
+    Example:
+        >>> normalise(np.array([[[0.0, 2.0]]]), "zscore").tolist()
+        [[[-1.0, 1.0]]]
+    """
+    if method == "none":
+        return pixels.astype(np.float32)
+    axes = tuple(range(1, pixels.ndim))
+    if method == "minmax":
+        lo = pixels.min(axis=axes, keepdims=True)
+        span = pixels.max(axis=axes, keepdims=True) - lo
+        return ((pixels - lo) / np.where(span > 0, span, 1.0)).astype(np.float32)
+    mean = pixels.mean(axis=axes, keepdims=True, dtype=np.float64)
+    std = pixels.std(axis=axes, keepdims=True, dtype=np.float64)
+    return ((pixels - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
+
+
+def prepare_pixels(pixels: np.ndarray, geometry: Geometry, method: Normalisation) -> torch.Tensor:
+    """Normalise, resize (bilinear with anti-aliasing) and pad ``(C, H, W)`` pixels.
+
+    Example:
+        >>> g = Geometry.fit((8, 4), 4)
+        >>> tuple(prepare_pixels(np.ones((1, 8, 4), np.float32), g, "none").shape)
+        (1, 4, 4)
+    """
+    tensor = torch.from_numpy(normalise(pixels, method))[None]
+    if tuple(tensor.shape[-2:]) != geometry.resized:
+        downscale = geometry.resized[0] < tensor.shape[-2] or geometry.resized[1] < tensor.shape[-1]
+        tensor = torch.nn.functional.interpolate(
+            tensor, size=geometry.resized, mode="bilinear", align_corners=False, antialias=downscale
+        )
+    out = torch.zeros((tensor.shape[1], *geometry.size), dtype=torch.float32)
+    out[:, : geometry.resized[0], : geometry.resized[1]] = tensor[0]
+    return out
+
+
+def collate(task: TaskSpec, samples: Sequence[Sample]) -> Batch:
+    """Stack samples of one task into a :class:`Batch` in the model's target format.
+
+    Targets: segmentation ``LongTensor[B, S, S]`` (``-1`` ignored), classification
+    ``LongTensor[B]``, detection a list of ``{"boxes", "labels"}``, regression
+    ``FloatTensor[B]``, landmarks ``FloatTensor[B, L, 2]`` (NaN = missing). When any
+    sample is unlabelled the batch's targets are ``None``.
+    """
+    images = torch.stack([s.image for s in samples])
+    targets: Any = None
+    if all(s.target is not None for s in samples):
+        kind = task.type
+        if kind is TaskType.segmentation or kind is TaskType.landmarks:
+            targets = torch.stack([s.target for s in samples])
+        elif kind is TaskType.classification:
+            targets = torch.as_tensor([s.target for s in samples], dtype=torch.int64)
+        elif kind is TaskType.regression:
+            targets = torch.as_tensor([s.target for s in samples], dtype=torch.float32)
+        else:
+            targets = [s.target for s in samples]
+    return Batch(
+        task.name,
+        images,
+        targets,
+        [s.case_id for s in samples],
+        [s.geometry for s in samples],
+        [s.spacing for s in samples],
+    )
+
+
+def regression_stats(dataset: TaskDataset) -> tuple[float, float]:
+    """Mean and standard deviation (1 when constant) of a regression dataset's targets.
+
+    Example:
+        >>> class _D:  # any object with .spec and .rows
+        ...     from medfleet.tasks import TaskSpec
+        ...     spec = TaskSpec(name="r", type="regression", table="r.csv", unit="mm")
+        ...     rows = [{"value": "1"}, {"value": "3"}]
+        >>> regression_stats(_D())
+        (2.0, 1.0)
+    """
+    values = [
+        parse_float(r["value"], "value") for r in dataset.rows if is_labelled(dataset.spec, r)
+    ]
+    if not values:
+        return 0.0, 1.0
+    arr = np.asarray(values, dtype=np.float64)
+    std = float(arr.std())
+    return float(arr.mean()), std if std > 0 else 1.0
+
+
+__all__ = [
+    "BASE_COLUMNS",
+    "Batch",
+    "DataError",
+    "Sample",
+    "TaskDataset",
+    "collate",
+    "default_mask_encoder",
+    "is_labelled",
+    "load_task_rows",
+    "move_targets",
+    "normalise",
+    "prepare_pixels",
+    "regression_stats",
+    "target_column",
+    "to_channels",
+]

@@ -1,0 +1,592 @@
+"""Run a trained model over a split of a manifest and write what ``medfleet evaluate`` reads.
+
+Predictions are mapped back onto each image's own grid (see :mod:`medfleet.train.geometry`)
+and written per task under ``OUT/<task>/``:
+
+==================  ===========================================================================
+file                content
+==================  ===========================================================================
+predictions.csv     ``case_id``, the task's prediction columns, ``runtime_s`` (every task type)
+masks/              segmentation: one label map per case, ``<case_id>.png``, label values
+probs/              segmentation: ``<case_id>.npz`` with ``probs`` (K, H, W) float16 and
+                    ``labels`` (the K label values)
+reference.csv       the split's labelled rows: ``case_id``, target, ``spacing``, site and
+                    metadata (the ``--gt`` table, or ``--meta`` for segmentation)
+reference_masks/    segmentation: the split's reference masks as ``<case_id>.png``
+==================  ===========================================================================
+
+Prediction columns: classification ``label`` and ``prob_<class>``; detection ``boxes``
+(``[class:]x0,y0,x1,y1;...``) and ``scores``; regression ``value``; landmarks
+``landmarks`` (``x,y;...``) and ``spacing``; segmentation ``mask`` and ``probs`` (paths
+relative to the task folder). ``runtime_s`` is the wall time of the forward pass,
+decoding and mapping back, per image. ``OUT/predictions.json`` lists the tasks, files,
+mean runtimes and the ``medfleet evaluate`` command of each task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medfleet.data.io import read_image, write_png
+from medfleet.errors import MedfleetError
+from medfleet.tables import (
+    Box,
+    format_boxes,
+    format_landmarks,
+    format_spacing,
+    parse_spacing,
+    rater_column,
+    write_table,
+)
+from medfleet.tasks import Manifest, TaskSpec, TaskType
+from medfleet.train.datasets import (
+    Normalisation,
+    TaskDataset,
+    collate,
+    is_labelled,
+    load_task_rows,
+    target_column,
+)
+from medfleet.train.geometry import Geometry
+from medfleet.utils.atomic import atomic_path, write_json_atomic
+
+ProgressCallback = Callable[[int, int], None]
+
+EVALUATE_TYPES = {
+    TaskType.segmentation: "segmentation",
+    TaskType.classification: "classification",
+    TaskType.detection: "detection",
+    TaskType.regression: "regression",
+    TaskType.landmarks: "landmarks",
+}
+
+
+@dataclass
+class CasePrediction:
+    """One case's prediction on its image's own grid.
+
+    Attributes:
+        case_id: The case.
+        runtime_s: Seconds for forward pass, decoding and mapping back (per image).
+        spacing: mm per array axis of the image.
+        mask: Segmentation label map (label values).
+        probs: Segmentation ``(K, H, W)`` or classification ``(K,)`` probabilities.
+        label: Predicted class name.
+        boxes: ``(n, 4)`` boxes ``x0, y0, x1, y1`` in pixels (borders).
+        scores: ``(n,)`` box scores.
+        box_labels: Class name of each box (``None`` entries when the task has no classes).
+        value: Regression value in the task's unit.
+        landmarks: ``(L, 2)`` points ``x, y`` in pixels (NaN = not found).
+    """
+
+    case_id: str
+    runtime_s: float
+    spacing: tuple[float, ...]
+    mask: np.ndarray | None = None
+    probs: np.ndarray | None = None
+    label: str | None = None
+    boxes: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    box_labels: list[str | None] = field(default_factory=list)
+    value: float | None = None
+    landmarks: np.ndarray | None = None
+
+
+def label_values(spec: TaskSpec) -> list[int]:
+    """Segmentation label values in class-index order (background first).
+
+    Example:
+        >>> from medfleet.tasks import TaskSpec
+        >>> label_values(TaskSpec(name="s", type="segmentation", table="s.csv",
+        ...                       labels={2: "b", 0: "bg", 1: "a"}))
+        [0, 1, 2]
+    """
+    return sorted(spec.labels or {0: "background"})
+
+
+def _field(decoded: Any, *names: str) -> Any:
+    if isinstance(decoded, dict):
+        for name in names:
+            if name in decoded:
+                return decoded[name]
+        raise MedfleetError(f"model output {sorted(decoded)} lacks any of {list(names)}")
+    for name in names:
+        if hasattr(decoded, name):
+            return getattr(decoded, name)
+    raise MedfleetError(f"model output {type(decoded).__name__} lacks any of {list(names)}")
+
+
+def _numpy(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().float().cpu().numpy()
+    return np.asarray(value)
+
+
+def to_original(
+    spec: TaskSpec, decoded: Any, geometry: Geometry, case_id: str, spacing: tuple[float, ...]
+) -> CasePrediction:
+    """Map one decoded model output (model grid) back to the image's grid.
+
+    Args:
+        spec: The task.
+        decoded: One sample of ``model.decode(task, out)``: segmentation ``{"mask", "probs"}``
+            (``probs`` ``(K, S, S)`` decides the mask), classification ``{"probs", "label"}``,
+            detection a list of ``(box, score, class name or index)``, regression a float,
+            landmarks ``(L, 2)``.
+        geometry: The sample's geometry.
+        case_id: The case.
+        spacing: The image's spacing.
+
+    Returns:
+        The prediction with ``runtime_s`` 0 (the caller times it).
+    """
+    pred = CasePrediction(case_id=case_id, runtime_s=0.0, spacing=tuple(spacing))
+    kind = spec.type
+    if kind is TaskType.segmentation:
+        probs = _numpy(_field(decoded, "probs", "probabilities")).astype(np.float32)
+        cropped = torch.from_numpy(np.ascontiguousarray(geometry.crop(probs)))[None]
+        resized = torch.nn.functional.interpolate(
+            cropped, size=geometry.original, mode="bilinear", align_corners=False
+        )[0]
+        resized = resized.clamp_min(0)
+        resized = resized / resized.sum(dim=0, keepdim=True).clamp_min(1e-12)
+        pred.probs = resized.numpy()
+        values = np.asarray(label_values(spec), dtype=np.int64)
+        pred.mask = values[np.argmax(pred.probs, axis=0)]
+    elif kind is TaskType.classification:
+        probs = _numpy(_field(decoded, "probs", "probabilities")).astype(np.float64).reshape(-1)
+        classes = list(spec.classes or [])
+        if len(probs) != len(classes):
+            raise MedfleetError(
+                f"task {spec.name!r}: the model gives {len(probs)} probabilities for "
+                f"{len(classes)} classes (fix: use a checkpoint trained on this manifest)"
+            )
+        probs = np.clip(probs, 0.0, 1.0)
+        pred.probs = probs / probs.sum() if probs.sum() > 0 else probs
+        pred.label = classes[int(np.argmax(pred.probs))]
+    elif kind is TaskType.detection:
+        items = list(decoded or [])
+        boxes = np.array([_numpy(b).reshape(4) for b, _, _ in items], dtype=np.float64)
+        pred.boxes = geometry.boxes_from_model(boxes.reshape(-1, 4))
+        pred.scores = np.array([float(s) for _, s, _ in items], dtype=np.float64)
+        classes = list(spec.classes or [])
+        pred.box_labels = [_box_class(k, classes, spec.name) for _, _, k in items]
+        keep = (pred.boxes[:, 2] > pred.boxes[:, 0]) & (pred.boxes[:, 3] > pred.boxes[:, 1])
+        pred.boxes, pred.scores = pred.boxes[keep], np.clip(pred.scores[keep], 0.0, 1.0)
+        pred.box_labels = [k for k, ok in zip(pred.box_labels, keep, strict=True) if ok]
+    elif kind is TaskType.regression:
+        pred.value = float(_numpy(decoded).reshape(-1)[0])
+    else:
+        points = _numpy(decoded).astype(np.float64).reshape(-1, 2)
+        pred.landmarks = geometry.points_from_model(points)
+    return pred
+
+
+def _box_class(label: Any, classes: list[str], task: str) -> str | None:
+    """A decoded box label (class name or index) as a class name (``None`` without classes)."""
+    if not classes:
+        return None
+    if isinstance(label, str):
+        if label not in classes:
+            raise MedfleetError(
+                f"task {task!r}: the model predicts box class {label!r} not in {classes}"
+            )
+        return label
+    return classes[int(label)]
+
+
+def predict_dataset(
+    model: Any,
+    dataset: TaskDataset,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 1,
+    progress: ProgressCallback | None = None,
+) -> list[CasePrediction]:
+    """Predict every row of a dataset, in dataset order, on the images' own grids.
+
+    Args:
+        model: A model following the ``UnifiedModel`` interface (``model(images, task)``,
+            ``model.decode(task, out)``).
+        dataset: The rows (labelled or not).
+        device: Where the model runs.
+        batch_size: Images per forward pass; ``runtime_s`` is the batch time divided evenly.
+        progress: Called as ``progress(done, total)``.
+
+    Returns:
+        One prediction per row.
+    """
+    spec = dataset.spec
+    was_training = model.training
+    model.eval()
+    out: list[CasePrediction] = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(dataset), batch_size):
+                samples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+                batch = collate(spec, samples)
+                tic = time.perf_counter()
+                raw = model(batch.images.to(device), spec.name)
+                decoded = model.decode(spec.name, raw)
+                preds = [
+                    to_original(spec, d, s.geometry, s.case_id, s.spacing)
+                    for d, s in zip(decoded, samples, strict=True)
+                ]
+                if isinstance(device, torch.device | str) and str(device).startswith("cuda"):
+                    torch.cuda.synchronize()
+                elapsed = (time.perf_counter() - tic) / len(samples)
+                for p in preds:
+                    p.runtime_s = elapsed
+                out.extend(preds)
+                if progress is not None:
+                    progress(len(out), len(dataset))
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _safe_case_id(case_id: str, task: str) -> str:
+    if not case_id or "/" in case_id or "\\" in case_id or case_id.startswith("."):
+        raise MedfleetError(
+            f"task {task!r}: case id {case_id!r} cannot be a file name "
+            "(fix: use case ids without '/', '\\' or a leading '.')"
+        )
+    return case_id
+
+
+def _round(values: np.ndarray, digits: int = 4) -> np.ndarray:
+    return np.round(np.asarray(values, dtype=np.float64), digits)
+
+
+def write_task_predictions(
+    spec: TaskSpec,
+    predictions: Sequence[CasePrediction],
+    task_dir: str | Path,
+) -> dict[str, Any]:
+    """Write one task's predictions in the formats ``medfleet evaluate`` reads.
+
+    Returns:
+        ``{"predictions": csv path, "masks": folder or None, "probs": folder or None,
+        "n_cases": n, "runtime_s_mean": seconds}``.
+    """
+    task_dir = Path(task_dir)
+    task_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    kind = spec.type
+    masks_dir = task_dir / "masks"
+    probs_dir = task_dir / "probs"
+    for p in predictions:
+        case_id = _safe_case_id(p.case_id, spec.name)
+        row: dict[str, Any] = {"case_id": case_id}
+        if kind is TaskType.segmentation:
+            assert p.mask is not None and p.probs is not None
+            write_png(masks_dir / f"{case_id}.png", p.mask, label=True)
+            with atomic_path(probs_dir / f"{case_id}.npz") as tmp:
+                np.savez_compressed(
+                    tmp,
+                    probs=p.probs.astype(np.float16),
+                    labels=np.asarray(label_values(spec), np.int64),
+                )
+            row["mask"] = f"masks/{case_id}.png"
+            row["probs"] = f"probs/{case_id}.npz"
+        elif kind is TaskType.classification:
+            assert p.probs is not None
+            row["label"] = p.label
+            for name, prob in zip(spec.classes or [], p.probs, strict=True):
+                row[f"prob_{name}"] = round(float(prob), 6)
+        elif kind is TaskType.detection:
+            assert p.boxes is not None and p.scores is not None
+            order = np.argsort(-p.scores, kind="stable")
+            boxes = [
+                Box(tuple(float(v) for v in _round(p.boxes[i])), p.box_labels[i]) for i in order
+            ]
+            row["boxes"] = format_boxes(boxes)
+            row["scores"] = ";".join(f"{float(p.scores[i]):.6g}" for i in order)
+        elif kind is TaskType.regression:
+            row["value"] = round(float(p.value or 0.0), 6)
+        else:
+            assert p.landmarks is not None
+            row["landmarks"] = format_landmarks(_round(p.landmarks))
+            row["spacing"] = format_spacing(p.spacing)
+        row["runtime_s"] = f"{p.runtime_s:.6f}"
+        rows.append(row)
+    csv_path = write_table(
+        task_dir / "predictions.csv", rows, columns=list(rows[0]) if rows else None
+    )
+    runtimes = [p.runtime_s for p in predictions]
+    return {
+        "predictions": str(csv_path),
+        "masks": str(masks_dir) if kind is TaskType.segmentation else None,
+        "probs": str(probs_dir) if kind is TaskType.segmentation else None,
+        "n_cases": len(predictions),
+        "runtime_s_mean": float(np.mean(runtimes)) if runtimes else float("nan"),
+    }
+
+
+def write_task_reference(
+    manifest: Manifest, spec: TaskSpec, rows: Sequence[dict[str, str]], task_dir: str | Path
+) -> dict[str, Any]:
+    """Write the labelled rows of a split as ``reference.csv`` (and reference masks).
+
+    The table keeps every column but image paths (and, for segmentation, the mask paths);
+    ``spacing`` is filled from the image when the table has none, so landmark errors and
+    surface distances are in mm.
+
+    Returns:
+        ``{"reference": csv path, "reference_masks": folder or None, "n_reference": n}``.
+    """
+    task_dir = Path(task_dir)
+    labelled = [r for r in rows if is_labelled(spec, r)]
+    skip = {"image"}
+    if spec.type is TaskType.segmentation:
+        skip |= {"mask", *(rater_column(k) for k in range(1, spec.raters + 1))}
+    masks_dir = task_dir / "reference_masks"
+    out_rows = []
+    for row in labelled:
+        case_id = _safe_case_id(row["case_id"], spec.name)
+        spacing = None
+        if (row.get("spacing") or "").strip():
+            spacing = parse_spacing(row["spacing"])
+        if spec.type is TaskType.segmentation:
+            mask = read_image(manifest.resolve(row["mask"]), spacing=spacing)
+            array = mask.array[..., 0] if mask.meta.get("channel_axis") == -1 else mask.array
+            write_png(masks_dir / f"{case_id}.png", np.asarray(array).astype(np.int64), label=True)
+            spacing = spacing or mask.spacing
+        elif spacing is None:
+            spacing = read_image(manifest.resolve(row["image"])).spacing
+        kept = {k: v for k, v in row.items() if k not in skip and not k.startswith("mask_rater")}
+        kept["spacing"] = format_spacing(spacing)
+        out_rows.append(kept)
+    path = write_table(task_dir / "reference.csv", out_rows) if out_rows else None
+    return {
+        "reference": None if path is None else str(path),
+        "reference_masks": str(masks_dir) if spec.type is TaskType.segmentation else None,
+        "n_reference": len(out_rows),
+    }
+
+
+def evaluate_command(spec: TaskSpec, task_dir: Path, out: Path) -> list[str]:
+    """The ``medfleet evaluate`` command line that scores one task's predictions.
+
+    Example:
+        >>> from medfleet.tasks import TaskSpec
+        >>> spec = TaskSpec(name="r", type="regression", table="r.csv", unit="mm")
+        >>> evaluate_command(spec, Path("p/r"), Path("e/r"))[2:6]
+        ['--task-type', 'regression', '--pred', 'p/r/predictions.csv']
+    """
+    kind = EVALUATE_TYPES[spec.type]
+    if spec.type is TaskType.segmentation:
+        pred, gt = task_dir / "masks", task_dir / "reference_masks"
+        extra = ["--meta", str(task_dir / "reference.csv")]
+    else:
+        pred, gt = task_dir / "predictions.csv", task_dir / "reference.csv"
+        extra = []
+    return [
+        "medfleet", "evaluate", "--task-type", kind, "--pred", str(pred), "--gt", str(gt),
+        "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
+def evaluation_config(spec: TaskSpec, task_dir: Path, out: Path) -> Any:
+    """An :class:`~medfleet.evaluate.run_common.EvaluationConfig` for one task's predictions."""
+    from medfleet.evaluate.run_common import EvaluationConfig
+
+    kind = EVALUATE_TYPES[spec.type]
+    if spec.type is TaskType.segmentation:
+        return EvaluationConfig(
+            task_type=kind,
+            pred=task_dir / "masks",
+            gt=task_dir / "reference_masks",
+            out=out,
+            meta=task_dir / "reference.csv",
+            labels=tuple(spec.foreground_labels),
+        )
+    labels = tuple(spec.classes) if spec.type is TaskType.classification else None
+    return EvaluationConfig(
+        task_type=kind,
+        pred=task_dir / "predictions.csv",
+        gt=task_dir / "reference.csv",
+        out=out,
+        labels=labels,
+    )
+
+
+@dataclass
+class PredictionRun:
+    """What :func:`predict_manifest` wrote.
+
+    Attributes:
+        out: Output folder.
+        split: The split predicted.
+        tasks: Per task: files, counts, runtime and the evaluate command.
+        skipped: Tasks without rows in the split.
+    """
+
+    out: Path
+    split: str
+    tasks: dict[str, dict[str, Any]]
+    skipped: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``predictions.json``)."""
+        return {
+            "out": str(self.out),
+            "split": self.split,
+            "tasks": self.tasks,
+            "skipped": self.skipped,
+        }
+
+
+def predict_manifest(
+    model: Any,
+    manifest: Manifest,
+    out: str | Path,
+    *,
+    split: str = "test",
+    tasks: Sequence[str] | None = None,
+    image_size: int,
+    normalisation: Normalisation = "zscore",
+    device: str | torch.device = "cpu",
+    batch_size: int = 1,
+    progress: ProgressCallback | None = None,
+) -> PredictionRun:
+    """Predict a split of every task the model serves and write predictions and references.
+
+    Args:
+        model: The model (``UnifiedModel`` interface).
+        manifest: The manifest the model was trained on.
+        out: Output folder.
+        split: ``train``, ``val`` or ``test``.
+        tasks: Tasks to predict (default: the manifest's tasks the model has heads for).
+        image_size: The model's input size.
+        normalisation: Intensity normalisation used in training.
+        device: Where the model runs.
+        batch_size: Images per forward pass (1 gives exact per-image runtimes).
+        progress: Called as ``progress(done, total)`` over all cases.
+
+    Returns:
+        The written files per task (also in ``OUT/predictions.json``).
+
+    Tasks without rows in the split are skipped (listed in ``skipped``).
+
+    Raises:
+        MedfleetError: A task unknown to the manifest or the model, or no task has rows in
+            the split.
+    """
+    out = Path(out)
+    names = list(tasks) if tasks is not None else model_tasks(model, manifest)
+    datasets = []
+    skipped = []
+    for name in names:
+        spec = manifest.task(name)
+        if not load_task_rows(manifest, spec, (split,), labelled_only=False):
+            skipped.append(name)
+            continue
+        datasets.append(
+            TaskDataset(
+                manifest,
+                spec,
+                (split,),
+                image_size,
+                labelled_only=False,
+                normalisation=normalisation,
+                cache=False,
+            )
+        )
+    if not datasets:
+        raise MedfleetError(
+            f"no rows in split {split!r} for task(s) {names} (fix: choose another --split)"
+        )
+    total = sum(len(d) for d in datasets)
+    done = 0
+    results: dict[str, dict[str, Any]] = {}
+    for ds in datasets:
+        spec = ds.spec
+        offset = done
+
+        def step(d: int, t: int, offset: int = offset) -> None:
+            if progress is not None:
+                progress(offset + d, total)
+
+        preds = predict_dataset(model, ds, device=device, batch_size=batch_size, progress=step)
+        done += len(ds)
+        task_dir = out / spec.name
+        info = write_task_predictions(spec, preds, task_dir)
+        info.update(write_task_reference(manifest, spec, ds.rows, task_dir))
+        info["type"] = spec.type.value
+        info["evaluate"] = " ".join(
+            evaluate_command(spec, task_dir, out / "evaluation" / spec.name)
+        )
+        results[spec.name] = info
+    run = PredictionRun(out, split, results, skipped)
+    write_json_atomic(out / "predictions.json", run.to_dict())
+    return run
+
+
+def model_tasks(model: Any, manifest: Manifest) -> list[str]:
+    """The manifest's tasks the model has a head for, in manifest order."""
+    served = getattr(model, "tasks", None)
+    if served is None:
+        return [t.name for t in manifest.tasks]
+    served_names = {t if isinstance(t, str) else t.name for t in served}
+    return [t.name for t in manifest.tasks if t.name in served_names]
+
+
+def evaluate_predictions(
+    manifest: Manifest, run: PredictionRun, out: str | Path | None = None, *, report: bool = True
+) -> dict[str, Any]:
+    """Score every task of a prediction run with :func:`medfleet.evaluate.runner.run_evaluation`.
+
+    Args:
+        manifest: The manifest.
+        run: What :func:`predict_manifest` wrote.
+        out: Evaluation folder (default ``run.out / "evaluation"``); one sub-folder per task.
+        report: Also write each task's ``report.html``.
+
+    Returns:
+        Per task: ``{"summary_json", "cases_csv", "summary"}``.
+    """
+    from medfleet.evaluate.runner import run_evaluation
+
+    out = Path(out) if out is not None else run.out / "evaluation"
+    results: dict[str, Any] = {}
+    for name, info in run.tasks.items():
+        if not info.get("n_reference") or info.get("reference") is None:
+            continue
+        spec = manifest.task(name)
+        config = evaluation_config(spec, run.out / name, out / name)
+        if info["n_cases"] > info["n_reference"]:  # unlabelled rows: score the labelled ones
+            config = dataclasses.replace(config, allow_missing=True)
+        config = dataclasses.replace(config, report=report)
+        result = run_evaluation(config)
+        results[name] = {
+            "summary_json": str(result.summary_json),
+            "cases_csv": str(result.cases_csv),
+            "summary": result.summary,
+        }
+    return results
+
+
+__all__ = [
+    "CasePrediction",
+    "PredictionRun",
+    "evaluate_command",
+    "evaluate_predictions",
+    "evaluation_config",
+    "label_values",
+    "model_tasks",
+    "predict_dataset",
+    "predict_manifest",
+    "target_column",
+    "to_original",
+    "write_task_predictions",
+    "write_task_reference",
+]

@@ -1,0 +1,218 @@
+"""Build, train and save one model; load a trained model back for prediction.
+
+A run folder holds::
+
+    checkpoints/last.pt   the training state (resume with resume=True)
+    metrics.csv           step, epoch, split, task, metric, value
+    model.pt              the trained model (``UnifiedModel.save``)
+    training.json         tasks, configurations, parameters, steps, time, last validation
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medfleet.errors import MedfleetError
+from medfleet.tasks import Manifest
+from medfleet.train.config import TrainConfig
+from medfleet.train.trainer import (
+    CHECKPOINT_FORMAT,
+    LogCallback,
+    ProgressCallback,
+    Trainer,
+    TrainResult,
+    manifest_fingerprint,
+    seed_everything,
+)
+from medfleet.utils.atomic import write_json_atomic
+
+
+def count_parameters(model: Any) -> int:
+    """Total parameters of a model (``model.count_parameters()`` when it has one).
+
+    Example:
+        >>> count_parameters(torch.nn.Linear(3, 2))
+        8
+    """
+    counter = getattr(model, "count_parameters", None)
+    if callable(counter):
+        value = counter()
+        if isinstance(value, dict):
+            value = value.get("total", sum(int(v) for v in value.values()))
+        return int(value)
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+@dataclass
+class TrainedModel:
+    """A trained model with its run's record.
+
+    Attributes:
+        model: The model (on the training device, in eval mode).
+        result: What the trainer did.
+        info: The content of ``training.json``.
+    """
+
+    model: Any
+    result: TrainResult
+    info: dict[str, Any]
+
+
+def train_model(
+    manifest: Manifest,
+    model_config: Any,
+    train_config: TrainConfig,
+    out: str | Path,
+    *,
+    tasks: Sequence[str] | None = None,
+    resume: bool = False,
+    progress: ProgressCallback | None = None,
+    log: LogCallback | None = None,
+    on_step: Callable[[Trainer], None] | None = None,
+) -> TrainedModel:
+    """Build a model for ``tasks``, train it and write ``model.pt`` and ``training.json``.
+
+    Args:
+        manifest: The manifest.
+        model_config: A :class:`medfleet.models.ModelConfig`.
+        train_config: Training settings.
+        out: Run folder.
+        tasks: Tasks of this model (default all).
+        resume: Continue from ``out/checkpoints/last.pt`` when it exists.
+        progress: Called as ``progress(step, total)``.
+        log: Called with one line per epoch.
+        on_step: Called after every optimiser step.
+
+    Returns:
+        The trained model and its record.
+    """
+    from medfleet.models import build_model
+
+    out = Path(out)
+    names = list(tasks) if tasks is not None else [t.name for t in manifest.tasks]
+    seed_everything(train_config.seed)
+    model = build_model(manifest, model_config, tasks=names)
+    trainer = Trainer(
+        model,
+        manifest,
+        train_config,
+        out,
+        tasks=names,
+        image_size=model_config.image_size,
+        progress=progress,
+        log=log,
+        on_step=on_step,
+    )
+    try:
+        result = trainer.fit(resume=resume)
+        info = {
+            "format": "medfleet.train.run/1",
+            "manifest": {
+                "name": manifest.name,
+                "fingerprint": manifest_fingerprint(manifest, names),
+            },
+            "tasks": names,
+            "model": "model.pt",
+            "checkpoint": "checkpoints/last.pt",
+            "image_size": model_config.image_size,
+            "normalisation": train_config.normalisation,
+            "model_config": model_config.model_dump(mode="json"),
+            "train_config": train_config.model_dump(mode="json"),
+            "parameters": count_parameters(model),
+            "steps": result.steps,
+            "total_steps": result.total_steps,
+            "train_seconds": round(result.train_seconds, 3),
+            "val_metrics": result.val_metrics,
+            "world_size": trainer.dist.world_size,
+        }
+        if trainer.dist.is_main:
+            extra = {"training": {k: info[k] for k in ("tasks", "image_size", "normalisation")}}
+            model.save(out / "model.pt", extra=extra)
+            write_json_atomic(out / "training.json", info)
+    finally:
+        trainer.close()
+    model.eval()
+    return TrainedModel(model, result, info)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for prediction.
+
+    Attributes:
+        model: The model in eval mode.
+        tasks: Tasks it serves.
+        image_size: Its input size.
+        normalisation: The intensity normalisation it was trained with.
+        source: The file it came from.
+    """
+
+    model: Any
+    tasks: list[str]
+    image_size: int
+    normalisation: str
+    source: Path
+
+
+def load_trained(
+    checkpoint: str | Path, manifest: Manifest, device: str | torch.device = "cpu"
+) -> LoadedModel:
+    """Load ``model.pt`` (``UnifiedModel.save``) or a training checkpoint for prediction.
+
+    The input size and normalisation come from the checkpoint (``zscore`` for a model saved
+    outside a training run).
+
+    Raises:
+        MedfleetError: Missing file, unreadable checkpoint or one trained on another manifest.
+    """
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise MedfleetError(
+            f"checkpoint {path} not found (fix: give the model.pt or checkpoints/last.pt "
+            "of a training run)"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise MedfleetError(f"cannot read checkpoint {path}: {exc}") from exc
+    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
+        from medfleet.models import ModelConfig, build_model
+
+        tasks = list(state["tasks"])
+        missing = [t for t in tasks if t not in {s.name for s in manifest.tasks}]
+        saved = state.get("manifest", {})
+        if missing or saved.get("fingerprint") != manifest_fingerprint(manifest, tasks):
+            raise MedfleetError(
+                f"checkpoint {path} was trained on manifest {saved.get('name')!r} with tasks "
+                f"{tasks}; manifest {manifest.name!r} defines these tasks differently"
+                + (f" or lacks {missing}" if missing else "")
+                + " (fix: predict with the manifest the model was trained on)"
+            )
+        config = ModelConfig.model_validate(state["model_config"])
+        rebuild = config.model_copy(update={"weights": None, "allow_download": False})
+        model = build_model(
+            manifest, rebuild, tasks=tasks, backbone_config=state.get("backbone_config")
+        )
+        model.config = config
+        model.load_state_dict(state["model"])
+        normalisation = state["train_config"].get("normalisation", "zscore")
+        image_size = int(state.get("image_size") or config.image_size)
+    else:
+        from medfleet.models import load_model
+
+        del state
+        model = load_model(path, manifest)
+        tasks = list(model.tasks)
+        training = dict(getattr(model, "checkpoint_extra", {}).get("training", {}))
+        normalisation = str(training.get("normalisation", "zscore"))
+        image_size = int(training.get("image_size") or model.config.image_size)
+    model.to(device)
+    model.eval()
+    return LoadedModel(model, tasks, image_size, normalisation, path)
