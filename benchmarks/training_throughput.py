@@ -395,9 +395,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path(__file__).resolve().parents[1] / "BENCHMARKS_training.md",
+        "--out", type=Path, default=None, help="also write the report as Markdown here"
     )
     parser.add_argument(
         "--skip-unified", action="store_true", help="skip unified vs task-specific models"
@@ -419,7 +417,8 @@ def main(argv: list[str] | None = None) -> None:
     text = report(summary, paired, args)
     if not args.skip_unified:
         text += "\n" + "\n".join(unified_lines(measure_unified(args)))
-    write_text_atomic(args.out, text)
+    if args.out is not None:
+        write_text_atomic(args.out, text)
     print(text)
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from medfleet.data.catalog import prepare_dataset
-from medfleet.data.catalog.ellipse import Ellipse
+from medfleet.data.catalog.ellipse import Ellipse, ellipse_mask
 from medfleet.data.validate import validate_manifest
 from medfleet.tables import read_table
 from medfleet.tasks import Manifest
@@ -195,7 +195,7 @@ def _write_fake_hc18(root: Path, layout: str) -> dict[str, np.ndarray]:
     expected = {}
     lines = ["filename,pixel size(mm),head circumference (mm)"]
     for name, ellipse in ellipses.items():
-        disk = ellipse.inside((60, 80))
+        disk = ellipse_mask(ellipse, (60, 80))
         ring = disk & ~ndi.binary_erosion(disk)
         Image.fromarray((np.arange(60 * 80).reshape(60, 80) % 251).astype(np.uint8)).save(
             image_dir / f"{name}.png"

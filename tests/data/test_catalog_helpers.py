@@ -19,8 +19,9 @@ from medfleet.data.catalog.ellipse import (
     FILL_CLOSED,
     Ellipse,
     OutlineError,
+    ellipse_mask,
     fill_outline,
-    fit_ellipse,
+    fit_outline_ellipse,
 )
 from medfleet.errors import MedfleetError
 
@@ -123,8 +124,10 @@ def test_fit_recovers_a_rotated_ellipse():
     a, b, theta, cx, cy = 50.0, 20.0, 0.6, 120.0, 80.0
     x = cx + a * np.cos(t) * math.cos(theta) - b * np.sin(t) * math.sin(theta)
     y = cy + a * np.cos(t) * math.sin(theta) + b * np.sin(t) * math.cos(theta)
-    e = fit_ellipse(x, y)
-    assert (e.cx, e.cy, e.a, e.b) == pytest.approx((cx, cy, a, b), abs=1e-6)
+    e = fit_outline_ellipse(x, y)
+    assert (e.center_x, e.center_y, e.semi_major, e.semi_minor) == pytest.approx(
+        (cx, cy, a, b), abs=1e-6
+    )
     assert math.tan(e.angle) == pytest.approx(math.tan(theta), abs=1e-6)
 
 
@@ -138,9 +141,9 @@ def test_ramanujan_perimeter_matches_arc_length_integral():
 
 def test_fit_rejects_too_few_or_collinear_points():
     with pytest.raises(OutlineError, match="at least 6"):
-        fit_ellipse(np.arange(4.0), np.arange(4.0))
+        fit_outline_ellipse(np.arange(4.0), np.arange(4.0))
     with pytest.raises(OutlineError):
-        fit_ellipse(np.arange(20.0), 2 * np.arange(20.0))
+        fit_outline_ellipse(np.arange(20.0), 2 * np.arange(20.0))
 
 
 # -- outline filling ---------------------------------------------------------------------
@@ -151,7 +154,7 @@ def _ring(disk: np.ndarray) -> np.ndarray:
 
 
 def test_closed_outline_fills_to_the_disk():
-    disk = Ellipse(60, 40, 35, 20, 0.4).inside((90, 130))
+    disk = ellipse_mask(Ellipse(60, 40, 35, 20, 0.4), (90, 130))
     result = fill_outline(_ring(disk))
     assert result.method == FILL
     assert np.array_equal(result.mask, disk)
@@ -159,7 +162,7 @@ def test_closed_outline_fills_to_the_disk():
 
 @pytest.mark.parametrize("gap", [1, 5])
 def test_outline_with_a_gap_is_closed_then_filled(gap):
-    disk = Ellipse(60, 40, 35, 20, 0.0).inside((90, 130))
+    disk = ellipse_mask(Ellipse(60, 40, 35, 20, 0.0), (90, 130))
     ring = _ring(disk)
     ring[40 - gap // 2 : 40 - gap // 2 + gap, 85:100] = False  # open the right-hand tip
     assert not ndi.binary_fill_holes(ring)[40, 60]  # a plain hole fill leaks
@@ -172,7 +175,7 @@ def test_outline_with_a_gap_is_closed_then_filled(gap):
 
 
 def test_outline_cut_by_the_image_edge_fills_the_visible_part():
-    big = Ellipse(60, 70, 40, 25, 0.2).inside((120, 130))
+    big = ellipse_mask(Ellipse(60, 70, 40, 25, 0.2), (120, 130))
     ring = _ring(big)[:85]  # crop: the lower part of the ellipse leaves the image
     expected = big[:85]
     assert ring[-1].any()
@@ -183,7 +186,7 @@ def test_outline_cut_by_the_image_edge_fills_the_visible_part():
 
 
 def test_broken_dashed_outline_falls_back_to_the_fitted_ellipse():
-    disk = Ellipse(60, 45, 40, 30, 0.0).inside((90, 130))
+    disk = ellipse_mask(Ellipse(60, 45, 40, 30, 0.0), (90, 130))
     ring = _ring(disk)
     rows, cols = np.nonzero(ring)
     angle = np.arctan2(rows - 45, cols - 60)

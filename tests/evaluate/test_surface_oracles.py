@@ -27,6 +27,8 @@ monai_metrics = pytest.importorskip("monai.metrics")
 medpy_binary = pytest.importorskip("medpy.metric.binary")
 surface_distance = pytest.importorskip("surface_distance")
 
+pytestmark = pytest.mark.filterwarnings("ignore:.*always_return_as_numpy.*:FutureWarning")
+
 FLOAT32_TOL = 1e-4  # MONAI returns float32
 EXACT_TOL = 1e-6
 

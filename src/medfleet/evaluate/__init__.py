@@ -17,8 +17,9 @@ Example:
     >>> import numpy as np
     >>> from medfleet.evaluate import overlap_metrics
     >>> gt = np.zeros((4, 4), int); gt[1:3, 1:3] = 1
-    >>> float(overlap_metrics(gt, gt).dice[0]) if hasattr(overlap_metrics(gt, gt), "dice") else 1.0
-    1.0
+    >>> pred = gt.copy(); pred[1, 1] = 0
+    >>> round(overlap_metrics(pred, gt).value("dice", 1), 4)
+    0.8571
 """
 
 from medfleet.evaluate.classification import balanced_accuracy, classification_metrics, roc_auc
@@ -31,8 +32,8 @@ from medfleet.evaluate.landmarks import (
 )
 from medfleet.evaluate.overlap import overlap_metrics
 from medfleet.evaluate.regression import bland_altman, regression_metrics
-from medfleet.evaluate.runner import run_evaluation
 from medfleet.evaluate.run_common import EvaluationConfig
+from medfleet.evaluate.runner import run_evaluation
 from medfleet.evaluate.segmentation_metric import SegmentationMetric
 from medfleet.evaluate.surface import surface_distances, surface_metrics
 

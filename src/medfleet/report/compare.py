@@ -145,7 +145,7 @@ def compare_runs(
     Raises:
         MedfleetError: Unreadable runs, different task types, or no case in common.
     """
-    from medfleet.report._stats import holm, mcnemar, paired_bootstrap, wilcoxon_signed_rank
+    from medfleet.evaluate.stats import holm, mcnemar, paired_bootstrap, wilcoxon_signed_rank
     from medfleet.report.evaluation import higher_is_better
 
     summary_a, rows_a = load_run(run_a)

@@ -133,7 +133,7 @@ def _group_rows(rows: Sequence[Mapping[str, Any]], group: str) -> list[Mapping[s
 
 
 def _ci(values: Sequence[float]) -> tuple[float, float]:
-    from medfleet.report._stats import bootstrap_ci
+    from medfleet.evaluate.stats import bootstrap_ci
 
     arr = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
     if arr.size == 0:

@@ -3,7 +3,7 @@
 Annotation tools often store a structure as a one-pixel outline rather than a
 filled mask (HC18 does). :func:`fill_outline` fills it:
 
-1. A conic is least-squares fitted to the outline pixels (:func:`fit_ellipse`).
+1. A conic is least-squares fitted to the outline pixels (:func:`fit_outline_ellipse`).
 2. The background outside the outline is split into 4-connected regions; a
    one-pixel, 8-connected curve separates them. Every region whose pixels lie
    mostly inside the fitted ellipse is interior. This also fills an outline cut
@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from medfleet.evaluate.biometry import Ellipse, fit_ellipse
+
 FILL = "fill"
 """The outline was closed and filled as drawn."""
 FILL_AT_EDGE = "fill_at_edge"
@@ -38,124 +40,44 @@ class OutlineError(ValueError):
     """An outline cannot be turned into a filled ellipse mask."""
 
 
-@dataclass(frozen=True)
-class Ellipse:
-    """An ellipse in pixel coordinates (x = column, y = row).
+def fit_outline_ellipse(x: np.ndarray, y: np.ndarray) -> Ellipse:
+    """Least-squares ellipse through outline pixels, in pixel units (x = column, y = row).
 
-    Attributes:
-        cx: Centre column.
-        cy: Centre row.
-        a: Semi-major axis (pixels).
-        b: Semi-minor axis (pixels).
-        angle: Angle of the major axis from the x axis (radians).
-    """
-
-    cx: float
-    cy: float
-    a: float
-    b: float
-    angle: float
-
-    @property
-    def perimeter(self) -> float:
-        """Ramanujan's second approximation of the perimeter (pixels).
-
-        Example:
-            >>> round(Ellipse(0, 0, 2, 2, 0).perimeter, 6) == round(4 * math.pi, 6)
-            True
-        """
-        h = ((self.a - self.b) / (self.a + self.b)) ** 2
-        return math.pi * (self.a + self.b) * (1 + 3 * h / (10 + math.sqrt(4 - 3 * h)))
-
-    def inside(self, shape: tuple[int, int]) -> np.ndarray:
-        """Boolean image of the pixels whose centres lie inside the ellipse.
-
-        Example:
-            >>> int(Ellipse(5, 5, 3, 3, 0).inside((11, 11)).sum())
-            29
-        """
-        dy = np.arange(shape[0], dtype=np.float64)[:, None] - self.cy
-        dx = np.arange(shape[1], dtype=np.float64)[None, :] - self.cx
-        c, s = math.cos(self.angle), math.sin(self.angle)
-        u = (dx * c + dy * s) / self.a
-        v = (-dx * s + dy * c) / self.b
-        return u * u + v * v <= 1.0
-
-
-def fit_ellipse(x: np.ndarray, y: np.ndarray) -> Ellipse:
-    """Least-squares ellipse through points (direct fit of Halir and Flusser, 1998).
-
-    Coordinates are centred and scaled before the fit for numerical stability.
-
-    Args:
-        x: Column coordinates of the points.
-        y: Row coordinates of the points.
-
-    Returns:
-        The fitted ellipse.
+    Uses :func:`medfleet.evaluate.biometry.fit_ellipse` (direct fit of Halir and
+    Flusser, 1998) and turns its errors into :class:`OutlineError`.
 
     Raises:
         OutlineError: With fewer than 6 points or when no ellipse fits.
 
     Example:
         >>> t = np.linspace(0, 2 * np.pi, 50, endpoint=False)
-        >>> e = fit_ellipse(40 + 20 * np.cos(t), 30 + 10 * np.sin(t))
-        >>> [round(v, 6) for v in (e.cx, e.cy, e.a, e.b)]
+        >>> e = fit_outline_ellipse(40 + 20 * np.cos(t), 30 + 10 * np.sin(t))
+        >>> [round(v, 6) for v in (e.center_x, e.center_y, e.semi_major, e.semi_minor)]
         [40.0, 30.0, 20.0, 10.0]
     """
     x = np.asarray(x, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
     if x.size < 6:
         raise OutlineError(f"only {x.size} outline pixels; an ellipse needs at least 6")
-    mx, my = x.mean(), y.mean()
-    scale = max(x.std(), y.std())
-    if scale == 0:
-        raise OutlineError("all outline pixels coincide")
-    xs, ys = (x - mx) / scale, (y - my) / scale
-    d1 = np.column_stack([xs * xs, xs * ys, ys * ys])
-    d2 = np.column_stack([xs, ys, np.ones_like(xs)])
-    s1, s2, s3 = d1.T @ d1, d1.T @ d2, d2.T @ d2
     try:
-        t = -np.linalg.solve(s3, s2.T)
-    except np.linalg.LinAlgError as exc:
-        raise OutlineError("outline pixels are collinear") from exc
-    m = s1 + s2 @ t
-    m = np.array([m[2] / 2, -m[1], m[0] / 2])
-    _, evecs = np.linalg.eig(m)
-    evecs = np.real(evecs)
-    cond = 4 * evecs[0] * evecs[2] - evecs[1] ** 2
-    candidates = evecs[:, cond > 0]
-    if candidates.shape[1] == 0:
-        raise OutlineError("outline pixels do not lie on an ellipse")
-    a1 = candidates[:, 0]
-    A, B, C = a1
-    D, E, F = t @ a1
-    return _conic_to_ellipse(A, B, C, D, E, F, mx, my, scale)
+        return fit_ellipse(np.column_stack([x, y]))
+    except ValueError as exc:
+        raise OutlineError(f"outline pixels do not fit an ellipse: {exc}") from exc
 
 
-def _conic_to_ellipse(
-    A: float, B: float, C: float, D: float, E: float, F: float, mx: float, my: float, scale: float
-) -> Ellipse:
-    """Geometric parameters of ``A x² + B xy + C y² + D x + E y + F = 0`` (scaled coordinates)."""
-    det = 4 * A * C - B * B
-    if det <= 0:
-        raise OutlineError("fitted conic is not an ellipse")
-    x0 = (B * E - 2 * C * D) / det
-    y0 = (B * D - 2 * A * E) / det
-    f0 = A * x0 * x0 + B * x0 * y0 + C * y0 * y0 + D * x0 + E * y0 + F
-    lam, vec = np.linalg.eigh(np.array([[A, B / 2], [B / 2, C]]))
-    if f0 == 0 or np.any(-f0 / lam <= 0):
-        raise OutlineError("fitted conic is degenerate")
-    axes = np.sqrt(-f0 / lam)  # semi-axis along each eigenvector
-    major = int(np.argmax(axes))
-    angle = math.atan2(vec[1, major], vec[0, major])
-    return Ellipse(
-        cx=float(mx + scale * x0),
-        cy=float(my + scale * y0),
-        a=float(scale * axes[major]),
-        b=float(scale * axes[1 - major]),
-        angle=float(angle),
-    )
+def ellipse_mask(ellipse: Ellipse, shape: tuple[int, int]) -> np.ndarray:
+    """Boolean image of the pixels whose centres lie inside ``ellipse`` (pixel units).
+
+    Example:
+        >>> int(ellipse_mask(Ellipse(5, 5, 3, 3, 0), (11, 11)).sum())
+        29
+    """
+    dy = np.arange(shape[0], dtype=np.float64)[:, None] - ellipse.center_y
+    dx = np.arange(shape[1], dtype=np.float64)[None, :] - ellipse.center_x
+    c, s = math.cos(ellipse.angle), math.sin(ellipse.angle)
+    u = (dx * c + dy * s) / ellipse.semi_major
+    v = (-dx * s + dy * c) / ellipse.semi_minor
+    return u * u + v * v <= 1.0
 
 
 @dataclass(frozen=True)
@@ -221,7 +143,7 @@ def fill_outline(outline: np.ndarray, *, min_iou: float = 0.9, max_gap: int = 3)
 
     Example:
         >>> e = Ellipse(30, 20, 15, 9, 0.3)
-        >>> disk = e.inside((40, 60))
+        >>> disk = ellipse_mask(e, (40, 60))
         >>> ring = disk & ~ndi.binary_erosion(disk)
         >>> result = fill_outline(ring)
         >>> result.method, bool((result.mask == disk).all())
@@ -233,8 +155,8 @@ def fill_outline(outline: np.ndarray, *, min_iou: float = 0.9, max_gap: int = 3)
     if not outline.any():
         raise OutlineError("outline image is empty (no foreground pixels)")
     rows, cols = np.nonzero(outline)
-    ellipse = fit_ellipse(cols, rows)
-    inside = ellipse.inside(outline.shape)
+    ellipse = fit_outline_ellipse(cols, rows)
+    inside = ellipse_mask(ellipse, outline.shape)
     touches_edge = bool(
         outline[0].any() or outline[-1].any() or outline[:, 0].any() or outline[:, -1].any()
     )
@@ -266,6 +188,6 @@ def fill_outline(outline: np.ndarray, *, min_iou: float = 0.9, max_gap: int = 3)
                 )
     raise OutlineError(
         "outline could not be filled into one region matching an ellipse "
-        f"(fitted centre ({ellipse.cx:.1f}, {ellipse.cy:.1f}), "
-        f"axes {ellipse.a:.1f}/{ellipse.b:.1f} px)"
+        f"(fitted centre ({ellipse.center_x:.1f}, {ellipse.center_y:.1f}), "
+        f"axes {ellipse.semi_major:.1f}/{ellipse.semi_minor:.1f} px)"
     )
