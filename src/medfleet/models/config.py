@@ -186,6 +186,8 @@ class ModelConfig(BaseModel):
             (common wrapper prefixes are stripped).
         allow_download: Allow fetching the registry's hub weights when ``weights`` is None.
         heads: Head and loss options.
+        slices: Slices per volume of the model input for ``dim: 3`` tasks (the slice axis
+            is resampled to this count; predictions are mapped back to the volume's grid).
 
     Example:
         >>> ModelConfig().backbone
@@ -205,6 +207,7 @@ class ModelConfig(BaseModel):
     key_map: str | None = None
     allow_download: bool = False
     heads: HeadConfig = Field(default_factory=HeadConfig)
+    slices: int = Field(default=16, ge=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:

@@ -11,6 +11,15 @@ Problems in the data are found before training starts: :func:`load_task_rows` ch
 table and its target column, and :meth:`TaskDataset.check` reads every sample once, so a
 label outside the task's classes, a mask that does not match its image or images with
 mixed channel counts stop the run with a message naming the file, case and fix.
+
+Volumes (tasks with ``dim: 3``: classification, regression, segmentation) are read as
+``(S, H, W)`` arrays with the slice axis first (NIfTI as stored; spacing from the file or
+the row's ``spacing`` cell ``slice,row,col``), normalised over the whole volume per
+channel, and every slice is mapped in-plane exactly like a 2D image; the slice axis is
+resampled to a fixed ``slices`` count (linear for images, nearest for masks; see
+:class:`~medfleet.train.geometry.VolumeGeometry`). A volume sample's image is
+``(D, C, size, size)`` and a batch ``(B, D, C, size, size)``, the input the unified model
+takes for 3D tasks. 3D detection and landmarks are refused with a clear error.
 """
 
 from __future__ import annotations
@@ -40,10 +49,16 @@ from medfleet.tables import (
     read_table,
 )
 from medfleet.tasks import Manifest, TaskSpec, TaskType
-from medfleet.train.geometry import Geometry, resize_nearest
+from medfleet.train.geometry import Geometry, VolumeGeometry, resize_nearest
 
 Normalisation = Literal["zscore", "minmax", "none"]
 MaskEncoder = Callable[[str, np.ndarray], Any]
+
+DEFAULT_SLICES = 16
+"""Slices per volume of the model input when neither the caller nor the model says."""
+
+VOLUME_TYPES = (TaskType.classification, TaskType.regression, TaskType.segmentation)
+"""Task types that may have ``dim: 3``."""
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -176,22 +191,25 @@ class Sample:
     """One prepared row.
 
     Attributes:
-        image: ``(C, S, S)`` float32 model input.
+        image: ``(C, S, S)`` float32 model input (a volume: ``(D, C, S, S)``).
         target: The model-grid target (see the module notes), ``None`` when unlabelled.
         case_id: The row's case id.
-        geometry: How the image maps onto the model grid.
+        geometry: How the image maps onto the model grid (:class:`VolumeGeometry` for
+            a volume).
         spacing: mm per array axis of the original image.
         channels_in_file: The channel count of the file before conversion.
         index: Row index within the dataset.
+        affine: Voxel-to-world matrix of a volume read from NIfTI (``None`` otherwise).
     """
 
     image: torch.Tensor
     target: Any
     case_id: str
-    geometry: Geometry
+    geometry: Geometry | VolumeGeometry
     spacing: tuple[float, ...]
     channels_in_file: int
     index: int
+    affine: list[list[float]] | None = None
 
 
 @dataclass
@@ -200,7 +218,7 @@ class Batch:
 
     Attributes:
         task: Task name.
-        images: ``(B, C, S, S)`` float32.
+        images: ``(B, C, S, S)`` float32 (volumes: ``(B, D, C, S, S)``).
         targets: The model's target format for the task type (``None`` when unlabelled).
         case_ids: Per sample.
         geometries: Per sample.
@@ -211,7 +229,7 @@ class Batch:
     images: torch.Tensor
     targets: Any
     case_ids: list[str]
-    geometries: list[Geometry]
+    geometries: list[Geometry | VolumeGeometry]
     spacings: list[tuple[float, ...]] = field(default_factory=list)
 
     def to(self, device: torch.device | str) -> Batch:
@@ -248,9 +266,11 @@ class TaskDataset(Dataset):
         normalisation: ``zscore`` (per image and channel), ``minmax`` (to [0, 1]) or ``none``.
         mask_encoder: ``(task, mask) -> class indices``; defaults to sorted label order.
         cache: Keep prepared samples in memory after the first read.
+        slices: Slices ``D`` of each volume's model input (``dim: 3`` tasks only).
 
     Raises:
-        DataError: From :func:`load_task_rows`, or when no row is left.
+        DataError: From :func:`load_task_rows`, when no row is left, or for a 3D
+            detection or landmarks task.
 
     Example:
         >>> import tempfile
@@ -274,14 +294,14 @@ class TaskDataset(Dataset):
         normalisation: Normalisation = "zscore",
         mask_encoder: MaskEncoder | None = None,
         cache: bool = True,
+        slices: int = DEFAULT_SLICES,
     ) -> None:
         self.manifest = manifest
         self.spec = manifest.task(task) if isinstance(task, str) else task
-        if self.spec.dim != 2:
-            raise DataError(
-                f"task {self.spec.name!r} has dim={self.spec.dim}; the trainer reads 2D images "
-                "(fix: train volume tasks slice-wise by listing slices as 2D rows)"
-            )
+        check_dim(self.spec)
+        if int(slices) < 1:
+            raise DataError(f"slices must be at least 1, got {slices}")
+        self.slices = int(slices)
         if normalisation not in ("zscore", "minmax", "none"):
             raise DataError(
                 f"normalisation {normalisation!r} is not one of 'zscore', 'minmax', 'none'"
@@ -362,20 +382,37 @@ class TaskDataset(Dataset):
                 raise DataError(f"{where}: column 'spacing': {exc}") from None
         ref = self.manifest.resolve(row["image"])
         image = _read(ref, spacing, where)
-        pixels, channels_in_file = to_channels(image, self.spec.channels, where, str(ref))
-        geometry = Geometry.fit(pixels.shape[-2:], self.image_size)
-        tensor = prepare_pixels(pixels, geometry, self.normalisation)
+        geometry: Geometry | VolumeGeometry
+        if self.spec.dim == 3:
+            pixels, channels_in_file = volume_to_channels(
+                image, self.spec.channels, where, str(ref)
+            )
+            geometry = VolumeGeometry.fit(pixels.shape[-3:], self.image_size, self.slices)
+            tensor = prepare_volume(pixels, geometry, self.normalisation)
+        else:
+            pixels, channels_in_file = to_channels(image, self.spec.channels, where, str(ref))
+            geometry = Geometry.fit(pixels.shape[-2:], self.image_size)
+            tensor = prepare_pixels(pixels, geometry, self.normalisation)
         target = None
         if is_labelled(self.spec, row):
-            target = self._target(row, geometry, pixels.shape[-2:], spacing, where)
+            shape = pixels.shape[-3:] if self.spec.dim == 3 else pixels.shape[-2:]
+            target = self._target(row, geometry, shape, spacing, where)
+        affine = image.meta.get("affine") if self.spec.dim == 3 else None
         return Sample(
-            tensor, target, row["case_id"], geometry, image.spacing, channels_in_file, index
+            tensor,
+            target,
+            row["case_id"],
+            geometry,
+            image.spacing,
+            channels_in_file,
+            index,
+            affine,
         )
 
     def _target(
         self,
         row: dict[str, str],
-        geometry: Geometry,
+        geometry: Any,
         shape: tuple[int, ...],
         spacing: tuple[float, ...] | None,
         where: str,
@@ -406,14 +443,14 @@ class TaskDataset(Dataset):
     def _mask_target(
         self,
         cell: str,
-        geometry: Geometry,
+        geometry: Geometry | VolumeGeometry,
         shape: tuple[int, ...],
         spacing: tuple[float, ...] | None,
         where: str,
     ) -> torch.Tensor:
         ref = self.manifest.resolve(cell)
         mask = _read(ref, spacing, where).array
-        if mask.ndim == 3 and mask.shape[-1] in (3, 4):
+        if self.spec.dim == 2 and mask.ndim == 3 and mask.shape[-1] in (3, 4):
             if not (mask[..., :3] == mask[..., :1]).all():
                 raise DataError(
                     f"{where}: mask {ref} is a colour image with different channels "
@@ -436,6 +473,11 @@ class TaskDataset(Dataset):
                 f"{sorted(declared)} (fix: correct the mask or declare the labels in the manifest)"
             )
         encoded = np.asarray(self._encode_mask(mask.astype(np.int64)), dtype=np.int64)
+        if isinstance(geometry, VolumeGeometry):
+            resized = resize_nearest(encoded, geometry.plane.resized)[geometry.slice_indices()]
+            out = np.full(geometry.size, -1, dtype=np.int64)
+            out[:, : resized.shape[1], : resized.shape[2]] = resized
+            return torch.from_numpy(out)
         resized = resize_nearest(encoded, geometry.resized)
         out = np.full(geometry.size, -1, dtype=np.int64)
         out[: geometry.resized[0], : geometry.resized[1]] = resized
@@ -461,6 +503,28 @@ class TaskDataset(Dataset):
             "boxes": torch.as_tensor(geometry.boxes_to_model(coords), dtype=torch.float32),
             "labels": torch.as_tensor(labels, dtype=torch.int64),
         }
+
+
+def check_dim(spec: TaskSpec) -> None:
+    """Refuse task dimensions and 3D task types the trainer cannot serve.
+
+    Raises:
+        DataError: For ``dim`` other than 2 or 3, or a 3D detection or landmarks task.
+
+    Example:
+        >>> from medfleet.tasks import TaskSpec
+        >>> check_dim(TaskSpec(name="v", type="regression", table="v.csv", unit="ml", dim=3))
+    """
+    if spec.dim == 2:
+        return
+    if spec.dim != 3:
+        raise DataError(f"task {spec.name!r} has dim={spec.dim} (fix: use dim: 2 or dim: 3)")
+    if spec.type not in VOLUME_TYPES:
+        raise DataError(
+            f"task {spec.name!r}: 3D {spec.type.value} is not supported (3D tasks may be "
+            "classification, regression or segmentation) (fix: use dim: 2 with one row per "
+            "slice, each with its own 2D targets)"
+        )
 
 
 def _mask_encoder(spec: TaskSpec, encoder: MaskEncoder | None) -> Callable[[np.ndarray], Any]:
@@ -528,6 +592,45 @@ def to_channels(
     )
 
 
+def volume_to_channels(
+    image: ImageData, channels: int, where: str = "volume", ref: str = ""
+) -> tuple[np.ndarray, int]:
+    """Voxels ``(S, H, W)`` as ``(channels, S, H, W)`` float32 and the file's channel count.
+
+    The slice axis comes first (NIfTI arrays as stored). A grey volume is repeated to
+    ``channels``; a 4-D array ``(S, H, W, C)`` supplies ``C`` channels.
+
+    Raises:
+        DataError: When the array is not a volume or its channels cannot become ``channels``.
+
+    Example:
+        >>> img = ImageData(np.zeros((3, 4, 5), np.uint8), (2.0, 1.0, 1.0), {})
+        >>> arr, found = volume_to_channels(img, 1)
+        >>> arr.shape, found
+        ((1, 3, 4, 5), 1)
+    """
+    array = np.asarray(image.array)
+    if array.ndim == 3:
+        voxels = array[None]
+    elif array.ndim == 4:
+        voxels = np.moveaxis(array, -1, 0)
+    else:
+        raise DataError(
+            f"{where}: image {ref} has shape {array.shape}; a dim: 3 task expects a volume "
+            "(slices, rows, cols) (fix: give a 3D volume, or set dim: 2 for 2D images)"
+        )
+    voxels = voxels.astype(np.float32)
+    found = int(voxels.shape[0])
+    if found == channels:
+        return voxels, found
+    if found == 1:
+        return np.repeat(voxels, channels, axis=0), found
+    raise DataError(
+        f"{where}: volume {ref} has {found} channels but the task declares channels={channels} "
+        "(fix: set 'channels' in the manifest to the volume's channel count)"
+    )
+
+
 def normalise(pixels: np.ndarray, method: Normalisation) -> np.ndarray:
     """Per-image, per-channel intensity normalisation.
 
@@ -569,10 +672,42 @@ def prepare_pixels(pixels: np.ndarray, geometry: Geometry, method: Normalisation
     return out
 
 
+def prepare_volume(
+    voxels: np.ndarray, geometry: VolumeGeometry, method: Normalisation
+) -> torch.Tensor:
+    """Normalise ``(C, S, H, W)`` voxels over the volume; map each slice; resample slices.
+
+    Slices are resized and padded in-plane like 2D images (:func:`prepare_pixels`), then
+    the slice axis is resampled linearly (aligned slice centres) to ``geometry.depth``.
+
+    Returns:
+        ``(D, C, size, size)`` float32.
+
+    Example:
+        >>> g = VolumeGeometry.fit((5, 8, 4), 4, 3)
+        >>> tuple(prepare_volume(np.ones((1, 5, 8, 4), np.float32), g, "none").shape)
+        (3, 1, 4, 4)
+    """
+    normalised = normalise(voxels, method)
+    slices = [
+        prepare_pixels(normalised[:, k], geometry.plane, "none") for k in range(normalised.shape[1])
+    ]
+    stack = torch.stack(slices)  # (S, C, size, size)
+    if stack.shape[0] != geometry.depth:
+        s, c, h, w = stack.shape
+        flat = stack.permute(1, 2, 3, 0).reshape(1, c * h * w, s)
+        flat = torch.nn.functional.interpolate(
+            flat, size=geometry.depth, mode="linear", align_corners=False
+        )
+        stack = flat.reshape(c, h, w, geometry.depth).permute(3, 0, 1, 2).contiguous()
+    return stack
+
+
 def collate(task: TaskSpec, samples: Sequence[Sample]) -> Batch:
     """Stack samples of one task into a :class:`Batch` in the model's target format.
 
-    Targets: segmentation ``LongTensor[B, S, S]`` (``-1`` ignored), classification
+    Targets: segmentation ``LongTensor[B, S, S]`` (volumes ``[B, D, S, S]``; ``-1``
+    ignored), classification
     ``LongTensor[B]``, detection a list of ``{"boxes", "labels"}``, regression
     ``FloatTensor[B]``, landmarks ``FloatTensor[B, L, 2]`` (NaN = missing). When any
     sample is unlabelled the batch's targets are ``None``.
@@ -622,10 +757,13 @@ def regression_stats(dataset: TaskDataset) -> tuple[float, float]:
 
 __all__ = [
     "BASE_COLUMNS",
+    "DEFAULT_SLICES",
+    "VOLUME_TYPES",
     "Batch",
     "DataError",
     "Sample",
     "TaskDataset",
+    "check_dim",
     "collate",
     "default_mask_encoder",
     "is_labelled",
@@ -633,7 +771,9 @@ __all__ = [
     "move_targets",
     "normalise",
     "prepare_pixels",
+    "prepare_volume",
     "regression_stats",
     "target_column",
     "to_channels",
+    "volume_to_channels",
 ]

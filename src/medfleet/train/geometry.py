@@ -125,3 +125,58 @@ def resize_nearest(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     rows = nearest_indices(array.shape[-2], shape[0])
     cols = nearest_indices(array.shape[-1], shape[1])
     return array[..., rows[:, None], cols[None, :]]
+
+
+@dataclass(frozen=True)
+class VolumeGeometry:
+    """How one volume ``(S, H, W)`` maps onto the model's ``(D, size, size)`` input.
+
+    Each slice maps in-plane exactly as a 2D image (:class:`Geometry`: aspect-preserving
+    resize, padding at the bottom and right). The slice axis is resampled to a fixed
+    ``D = depth`` slices with aligned slice centres: linearly for images and
+    probabilities, by nearest neighbour for masks. Resampling (rather than padding or
+    cropping) keeps every slice in view whatever the volume's length, and mapping the
+    model's output back with the same rule in reverse gives a prediction on the
+    volume's own ``(S, H, W)`` grid, so its spacing and affine apply unchanged.
+
+    Attributes:
+        plane: In-plane geometry of every slice.
+        slices: Slice count ``S`` of the volume as read.
+        depth: Slice count ``D`` of the model input.
+
+    Example:
+        >>> g = VolumeGeometry.fit((12, 50, 100), 32, 16)
+        >>> g.original, g.size, g.slice_indices()[:4].tolist()
+        ((12, 50, 100), (16, 32, 32), [0, 1, 1, 2])
+    """
+
+    plane: Geometry
+    slices: int
+    depth: int
+
+    @classmethod
+    def fit(cls, shape: tuple[int, ...], size: int, depth: int) -> VolumeGeometry:
+        """Geometry of a volume of ``shape`` (``S, H, W``) for ``depth`` slices of ``size``."""
+        if len(shape) < 3 or int(shape[-3]) < 1:
+            raise ValueError(f"volume shape {shape} has no slice axis")
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}")
+        return cls(Geometry.fit(shape[-2:], size), int(shape[-3]), int(depth))
+
+    @property
+    def original(self) -> tuple[int, int, int]:
+        """Shape ``(S, H, W)`` of the volume as read."""
+        return (self.slices, *self.plane.original)
+
+    @property
+    def size(self) -> tuple[int, int, int]:
+        """Model input shape ``(D, size, size)``."""
+        return (self.depth, *self.plane.size)
+
+    def slice_indices(self) -> np.ndarray:
+        """Source slice of each model slice for nearest-neighbour resampling (masks)."""
+        return nearest_indices(self.slices, self.depth)
+
+    def crop(self, array: np.ndarray) -> np.ndarray:
+        """Drop the in-plane padding from an array whose last two axes are ``(size, size)``."""
+        return self.plane.crop(array)

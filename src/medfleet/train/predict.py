@@ -8,12 +8,18 @@ file                content
 ==================  ===========================================================================
 predictions.csv     ``case_id``, the task's prediction columns, ``runtime_s`` (every task type)
 masks/              segmentation: one label map per case, ``<case_id>.png``, label values
+                    (3D tasks: ``<case_id>.nii.gz`` on the volume's grid, spacing and affine)
 probs/              segmentation: ``<case_id>.npz`` with ``probs`` (K, H, W) float16 and
-                    ``labels`` (the K label values)
+                    ``labels`` (the K label values); 3D: ``probs`` (K, S, H, W)
 reference.csv       the split's labelled rows: ``case_id``, target, ``spacing``, site and
                     metadata (the ``--gt`` table, or ``--meta`` for segmentation)
 reference_masks/    segmentation: the split's reference masks as ``<case_id>.png``
+                    (3D: ``<case_id>.nii.gz`` with the reference's spacing and affine)
 ==================  ===========================================================================
+
+Volumes (``dim: 3``) come back from the model's ``(D, size, size)`` grid to the volume's
+own ``(S, H, W)`` grid: the in-plane padding is cropped and the probabilities are
+resampled trilinearly (aligned voxel centres) before the argmax.
 
 Prediction columns: classification ``label`` and ``prob_<class>``; detection ``boxes``
 (``[class:]x0,y0,x1,y1;...``) and ``scores``; regression ``value``; landmarks
@@ -35,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medfleet.data.io import read_image, write_png
+from medfleet.data.io import read_image, write_nifti, write_png
 from medfleet.errors import MedfleetError
 from medfleet.tables import (
     Box,
@@ -48,6 +54,7 @@ from medfleet.tables import (
 )
 from medfleet.tasks import Manifest, TaskSpec, TaskType
 from medfleet.train.datasets import (
+    DEFAULT_SLICES,
     Normalisation,
     TaskDataset,
     collate,
@@ -55,7 +62,7 @@ from medfleet.train.datasets import (
     load_task_rows,
     target_column,
 )
-from medfleet.train.geometry import Geometry
+from medfleet.train.geometry import Geometry, VolumeGeometry
 from medfleet.utils.atomic import atomic_path, write_json_atomic
 
 ProgressCallback = Callable[[int, int], None]
@@ -85,6 +92,7 @@ class CasePrediction:
         box_labels: Class name of each box (``None`` entries when the task has no classes).
         value: Regression value in the task's unit.
         landmarks: ``(L, 2)`` points ``x, y`` in pixels (NaN = not found).
+        affine: Voxel-to-world matrix of a volume (written with 3D masks).
     """
 
     case_id: str
@@ -98,6 +106,7 @@ class CasePrediction:
     box_labels: list[str | None] = field(default_factory=list)
     value: float | None = None
     landmarks: np.ndarray | None = None
+    affine: list[list[float]] | None = None
 
 
 def label_values(spec: TaskSpec) -> list[int]:
@@ -131,17 +140,22 @@ def _numpy(value: Any) -> np.ndarray:
 
 
 def to_original(
-    spec: TaskSpec, decoded: Any, geometry: Geometry, case_id: str, spacing: tuple[float, ...]
+    spec: TaskSpec,
+    decoded: Any,
+    geometry: Geometry | VolumeGeometry,
+    case_id: str,
+    spacing: tuple[float, ...],
 ) -> CasePrediction:
     """Map one decoded model output (model grid) back to the image's grid.
 
     Args:
         spec: The task.
         decoded: One sample of ``model.decode(task, out)``: segmentation ``{"mask", "probs"}``
-            (``probs`` ``(K, S, S)`` decides the mask), classification ``{"probs", "label"}``,
+            (``probs`` ``(K, S, S)``, or ``(K, D, S, S)`` for a volume, decides the mask),
+            classification ``{"probs", "label"}``,
             detection a list of ``(box, score, class name or index)``, regression a float,
             landmarks ``(L, 2)``.
-        geometry: The sample's geometry.
+        geometry: The sample's geometry (:class:`VolumeGeometry` for a volume).
         case_id: The case.
         spacing: The image's spacing.
 
@@ -153,8 +167,14 @@ def to_original(
     if kind is TaskType.segmentation:
         probs = _numpy(_field(decoded, "probs", "probabilities")).astype(np.float32)
         cropped = torch.from_numpy(np.ascontiguousarray(geometry.crop(probs)))[None]
+        mode = "trilinear" if isinstance(geometry, VolumeGeometry) else "bilinear"
+        if cropped.ndim != (5 if mode == "trilinear" else 4):
+            raise MedfleetError(
+                f"task {spec.name!r}: probabilities of shape {tuple(probs.shape)} do not fit "
+                f"a {spec.dim}D image (fix: use a checkpoint trained on this manifest)"
+            )
         resized = torch.nn.functional.interpolate(
-            cropped, size=geometry.original, mode="bilinear", align_corners=False
+            cropped, size=geometry.original, mode=mode, align_corners=False
         )[0]
         resized = resized.clamp_min(0)
         resized = resized / resized.sum(dim=0, keepdim=True).clamp_min(1e-12)
@@ -240,6 +260,8 @@ def predict_dataset(
                     to_original(spec, d, s.geometry, s.case_id, s.spacing)
                     for d, s in zip(decoded, samples, strict=True)
                 ]
+                for p, s in zip(preds, samples, strict=True):
+                    p.affine = s.affine
                 if isinstance(device, torch.device | str) and str(device).startswith("cuda"):
                     torch.cuda.synchronize()
                 elapsed = (time.perf_counter() - tic) / len(samples)
@@ -260,6 +282,43 @@ def _safe_case_id(case_id: str, task: str) -> str:
             "(fix: use case ids without '/', '\\' or a leading '.')"
         )
     return case_id
+
+
+def nifti_affine(affine: Any, spacing: Sequence[float]) -> list[list[float]] | None:
+    """``affine`` when its column lengths agree with ``spacing`` (else ``None``: diagonal).
+
+    A ``spacing`` cell in the table overrides the file's spacing; the file's affine then no
+    longer describes the voxels, so the written mask gets the diagonal affine of the spacing.
+
+    Example:
+        >>> nifti_affine([[2, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], (2, 1, 1))[0]
+        [2.0, 0.0, 0.0, 0.0]
+        >>> nifti_affine([[2, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], (3, 1, 1))
+    """
+    if affine is None:
+        return None
+    matrix = np.asarray(affine, dtype=np.float64)
+    if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)) or len(spacing) < 3:
+        return None
+    lengths = np.linalg.norm(matrix[:3, :3], axis=0)
+    if not np.allclose(lengths, np.asarray(spacing[:3], float), rtol=1e-4, atol=1e-6):
+        return None
+    return matrix.tolist()
+
+
+def write_mask(
+    path_stem: Path, mask: np.ndarray, spacing: Sequence[float], affine: Any = None
+) -> Path:
+    """Write a label map as PNG (2D) or NIfTI ``.nii.gz`` (3D, with spacing and affine).
+
+    Returns:
+        The written path (``path_stem`` plus ``.png`` or ``.nii.gz``).
+    """
+    array = np.asarray(mask).astype(np.int64)
+    if array.ndim == 3:
+        path = path_stem.with_name(path_stem.name + ".nii.gz")
+        return write_nifti(path, array, tuple(spacing), nifti_affine(affine, spacing))
+    return write_png(path_stem.with_name(path_stem.name + ".png"), array, label=True)
 
 
 def _round(values: np.ndarray, digits: int = 4) -> np.ndarray:
@@ -288,14 +347,14 @@ def write_task_predictions(
         row: dict[str, Any] = {"case_id": case_id}
         if kind is TaskType.segmentation:
             assert p.mask is not None and p.probs is not None
-            write_png(masks_dir / f"{case_id}.png", p.mask, label=True)
+            mask_path = write_mask(masks_dir / case_id, p.mask, p.spacing, p.affine)
             with atomic_path(probs_dir / f"{case_id}.npz") as tmp:
                 np.savez_compressed(
                     tmp,
                     probs=p.probs.astype(np.float16),
                     labels=np.asarray(label_values(spec), np.int64),
                 )
-            row["mask"] = f"masks/{case_id}.png"
+            row["mask"] = f"masks/{mask_path.name}"
             row["probs"] = f"probs/{case_id}.npz"
         elif kind is TaskType.classification:
             assert p.probs is not None
@@ -358,8 +417,13 @@ def write_task_reference(
         if spec.type is TaskType.segmentation:
             mask = read_image(manifest.resolve(row["mask"]), spacing=spacing)
             array = mask.array[..., 0] if mask.meta.get("channel_axis") == -1 else mask.array
-            write_png(masks_dir / f"{case_id}.png", np.asarray(array).astype(np.int64), label=True)
             spacing = spacing or mask.spacing
+            if spec.dim == 3:
+                write_mask(masks_dir / case_id, array, spacing, mask.meta.get("affine"))
+            else:
+                write_png(
+                    masks_dir / f"{case_id}.png", np.asarray(array).astype(np.int64), label=True
+                )
         elif spacing is None:
             spacing = read_image(manifest.resolve(row["image"])).spacing
         kept = {k: v for k, v in row.items() if k not in skip and not k.startswith("mask_rater")}
@@ -457,6 +521,7 @@ def predict_manifest(
     device: str | torch.device = "cpu",
     batch_size: int = 1,
     progress: ProgressCallback | None = None,
+    slices: int | None = None,
 ) -> PredictionRun:
     """Predict a split of every task the model serves and write predictions and references.
 
@@ -471,6 +536,7 @@ def predict_manifest(
         device: Where the model runs.
         batch_size: Images per forward pass (1 gives exact per-image runtimes).
         progress: Called as ``progress(done, total)`` over all cases.
+        slices: Slices per volume of 3D tasks (default: the model's ``config.slices``).
 
     Returns:
         The written files per task (also in ``OUT/predictions.json``).
@@ -482,6 +548,8 @@ def predict_manifest(
             the split.
     """
     out = Path(out)
+    if slices is None:
+        slices = int(getattr(getattr(model, "config", None), "slices", None) or DEFAULT_SLICES)
     names = list(tasks) if tasks is not None else model_tasks(model, manifest)
     datasets = []
     skipped = []
@@ -499,6 +567,7 @@ def predict_manifest(
                 labelled_only=False,
                 normalisation=normalisation,
                 cache=False,
+                slices=slices,
             )
         )
     if not datasets:
@@ -583,10 +652,12 @@ __all__ = [
     "evaluation_config",
     "label_values",
     "model_tasks",
+    "nifti_affine",
     "predict_dataset",
     "predict_manifest",
     "target_column",
     "to_original",
+    "write_mask",
     "write_task_predictions",
     "write_task_reference",
 ]

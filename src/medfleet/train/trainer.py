@@ -40,7 +40,13 @@ import torch
 from medfleet.errors import MedfleetError
 from medfleet.tasks import Manifest, TaskType
 from medfleet.train.config import TrainConfig
-from medfleet.train.datasets import TaskDataset, collate, load_task_rows, regression_stats
+from medfleet.train.datasets import (
+    DEFAULT_SLICES,
+    TaskDataset,
+    collate,
+    load_task_rows,
+    regression_stats,
+)
 from medfleet.train.predict import predict_dataset
 from medfleet.train.sampling import MultiTaskSchedule, ScheduledBatch
 from medfleet.train.validation import task_metrics
@@ -287,6 +293,7 @@ class Trainer:
             raise MedfleetError("image_size is unknown: pass it or give the model a config")
         self.image_size = image_size
         encoder = getattr(model, "encode_mask", None)
+        self.slices = int(getattr(getattr(model, "config", None), "slices", None) or DEFAULT_SLICES)
         self.train_sets = {
             name: TaskDataset(
                 manifest,
@@ -296,6 +303,7 @@ class Trainer:
                 normalisation=config.normalisation,
                 mask_encoder=encoder,
                 cache=config.cache,
+                slices=self.slices,
             )
             for name in self.tasks
         }
@@ -308,6 +316,7 @@ class Trainer:
                 normalisation=config.normalisation,
                 mask_encoder=encoder,
                 cache=config.cache,
+                slices=self.slices,
             )
             for name in self.tasks
             if load_task_rows(manifest, name, (config.val_split,))

@@ -93,7 +93,7 @@ def _segmentation(
     per_case = []
     for row, pred in zip(rows, predictions, strict=True):
         gt = read_image(manifest.resolve(row["mask"])).array
-        if gt.ndim == 3:
+        if spec.dim == 2 and gt.ndim == 3:
             gt = gt[..., 0]
         result = overlap_metrics(np.asarray(pred.mask), np.asarray(gt).astype(np.int64), labels)
         dice = np.asarray(result["dice"], dtype=np.float64)
