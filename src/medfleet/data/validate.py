@@ -150,11 +150,13 @@ def validate_manifest(
     try:
         manifest = Manifest.load(path)
     except ManifestError as exc:
+        message = str(exc).removeprefix(f"{path}: ")
+        message, _, fix = message.partition(" (fix: ")
         report.problems.append(
             Problem(
                 file=str(path),
-                message=str(exc).removeprefix(f"{path}: "),
-                fix="correct the manifest as described",
+                message=message,
+                fix=fix.removesuffix(")") or "correct the manifest as described",
             )
         )
         return report
