@@ -209,6 +209,8 @@ def render(
     scenarios: dict[str, Any],
     seconds: float,
 ) -> str:
+    from medfleet.monitor.simulate import SUMMARY_COLUMNS
+
     lines = ["# Drift monitoring benchmark", ""]
     command = "python benchmarks/drift.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     lines += [f"Command: `{command.strip()}`", ""]
@@ -239,24 +241,7 @@ def render(
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in table:
-        lines.append(
-            "| "
-            + " | ".join(
-                _fmt(r.get(k))
-                for k in (
-                    "scheme",
-                    "precision",
-                    "recall",
-                    "f1",
-                    "severity_f1",
-                    "delay_batches",
-                    "missed",
-                    "false_alarms_per_100",
-                    "beats_centralised",
-                )
-            )
-            + " |"
-        )
+        lines.append("| " + " | ".join(_fmt(r.get(k)) for k in SUMMARY_COLUMNS) + " |")
     lines += ["", "Scenarios:", ""]
     for site, s in scenarios.items():
         if s.get("shift", "none") == "none":

@@ -171,10 +171,11 @@ def _child_paired(args: argparse.Namespace, queue: Any) -> None:
         queue.put({"error": f"{type(err).__name__}: {err}"})
 
 
-def _in_child(target: Any, args: argparse.Namespace) -> dict[str, Any]:
+def _in_child(target: Any, args: argparse.Namespace, *leading: Any) -> dict[str, Any]:
+    """Run ``target(*leading, args, queue)`` in a spawned process; return what it queued."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(args, queue))
+    proc = ctx.Process(target=target, args=(*leading, args, queue))
     proc.start()
     try:
         result = queue.get(timeout=args.timeout)
@@ -262,24 +263,9 @@ def unified_lines(u: dict[str, Any]) -> list[str]:
 
 
 def measure(variant: str, args: argparse.Namespace) -> dict[str, Any]:
-    result = _measure_once(variant, args)
+    result = _in_child(_child, args, variant)
     if "error" in result:  # one retry: a shared machine can disturb a child's start-up
-        result = _measure_once(variant, args)
-    return result
-
-
-def _measure_once(variant: str, args: argparse.Namespace) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(variant, args, queue))
-    proc.start()
-    try:
-        result = queue.get(timeout=args.timeout)
-    except Exception:
-        result = {"error": f"no result within {args.timeout} s"}
-    proc.join(timeout=10)
-    if proc.is_alive():
-        proc.kill()
+        result = _in_child(_child, args, variant)
     return result
 
 

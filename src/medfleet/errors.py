@@ -11,7 +11,28 @@ class MedfleetError(Exception):
     """Base class for all errors raised deliberately by medfleet."""
 
 
-class ImageReadError(MedfleetError, OSError):
+class FileError(MedfleetError):
+    """Base of errors about one file: ``cannot <action> <path>: <reason> (fix: <fix>)``.
+
+    Attributes:
+        path: The file, as a string.
+        reason: What is wrong with it.
+        fix: What would fix it, if known.
+    """
+
+    action = "use"
+
+    def __init__(self, path: object, reason: str, fix: str | None = None) -> None:
+        self.path = str(path)
+        self.reason = reason
+        self.fix = fix
+        message = f"cannot {self.action} {self.path}: {reason}"
+        if fix:
+            message += f" (fix: {fix})"
+        super().__init__(message)
+
+
+class ImageReadError(FileError, OSError):
     """An image, volume or video frame could not be read.
 
     Example:
@@ -20,14 +41,7 @@ class ImageReadError(MedfleetError, OSError):
         'cannot read scan.nii.gz: file is truncated'
     """
 
-    def __init__(self, path: object, reason: str, fix: str | None = None) -> None:
-        self.path = str(path)
-        self.reason = reason
-        self.fix = fix
-        message = f"cannot read {self.path}: {reason}"
-        if fix:
-            message += f" (fix: {fix})"
-        super().__init__(message)
+    action = "read"
 
 
 class ManifestError(MedfleetError, ValueError):

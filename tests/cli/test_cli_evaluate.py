@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from click.testing import Result
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -29,28 +30,26 @@ def _phantom_masks(root: Path, n: int = 4) -> tuple[Path, Path]:
     return pred_dir, gt_dir
 
 
+def _evaluate(task: str, pred: Path, gt: Path, out: Path, *extra: str) -> Result:
+    """``medfleet evaluate --task-type TASK --pred PRED --gt GT --out OUT [EXTRA...]``."""
+    args = ["evaluate", "--task-type", task, "--pred", str(pred), "--gt", str(gt)]
+    return CliRunner().invoke(app, [*args, "--out", str(out), *extra])
+
+
 def test_segmentation_json_output(tmp_path: Path) -> None:
     pred, gt = _phantom_masks(tmp_path)
     out = tmp_path / "out"
-    result = CliRunner().invoke(
-        app,
-        [
-            "evaluate",
-            "--task-type",
-            "segmentation",
-            "--pred",
-            str(pred),
-            "--gt",
-            str(gt),
-            "--out",
-            str(out),
-            "--nsd-tolerance",
-            "1",
-            "--nsd-tolerance",
-            "3",
-            "--format",
-            "json",
-        ],
+    result = _evaluate(
+        "segmentation",
+        pred,
+        gt,
+        out,
+        "--nsd-tolerance",
+        "1",
+        "--nsd-tolerance",
+        "3",
+        "--format",
+        "json",
     )
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
@@ -67,23 +66,8 @@ def test_segmentation_json_output(tmp_path: Path) -> None:
 
 def test_segmentation_text_output_with_workers(tmp_path: Path) -> None:
     pred, gt = _phantom_masks(tmp_path)
-    result = CliRunner().invoke(
-        app,
-        [
-            "evaluate",
-            "--task-type",
-            "segmentation",
-            "--pred",
-            str(pred),
-            "--gt",
-            str(gt),
-            "--out",
-            str(tmp_path / "out"),
-            "--workers",
-            "2",
-            "--labels",
-            "1",
-        ],
+    result = _evaluate(
+        "segmentation", pred, gt, tmp_path / "out", "--workers", "2", "--labels", "1"
     )
     assert result.exit_code == 0, result.output
     assert "dice" in result.stdout and "hd95" in result.stdout
@@ -95,41 +79,20 @@ def test_segmentation_text_output_with_workers(tmp_path: Path) -> None:
 def test_missing_case_gives_clear_error(tmp_path: Path) -> None:
     pred, gt = _phantom_masks(tmp_path)
     (pred / "img02.png").unlink()
-    result = CliRunner().invoke(
-        app,
-        [
-            "evaluate",
-            "--task-type",
-            "segmentation",
-            "--pred",
-            str(pred),
-            "--gt",
-            str(gt),
-            "--out",
-            str(tmp_path / "out"),
-        ],
-    )
+    result = _evaluate("segmentation", pred, gt, tmp_path / "out")
     assert result.exit_code == 1
     assert "missing predictions (1): img02" in result.output
     assert not (tmp_path / "out" / "cases.csv").exists()
-    result = CliRunner().invoke(
-        app,
-        [
-            "evaluate",
-            "--task-type",
-            "segmentation",
-            "--pred",
-            str(pred),
-            "--gt",
-            str(gt),
-            "--out",
-            str(tmp_path / "out"),
-            "--allow-missing",
-            "--empty-policy",
-            "50",
-            "--format",
-            "json",
-        ],
+    result = _evaluate(
+        "segmentation",
+        pred,
+        gt,
+        tmp_path / "out",
+        "--allow-missing",
+        "--empty-policy",
+        "50",
+        "--format",
+        "json",
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)["summary"]
@@ -201,21 +164,8 @@ def test_other_table_tasks(tmp_path: Path) -> None:
     pd.DataFrame({"case_id": ["a", "b"], "value": [152.0, 166.0]}).to_csv(
         tmp_path / "p.csv", index=False
     )
-    result = CliRunner().invoke(
-        app,
-        [
-            "evaluate",
-            "--task-type",
-            "regression",
-            "--pred",
-            str(tmp_path / "p.csv"),
-            "--gt",
-            str(tmp_path / "g.csv"),
-            "--out",
-            str(tmp_path / "r"),
-            "--format",
-            "json",
-        ],
+    result = _evaluate(
+        "regression", tmp_path / "p.csv", tmp_path / "g.csv", tmp_path / "r", "--format", "json"
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["summary"]["dataset"]["mae"] == 3.0
@@ -225,25 +175,17 @@ def test_other_table_tasks(tmp_path: Path) -> None:
     pd.DataFrame({"case_id": ["a"], "landmarks": ["10,12;20,20"]}).to_csv(
         tmp_path / "lp.csv", index=False
     )
-    result = CliRunner().invoke(
-        app,
-        [
-            "evaluate",
-            "--task-type",
-            "landmarks",
-            "--pred",
-            str(tmp_path / "lp.csv"),
-            "--gt",
-            str(tmp_path / "lg.csv"),
-            "--out",
-            str(tmp_path / "l"),
-            "--radius",
-            "2",
-            "--sdr-comparison",
-            "<",
-            "--format",
-            "json",
-        ],
+    result = _evaluate(
+        "landmarks",
+        tmp_path / "lp.csv",
+        tmp_path / "lg.csv",
+        tmp_path / "l",
+        "--radius",
+        "2",
+        "--sdr-comparison",
+        "<",
+        "--format",
+        "json",
     )
     assert result.exit_code == 0, result.output
     dataset = json.loads(result.stdout)["summary"]["dataset"]
@@ -251,19 +193,6 @@ def test_other_table_tasks(tmp_path: Path) -> None:
 
 
 def test_bad_task_type_is_rejected(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        app,
-        [
-            "evaluate",
-            "--task-type",
-            "ranking",
-            "--pred",
-            str(tmp_path),
-            "--gt",
-            str(tmp_path),
-            "--out",
-            str(tmp_path / "o"),
-        ],
-    )
+    result = _evaluate("ranking", tmp_path, tmp_path, tmp_path / "o")
     assert result.exit_code != 0
     assert "ranking" in result.output

@@ -179,6 +179,17 @@ def test_mask_label_outside_label_map(dataset: Path) -> None:
     assert (problem.column, problem.case_id) == ("mask", "c2")
 
 
+def test_mask_labels_checked_when_file_also_read_as_image(dataset: Path) -> None:
+    mask = np.zeros((H, W), np.uint8)
+    mask[2:4, 2:4] = 7
+    Image.fromarray(mask).save(dataset.parent / "img" / "m7.png")
+    # The image column is read first (shape only); the mask use must still see the values.
+    _edit(dataset, "seg", 4, image="img/m7.png", mask="img/m7.png")
+    problem = _only_error(dataset)
+    assert "label value(s) 7 outside the label map [0, 1, 2]" in problem.message
+    assert (problem.column, problem.case_id) == ("mask", "c2")
+
+
 def test_mask_shape_mismatch(dataset: Path) -> None:
     Image.fromarray(np.zeros((H + 1, W), np.uint8)).save(dataset.parent / "img" / "big.png")
     _edit(dataset, "seg", 2, mask_rater1="img/big.png")

@@ -11,11 +11,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, matthews_corrcoef, roc_auc_score
 
-from medfleet.evaluate.challenges.fmc_uia import (
-    fmc_box_iou,
-    fmc_segmentation_metrics,
-    mean_radial_error_px,
-)
+from medfleet.evaluate.challenges.fmc_uia import fmc_segmentation_metrics
+from medfleet.evaluate.detection import box_iou
+from medfleet.evaluate.landmarks import landmark_errors
 from medfleet.evaluate.runner import EvaluationConfig, run_evaluation
 
 
@@ -49,9 +47,11 @@ def test_segmentation_hd_matches_simpleitk() -> None:
 
 
 def test_box_iou_and_mre() -> None:
-    assert fmc_box_iou([0, 0, 4, 4], [2, 0, 6, 4]) == pytest.approx(8 / 24)
-    assert fmc_box_iou([1, 1, 1, 1], [2, 2, 2, 2]) == 0.0  # zero union
-    assert mean_radial_error_px(np.array([[0, 0], [6, 8]]), np.array([[3, 4], [6, 8]])) == 2.5
+    # the preset scores boxes with detection.box_iou and MRE with landmarks.landmark_errors
+    assert box_iou([0, 0, 4, 4], [2, 0, 6, 4]) == pytest.approx(8 / 24)
+    assert box_iou([1, 1, 1, 1], [2, 2, 2, 2]) == 0.0  # zero union
+    errors = landmark_errors(np.array([[0, 0], [6, 8]]), np.array([[3, 4], [6, 8]]))
+    assert float(np.mean(errors)) == 2.5
 
 
 def _write(path: Path, header: list[str], rows: list[list[object]]) -> Path:

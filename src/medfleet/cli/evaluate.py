@@ -264,17 +264,11 @@ def evaluate(
     _print_summary(result)
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return f"{value:.4g}"
-    return str(value)
-
-
 def _print_summary(result: Any) -> None:
     from rich import box
     from rich.table import Table
+
+    from medfleet.report.html import format_value as _fmt
 
     summary = result.summary
     title = f"medfleet evaluate: {summary['task_type']} ({summary['n_cases']} cases)"

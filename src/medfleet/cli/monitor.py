@@ -122,28 +122,25 @@ def simulate(
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
     """Simulate multi-site output streams with known drift and score every reference scheme."""
-    import yaml
     from pydantic import ValidationError
 
     from medfleet.errors import MedfleetError
     from medfleet.monitor.simulate import (
+        SUMMARY_COLUMNS,
         SimulationConfig,
         quick_config,
         run_simulation,
         summary_json,
     )
+    from medfleet.utils.yamlfile import read_yaml_mapping
 
     text = fmt is OutputFormat.text
     data: dict = {}
     if config is not None:
-        if not config.is_file():
-            fail(f"simulation config {config} does not exist")
         try:
-            data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            fail(f"simulation config {config} is not valid YAML: {exc}")
-        if not isinstance(data, dict):
-            fail(f"simulation config {config} must be a mapping of settings")
+            data = read_yaml_mapping(config, "simulation config")
+        except MedfleetError as exc:
+            fail(str(exc))
     elif quick:
         data = quick_config().model_dump()
     overrides = {"sites": sites, "batches": batches, "batch_size": batch_size, "seed": seed}
@@ -166,21 +163,10 @@ def simulate(
     from rich.table import Table
 
     table = Table(title="drift detection per scheme")
-    columns = [
-        "scheme",
-        "precision",
-        "recall",
-        "f1",
-        "severity_f1",
-        "delay_batches",
-        "missed",
-        "false_alarms_per_100",
-        "beats_centralised",
-    ]
-    for c in columns:
+    for c in SUMMARY_COLUMNS:
         table.add_column(c)
     for row in result.table():
-        table.add_row(*("-" if row.get(c) is None else str(row.get(c, "")) for c in columns))
+        table.add_row(*("-" if row.get(c) is None else str(row[c]) for c in SUMMARY_COLUMNS))
     console.print(table)
     console.print(f"report: {result.files.get('report')}")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,15 +52,11 @@ def compare(
     _print(result, json_path, html_path)
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
-
-
 def _print(result: Any, json_path: Path, html_path: Path) -> None:
     from rich import box
     from rich.table import Table
+
+    from medfleet.report.html import format_value as _fmt
 
     table = Table(
         title=f"medfleet report compare: B - A ({result.task_type})",

@@ -180,6 +180,16 @@ def validate_manifest(
     return report
 
 
+def _axes_text(extent: tuple[int, ...], template: str) -> str:
+    """``template`` filled per axis (``axis`` = x, y, z; ``size`` = its extent), comma-joined.
+
+    Example:
+        >>> _axes_text((64, 48), "{axis} in [0, {size}]")
+        'x in [0, 64], y in [0, 48]'
+    """
+    return ", ".join(template.format(axis=a, size=n) for a, n in zip("xyz", extent, strict=False))
+
+
 class _Checker:
     """Row-level checks with a cache of decoded files (tasks often share images)."""
 
@@ -194,7 +204,7 @@ class _Checker:
         self.subject_splits: dict[tuple[str, str], dict[str, tuple[str, int, str]]] = defaultdict(
             dict
         )
-        self._images: dict[str, Any] = {}
+        self._images: dict[tuple[str, bool], Any] = {}
 
     # -- problems -------------------------------------------------------------------------
 
@@ -389,9 +399,11 @@ class _Checker:
                 **where,
             )
             return None
-        key = resolved
+        with_values = want_values or column != "image"
+        # A file read for its shape only has no values: a later mask use must decode it again.
+        key = (resolved, with_values)
         if key not in self._images:
-            self._images[key] = self._decode(resolved, want_values or column != "image")
+            self._images[key] = self._decode(resolved, with_values)
         result = self._images[key]
         if isinstance(result, str):
             self.add(
@@ -520,6 +532,7 @@ class _Checker:
             example = '"10,20,50,60;70,5,90,30"' if spec.dim == 2 else '"1,2,3,10,20,30"'
             self.add(spec, str(exc), f"write boxes as {example}", column="boxes", **where)
             return
+        extent = None if shape is None else tuple(reversed(shape))  # (W, H[, D]): x, y, z order
         for k, box in enumerate(boxes, start=1):
             if box.label and spec.classes and box.label not in spec.classes:
                 self.add(
@@ -529,18 +542,15 @@ class _Checker:
                     column="boxes",
                     **where,
                 )
-            if shape is None:
+            if extent is None:
                 continue
-            extent = tuple(reversed(shape))  # (W, H[, D]) in x, y, z order
             if any(lo < 0 for lo in box.lower) or any(
                 hi > size for hi, size in zip(box.upper, extent, strict=True)
             ):
                 self.add(
                     spec,
                     f"box {k} {box.coords} extends outside the image "
-                    f"(x in [0, {extent[0]}], y in [0, {extent[1]}]"
-                    + (f", z in [0, {extent[2]}]" if len(extent) > 2 else "")
-                    + ")",
+                    f"({_axes_text(extent, '{axis} in [0, {size}]')})",
                     "clip the box to the image or check x/y order (x is the column)",
                     column="boxes",
                     **where,
@@ -598,9 +608,7 @@ class _Checker:
                 self.add(
                     spec,
                     f"landmark {name!r} at {tuple(float(c) for c in point)} lies outside the image "
-                    f"of size (x={extent[0]}, y={extent[1]}"
-                    + (f", z={extent[2]}" if len(extent) > 2 else "")
-                    + ")",
+                    f"of size ({_axes_text(extent, '{axis}={size}')})",
                     "check x/y order (x is the column) and that coordinates are in pixels",
                     column="landmarks",
                     **where,

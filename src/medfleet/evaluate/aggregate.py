@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from medfleet.evaluate.conventions import float_or_nan
 from medfleet.evaluate.results import summarize
 
 __all__ = [
@@ -124,7 +125,7 @@ def summarize_table(
         for metric in metrics:
             if not any(metric in r for r in members):
                 continue
-            values = [_as_float(r.get(metric)) for r in members]
+            values = [float_or_nan(r.get(metric)) for r in members]
             valid = None
             if any(f"{metric}_valid" in r for r in members):
                 valid = [bool(r.get(f"{metric}_valid", False)) for r in members]
@@ -134,15 +135,6 @@ def summarize_table(
             )
         out[key] = per_metric
     return out
-
-
-def _as_float(value: Any) -> float:
-    if value is None:
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _group_order(key: str) -> tuple[int, float, str]:

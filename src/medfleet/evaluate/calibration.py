@@ -509,33 +509,48 @@ class StreamingCalibration:
             eces.append(ece)
             mces.append(mce)
             rels.append(ReliabilityData(edges, conf, acc, counts.copy()))
-        brier = self._brier_sum / self.n
-        if self.mode == "top-label":
-            return CalibrationResult(
-                eces[0],
-                mces[0],
-                brier,
-                self.n,
-                rels[0],
-                [],
-                bound,
-                self.binning,
-                self.mode,
-                self.n_bins,
-            )
-        finite = [m for m in mces if not math.isnan(m)]
-        return CalibrationResult(
-            float(np.mean(eces)),
-            max(finite) if finite else math.nan,
-            brier,
-            self.n,
+        return _combine_streams(
+            eces,
+            mces,
             rels,
-            [float(e) for e in eces],
+            self._brier_sum / self.n,
+            self.n,
             bound,
             self.binning,
             self.mode,
             self.n_bins,
         )
+
+
+def _combine_streams(
+    eces: list[float],
+    mces: list[float],
+    rels: list[ReliabilityData],
+    brier: float,
+    n: int,
+    bound: float,
+    binning: str,
+    mode: str,
+    n_bins: int,
+) -> CalibrationResult:
+    """Top-label: the single stream's metrics; class-wise: mean ECE and max finite MCE."""
+    if mode == "top-label":
+        return CalibrationResult(
+            eces[0], mces[0], brier, n, rels[0], [], bound, binning, mode, n_bins
+        )
+    finite = [m for m in mces if not math.isnan(m)]
+    return CalibrationResult(
+        float(np.mean(eces)),
+        max(finite) if finite else math.nan,
+        brier,
+        n,
+        rels,
+        [float(e) for e in eces],
+        bound,
+        binning,
+        mode,
+        n_bins,
+    )
 
 
 def _coarsen_fine(
@@ -662,23 +677,7 @@ def calibration_summary(
         eces.append(ece)
         mces.append(mce)
         rels.append(ReliabilityData(edges, conf, acc_bin, counts))
-    if mode == "top-label":
-        return CalibrationResult(
-            eces[0], mces[0], brier_sum / n, n, rels[0], [], 0.0, binning, mode, int(n_bins)
-        )
-    finite = [m for m in mces if not math.isnan(m)]
-    return CalibrationResult(
-        float(np.mean(eces)),
-        max(finite) if finite else math.nan,
-        brier_sum / n,
-        n,
-        rels,
-        [float(e) for e in eces],
-        0.0,
-        binning,
-        mode,
-        int(n_bins),
-    )
+    return _combine_streams(eces, mces, rels, brier_sum / n, n, 0.0, binning, mode, int(n_bins))
 
 
 def expected_calibration_error(

@@ -34,7 +34,7 @@ Conventions (the same as scikit-learn unless noted):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -293,27 +293,27 @@ def _averaged(
     )
 
 
-def _counted_metric(num_den: Any) -> Any:
-    def metric(
-        y_true: Any,
-        y_pred: Any,
-        *,
-        average: Average = "binary",
-        labels: Sequence[Any] | None = None,
-        pos_label: Any = None,
-        zero_division: float = 0.0,
-    ) -> float | np.ndarray:
-        counts = one_vs_rest_counts(y_true, y_pred, labels)
-        return _averaged(counts, num_den, average, pos_label, zero_division)
-
-    return metric
+#: Numerator and denominator of each one-vs-rest ratio, from (TP, FP, FN, TN).
+_NUM_DEN: dict[str, Callable[..., tuple[Any, Any]]] = {
+    "sensitivity": lambda tp, fp, fn, tn: (tp, tp + fn),
+    "specificity": lambda tp, fp, fn, tn: (tn, tn + fp),
+    "ppv": lambda tp, fp, fn, tn: (tp, tp + fp),
+    "npv": lambda tp, fp, fn, tn: (tn, tn + fn),
+    "f1": lambda tp, fp, fn, tn: (2 * tp, 2 * tp + fp + fn),
+}
 
 
-_sensitivity = _counted_metric(lambda tp, fp, fn, tn: (tp, tp + fn))
-_specificity = _counted_metric(lambda tp, fp, fn, tn: (tn, tn + fp))
-_ppv = _counted_metric(lambda tp, fp, fn, tn: (tp, tp + fp))
-_npv = _counted_metric(lambda tp, fp, fn, tn: (tn, tn + fn))
-_f1 = _counted_metric(lambda tp, fp, fn, tn: (2 * tp, 2 * tp + fp + fn))
+def _counted(
+    name: str,
+    y_true: Any,
+    y_pred: Any,
+    average: Average,
+    labels: Sequence[Any] | None,
+    pos_label: Any,
+    zero_division: float,
+) -> float | np.ndarray:
+    counts = one_vs_rest_counts(y_true, y_pred, labels)
+    return _averaged(counts, _NUM_DEN[name], average, pos_label, zero_division)
 
 
 def sensitivity(
@@ -342,14 +342,7 @@ def sensitivity(
         >>> sensitivity([0, 1, 1, 1], [0, 1, 0, 1])
         0.6666666666666666
     """
-    return _sensitivity(
-        y_true,
-        y_pred,
-        average=average,
-        labels=labels,
-        pos_label=pos_label,
-        zero_division=zero_division,
-    )
+    return _counted("sensitivity", y_true, y_pred, average, labels, pos_label, zero_division)
 
 
 def specificity(
@@ -369,14 +362,7 @@ def specificity(
         >>> specificity([0, 0, 0, 1], [0, 1, 0, 1])
         0.6666666666666666
     """
-    return _specificity(
-        y_true,
-        y_pred,
-        average=average,
-        labels=labels,
-        pos_label=pos_label,
-        zero_division=zero_division,
-    )
+    return _counted("specificity", y_true, y_pred, average, labels, pos_label, zero_division)
 
 
 def ppv(
@@ -396,14 +382,7 @@ def ppv(
         >>> ppv([0, 0, 1, 1], [1, 0, 1, 1])
         0.6666666666666666
     """
-    return _ppv(
-        y_true,
-        y_pred,
-        average=average,
-        labels=labels,
-        pos_label=pos_label,
-        zero_division=zero_division,
-    )
+    return _counted("ppv", y_true, y_pred, average, labels, pos_label, zero_division)
 
 
 def npv(
@@ -423,14 +402,7 @@ def npv(
         >>> npv([0, 1, 1, 0], [0, 0, 1, 0])
         0.6666666666666666
     """
-    return _npv(
-        y_true,
-        y_pred,
-        average=average,
-        labels=labels,
-        pos_label=pos_label,
-        zero_division=zero_division,
-    )
+    return _counted("npv", y_true, y_pred, average, labels, pos_label, zero_division)
 
 
 def f1_score(
@@ -451,14 +423,7 @@ def f1_score(
         >>> f1_score([0, 1, 2, 2], [0, 2, 2, 2], average="macro")
         0.6
     """
-    return _f1(
-        y_true,
-        y_pred,
-        average=average,
-        labels=labels,
-        pos_label=pos_label,
-        zero_division=zero_division,
-    )
+    return _counted("f1", y_true, y_pred, average, labels, pos_label, zero_division)
 
 
 def accuracy(y_true: Any, y_pred: Any) -> float:
@@ -689,21 +654,14 @@ def classification_metrics(
             pos_label = _default_pos_label(lab)
         except ValueError:
             binary = False
-    named = {
-        "sensitivity": _sensitivity,
-        "specificity": _specificity,
-        "ppv": _ppv,
-        "npv": _npv,
-        "f1": _f1,
-    }
     per_class: dict[str, dict[str, float]] = {str(v): {} for v in lab}
-    for name, fn in named.items():
-        kwargs = {"labels": lab, "zero_division": zero_division}
+    for name, nd in _NUM_DEN.items():  # every average from the one set of counts
         if binary:
-            out[name] = fn(y_true, y_pred, average="binary", pos_label=pos_label, **kwargs)
-        out[f"{name}_macro"] = fn(y_true, y_pred, average="macro", **kwargs)
-        out[f"{name}_weighted"] = fn(y_true, y_pred, average="weighted", **kwargs)
-        for v, value in zip(lab, fn(y_true, y_pred, average=None, **kwargs), strict=True):
+            out[name] = _averaged(counts, nd, "binary", pos_label, zero_division)
+        out[f"{name}_macro"] = _averaged(counts, nd, "macro", None, zero_division)
+        out[f"{name}_weighted"] = _averaged(counts, nd, "weighted", None, zero_division)
+        per_cls = _averaged(counts, nd, None, None, zero_division)
+        for v, value in zip(lab, np.asarray(per_cls), strict=True):
             per_class[str(v)][name] = float(value)
     for v, support in zip(lab, counts.support, strict=True):
         per_class[str(v)]["support"] = int(support)

@@ -46,6 +46,21 @@ class MetricInputError(MedfleetError, ValueError):
     """A metric was given arrays or options it cannot score; the message says how to fix them."""
 
 
+def float_or_nan(value: object) -> float:
+    """``float(value)``, or NaN when the value is ``None`` or not a number.
+
+    Example:
+        >>> float_or_nan("0.5"), float_or_nan(None), float_or_nan("n/a")
+        (0.5, nan, nan)
+    """
+    if value is None:
+        return math.nan
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def status_of(n_pred: int, n_gt: int) -> str:
     """Status of one label from its voxel counts in the prediction and the reference.
 

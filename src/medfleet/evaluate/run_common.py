@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -12,6 +12,7 @@ import numpy as np
 
 from medfleet.errors import ManifestError
 from medfleet.evaluate.cases import CaseMatch, CaseMismatchError, match_cases, parse_spacing
+from medfleet.utils.progress import ProgressCallback
 
 __all__ = [
     "TASK_TYPES",
@@ -26,7 +27,6 @@ __all__ = [
 ]
 
 #: Called as ``progress(done, total)`` after each scored case.
-ProgressCallback = Callable[[int, int], None]
 
 TaskType = Literal["segmentation", "classification", "detection", "regression", "landmarks"]
 TASK_TYPES: tuple[str, ...] = (

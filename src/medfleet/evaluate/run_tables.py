@@ -319,7 +319,12 @@ def _detection(
     meta_rows: Mapping[str, Mapping[str, Any]],
     pred_columns: list[str],
 ) -> ScoredTask:
-    from medfleet.evaluate.detection import coco_map_by_class, match_detections, pairwise_iou
+    from medfleet.evaluate.detection import (
+        DetectionCounts,
+        coco_map_by_class,
+        detection_counts,
+        pairwise_iou,
+    )
 
     has_scores = "scores" in pred_columns
     rows: list[dict[str, Any]] = []
@@ -350,26 +355,24 @@ def _detection(
             "some boxes carry a class (class:x0,y0,x1,y1) and others not "
             "(fix: give every box a class, or none)"
         )
-    totals = np.zeros(3, dtype=np.int64)
+    totals = DetectionCounts(0, 0, 0)
     for row, (pred, scores, pred_cls, gt, gt_cls) in zip(rows, images, strict=True):
-        tp = 0
-        for cls in {*pred_cls, *gt_cls}:
+        counts = DetectionCounts(0, 0, 0)
+        for cls in {*pred_cls, *gt_cls}:  # boxes match only within their class
             pk = np.array([k == cls for k in pred_cls], bool).reshape(-1)
             gk = np.array([k == cls for k in gt_cls], bool).reshape(-1)
-            _, matched, _ = match_detections(pred[pk], gt[gk], scores[pk], config.iou_threshold)
-            tp += int((matched >= 0).sum())
+            counts += detection_counts(pred[pk], gt[gk], scores[pk], config.iou_threshold)
         same = np.equal.outer(np.array(gt_cls, object), np.array(pred_cls, object))
         ious = np.where(same, pairwise_iou(gt, pred), 0.0) if len(pred) else np.zeros((len(gt), 0))
-        fp, fn = len(pred) - tp, len(gt) - tp
-        totals += (tp, fp, fn)
+        totals += counts
         row.update(
             n_gt=len(gt),
             n_pred=len(pred),
-            tp=tp,
-            fp=fp,
-            fn=fn,
-            recall=tp / len(gt) if len(gt) else math.nan,
-            precision=tp / len(pred) if len(pred) else math.nan,
+            tp=counts.tp,
+            fp=counts.fp,
+            fn=counts.fn,
+            recall=counts.recall,
+            precision=counts.precision,
             mean_iou=float(ious.max(axis=1, initial=0.0).mean()) if len(gt) else math.nan,
         )
     coco = coco_map_by_class(
@@ -382,12 +385,12 @@ def _detection(
     )
     if labelled != {True}:
         coco.pop("per_class", None)
-    tp, fp, fn = (int(v) for v in totals)
+    tp, fp, fn = totals.tp, totals.fp, totals.fn
     dataset = {
         **coco,
         "iou_threshold": config.iou_threshold,
-        "detection_rate": tp / (tp + fn) if tp + fn else math.nan,
-        "precision": tp / (tp + fp) if tp + fp else math.nan,
+        "detection_rate": totals.recall,
+        "precision": totals.precision,
         "tp": tp,
         "fp": fp,
         "fn": fn,
@@ -439,47 +442,26 @@ def _regression(
     p_ok: list[float] = []
     for c in case_ids:
         truth = _value(gt_rows[c]["value"], c, "gt")
-        if c in pred_rows:
-            pred = _value(pred_rows[c]["value"], c, "pred")
-            err = pred - truth
-            rows.append(
-                {
-                    "case_id": c,
-                    "status": "ok",
-                    "gt": truth,
-                    "pred": pred,
-                    "error": err,
-                    "abs_error": abs(err),
-                    "squared_error": err * err,
-                }
-            )
+        present = c in pred_rows
+        pred = _value(pred_rows[c]["value"], c, "pred") if present else math.nan
+        err = pred - truth  # NaN for a missing prediction
+        rows.append(
+            {
+                "case_id": c,
+                "status": "ok" if present else "pred_missing",
+                "gt": truth,
+                "pred": pred,
+                "error": err,
+                "abs_error": abs(err),
+                "squared_error": err * err,
+            }
+        )
+        if present:
             t_ok.append(truth)
             p_ok.append(pred)
-        else:
-            rows.append(
-                {
-                    "case_id": c,
-                    "status": "pred_missing",
-                    "gt": truth,
-                    "pred": math.nan,
-                    "error": math.nan,
-                    "abs_error": math.nan,
-                    "squared_error": math.nan,
-                }
-            )
     n_missing = len(case_ids) - len(t_ok)
-    if t_ok:
-        dataset: dict[str, Any] = regression_metrics(t_ok, p_ok)
-    else:
-        dataset = {
-            "n": 0,
-            "mae": math.nan,
-            "rmse": math.nan,
-            "bias": math.nan,
-            "sd": math.nan,
-            "loa_lower": math.nan,
-            "loa_upper": math.nan,
-        }
+    # case_ids is never empty, so with no prediction at all n_missing > 0 fills the rest
+    dataset: dict[str, Any] = regression_metrics(t_ok, p_ok) if t_ok else {"n": 0}
     if n_missing:
         dataset.update(
             mae=math.inf,

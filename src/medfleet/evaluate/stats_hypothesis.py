@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -487,6 +488,28 @@ def _p_array(p_values: Any) -> tuple[np.ndarray, np.ndarray]:
     return p.reshape(shape), ok.reshape(shape)
 
 
+def _adjusted(p_values: Any, adjust_sorted: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Apply ``adjust_sorted`` to the non-NaN p-values sorted ascending; NaN stays NaN."""
+    p, ok = _p_array(p_values)
+    out = np.full(p.shape, np.nan)
+    vals = p[ok]
+    if vals.size:
+        order = np.argsort(vals, kind="stable")
+        adjusted = np.empty(vals.size)
+        adjusted[order] = adjust_sorted(vals[order])
+        out[ok] = adjusted
+    return out
+
+
+def _holm_sorted(s: np.ndarray) -> np.ndarray:
+    return np.maximum.accumulate(np.minimum(1.0, (s.size - np.arange(s.size)) * s))
+
+
+def _bh_sorted(s: np.ndarray) -> np.ndarray:
+    scaled = s * s.size / np.arange(1, s.size + 1)
+    return np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
+
+
 def holm(p_values: Any) -> np.ndarray:
     """Holm's step-down adjusted p-values (family-wise error rate).
 
@@ -505,18 +528,7 @@ def holm(p_values: Any) -> np.ndarray:
         >>> holm([0.01, 0.04, 0.03, 0.005]).tolist()
         [0.03, 0.06, 0.06, 0.02]
     """
-    p, ok = _p_array(p_values)
-    out = np.full(p.shape, np.nan)
-    vals = p[ok]
-    m = vals.size
-    if m == 0:
-        return out
-    order = np.argsort(vals, kind="stable")
-    scaled = np.minimum(1.0, (m - np.arange(m)) * vals[order])
-    adjusted = np.empty(m)
-    adjusted[order] = np.maximum.accumulate(scaled)
-    out[ok] = adjusted
-    return out
+    return _adjusted(p_values, _holm_sorted)
 
 
 def bonferroni(p_values: Any) -> np.ndarray:
@@ -526,10 +538,7 @@ def bonferroni(p_values: Any) -> np.ndarray:
         >>> bonferroni([0.01, 0.2, float("nan")]).tolist()
         [0.02, 0.4, nan]
     """
-    p, ok = _p_array(p_values)
-    out = np.full(p.shape, np.nan)
-    out[ok] = np.minimum(1.0, p[ok] * int(ok.sum()))
-    return out
+    return _adjusted(p_values, lambda s: np.minimum(1.0, s * s.size))
 
 
 def benjamini_hochberg(p_values: Any) -> np.ndarray:
@@ -542,15 +551,4 @@ def benjamini_hochberg(p_values: Any) -> np.ndarray:
         >>> benjamini_hochberg([0.01, 0.04, 0.03, 0.005]).tolist()
         [0.02, 0.04, 0.04, 0.02]
     """
-    p, ok = _p_array(p_values)
-    out = np.full(p.shape, np.nan)
-    vals = p[ok]
-    m = vals.size
-    if m == 0:
-        return out
-    order = np.argsort(vals, kind="stable")
-    scaled = vals[order] * m / np.arange(1, m + 1)
-    adjusted = np.empty(m)
-    adjusted[order] = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
-    out[ok] = adjusted
-    return out
+    return _adjusted(p_values, _bh_sorted)

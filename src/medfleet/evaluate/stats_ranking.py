@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau, rankdata
 
-from medfleet.evaluate.conventions import MetricInputError
+from medfleet.evaluate.conventions import MetricInputError, float_or_nan
 
 __all__ = [
     "RankStability",
@@ -114,9 +114,9 @@ def _as_cube(scores: Any, higher_is_better: Mapping[str, bool] | bool) -> _Cube:
             for case, per_metric in per_case.items():
                 if isinstance(per_metric, Mapping):
                     for metric, value in per_metric.items():
-                        records.append((method, case, metric, _to_float(value)))
+                        records.append((method, case, metric, float_or_nan(value)))
                 else:
-                    records.append((method, case, "value", _to_float(per_metric)))
+                    records.append((method, case, "value", float_or_nan(per_metric)))
     else:
         raise MetricInputError(
             "scores must be {method: {case: {metric: value}}} or a DataFrame, got "
@@ -151,15 +151,6 @@ def _as_cube(scores: Any, higher_is_better: Mapping[str, bool] | bool) -> _Cube:
         if k is not None:
             values[mi[str(method)], ci[str(case)], k] = value
     return _Cube(methods, cases, metrics, values, higher)
-
-
-def _to_float(value: Any) -> float:
-    if value is None:
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def rank(values: Any, *, higher_is_better: bool = True, ties: Ties = "min") -> np.ndarray:

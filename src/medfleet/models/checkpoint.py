@@ -72,6 +72,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise MedfleetError(
             f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})"
         ) from exc
+    return _checked(payload, path)
+
+
+def _checked(payload: Any, path: Path) -> dict[str, Any]:
+    """``payload`` if it is a model checkpoint this medfleet reads, else raise."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise MedfleetError(
             f"{path}: not a medfleet model checkpoint (fix: give a file written by model.save)"
@@ -84,8 +89,25 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+def rebuild_model(
+    manifest: Manifest,
+    config: ModelConfig,
+    tasks: list[str],
+    backbone_config: dict[str, Any] | None,
+) -> UnifiedModel:
+    """The architecture of a saved model, ready for its weights (no pretrained weights read)."""
+    rebuild = config.model_copy(update={"weights": None, "allow_download": False})
+    model = build_model(manifest, rebuild, tasks=tasks, backbone_config=backbone_config)
+    model.config = config
+    return model
+
+
 def load_model(
-    path: str | Path, manifest: Manifest | None = None, map_location: str = "cpu"
+    path: str | Path,
+    manifest: Manifest | None = None,
+    map_location: str = "cpu",
+    *,
+    payload: dict[str, Any] | None = None,
 ) -> UnifiedModel:
     """Rebuild a model from a checkpoint (no pretrained weights are re-read).
 
@@ -94,11 +116,14 @@ def load_model(
         manifest: When given, every task of the model must be in it with the same
             type, dimensionality, channels, labels, classes, landmarks and unit.
         map_location: Device for the weights.
+        payload: The file's contents when the caller has already read them (checked
+            the same way; ``path`` then only names the file in messages).
 
     Raises:
         MedfleetError: Naming the mismatching task(s), or when the file is not a checkpoint.
     """
-    payload = read_checkpoint(path)
+    path = Path(path)
+    payload = read_checkpoint(path) if payload is None else _checked(payload, path)
     config = ModelConfig.model_validate(payload["config"])
     specs = [TaskSpec.model_validate(t) for t in payload["tasks"]]
     stored = Manifest(
@@ -106,14 +131,7 @@ def load_model(
         sites=[Site(name="checkpoint")],
         tasks=specs,
     )
-    rebuild = config.model_copy(update={"weights": None, "allow_download": False})
-    model = build_model(
-        stored,
-        rebuild,
-        tasks=[s.name for s in specs],
-        backbone_config=payload.get("backbone_config"),
-    )
-    model.config = config
+    model = rebuild_model(stored, config, [s.name for s in specs], payload.get("backbone_config"))
     if manifest is not None:
         try:
             model.check_manifest(manifest)

@@ -614,6 +614,24 @@ class Coordinator:
 
     # ---------------------------------------------------------------- processing
 
+    def _check_ids(self, batch: OutputBatch) -> None:
+        self._check_site(batch.site, batch.batch_id)
+        if not batch.batch_id.strip():
+            raise BatchError("batch id is empty", site=batch.site, field="batch_id")
+
+    def _batch_agent(self, batch: OutputBatch) -> SiteAgent:
+        """:meth:`agent` of the batch's site, its errors naming the batch."""
+        try:
+            return self.agent(batch.site)
+        except BatchError as exc:
+            raise BatchError(
+                exc.reason,
+                site=batch.site,
+                batch_id=batch.batch_id,
+                field=exc.field,
+                fix=exc.fix,
+            ) from exc
+
     def check(self, batch: OutputBatch) -> None:
         """Raise :class:`BatchError` if ``batch`` would be refused; changes nothing.
 
@@ -622,19 +640,8 @@ class Coordinator:
         vet a whole file before processing any of it.
         """
         with self._lock:
-            self._check_site(batch.site, batch.batch_id)
-            if not batch.batch_id.strip():
-                raise BatchError("batch id is empty", site=batch.site, field="batch_id")
-            try:
-                agent = self.agent(batch.site)
-            except BatchError as exc:
-                raise BatchError(
-                    exc.reason,
-                    site=batch.site,
-                    batch_id=batch.batch_id,
-                    field=exc.field,
-                    fix=exc.fix,
-                ) from exc
+            self._check_ids(batch)
+            agent = self._batch_agent(batch)
             ref = agent.scheme.current()
             outputs = validate_outputs(
                 batch.outputs,
@@ -664,22 +671,11 @@ class Coordinator:
                 is stored.
         """
         with self._lock:
-            self._check_site(batch.site, batch.batch_id)
-            if not batch.batch_id.strip():
-                raise BatchError("batch id is empty", site=batch.site, field="batch_id")
+            self._check_ids(batch)
             stored = self.store.get_report(batch.site, batch.batch_id)
             if stored is not None:
                 return stored
-            try:
-                agent = self.agent(batch.site)
-            except BatchError as exc:
-                raise BatchError(
-                    exc.reason,
-                    site=batch.site,
-                    batch_id=batch.batch_id,
-                    field=exc.field,
-                    fix=exc.fix,
-                ) from exc
+            agent = self._batch_agent(batch)
             step = agent.evaluate(batch)
             if not self.store.commit_batch(step.report, step.state, step.alert):
                 # Another writer stored this batch in the meantime: reload that agent state.

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from medfleet.errors import MedfleetError
 from medfleet.monitor.tests import TEST_NAMES
+from medfleet.utils.yamlfile import read_yaml_mapping
 
 SCHEMES = ("site", "global", "production", "adaptive")
 """Reference schemes an online coordinator runs (the centralised baseline is in the simulator)."""
@@ -207,14 +208,7 @@ class MonitorConfig(_Model):
             True
         """
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"monitor config {p} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"monitor config {p} is not valid YAML: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"monitor config {p} must be a mapping of settings")
+        data = read_yaml_mapping(p, "monitor config", error=ConfigError)
         try:
             cfg = cls.model_validate(data)
         except ValidationError as exc:

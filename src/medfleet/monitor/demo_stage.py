@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-ProgressCallback = Callable[[int, int], None]
+from medfleet.utils.progress import ProgressCallback
 
 
 class MonitorStage:

@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,7 @@ from medfleet.monitor.batches import BatchError, OutputBatch, read_batches, read
 from medfleet.monitor.config import MonitorConfig
 from medfleet.monitor.reports import BatchReport
 from medfleet.monitor.store import MonitorStore, SQLiteStore
-
-ProgressCallback = Callable[[int, int], None]
+from medfleet.utils.progress import ProgressCallback
 
 
 @dataclass

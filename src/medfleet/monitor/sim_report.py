@@ -96,7 +96,7 @@ def _bars_figure(table: list[dict[str, Any]]) -> bytes:
 
 def write_simulation_report(result: SimulationResult, path: str | Path) -> Path:
     """Write the simulation's report.html (figures need matplotlib; without it, tables only)."""
-    from medfleet.monitor.simulate import EFFECT_TARGETS, SEVERITY_BANDS
+    from medfleet.monitor.simulate import EFFECT_TARGETS, SEVERITY_BANDS, SUMMARY_COLUMNS
     from medfleet.report import Figure, Report, Table, Text, write_report
 
     cfg = result.config
@@ -113,17 +113,7 @@ def write_simulation_report(result: SimulationResult, path: str | Path) -> Path:
             "seed": cfg.seed,
         },
     )
-    columns = [
-        "scheme",
-        "precision",
-        "recall",
-        "f1",
-        "severity_f1",
-        "delay_batches",
-        "missed",
-        "false_alarms_per_100",
-        "beats_centralised",
-    ]
+    columns = list(SUMMARY_COLUMNS)
     report.section("Quality per scheme").add(
         Table(
             columns,

@@ -46,7 +46,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -59,11 +59,23 @@ from medfleet.monitor.config import InputConfig, MonitorConfig
 from medfleet.monitor.scorer import PhantomScorer, Scorer, acquire_stack
 from medfleet.monitor.severity import Severity, logit, stable_seed
 from medfleet.utils.atomic import atomic_open, write_json_atomic
-
-ProgressCallback = Callable[[int, int], None]
+from medfleet.utils.progress import ProgressCallback
 
 SHIFTS = ("gain", "contrast", "noise", "blur", "prior")
 """Drift types the simulator injects."""
+
+SUMMARY_COLUMNS = (
+    "scheme",
+    "precision",
+    "recall",
+    "f1",
+    "severity_f1",
+    "delay_batches",
+    "missed",
+    "false_alarms_per_100",
+    "beats_centralised",
+)
+"""Columns of the per-scheme quality table (CLI, report.html, benchmark), in order."""
 
 EFFECT_TARGETS = {"mild": 0.3, "moderate": 0.72, "severe": 1.5}
 """Target output effect (equivalent SD shift) per severity level."""
@@ -806,19 +818,8 @@ def write_results(result: SimulationResult, out: Path) -> dict[str, str]:
                     )
     files["predictions"] = str(out / "predictions.csv")
     table = result.table()
-    columns = [
-        "scheme",
-        "precision",
-        "recall",
-        "f1",
-        "severity_f1",
-        "delay_batches",
-        "missed",
-        "false_alarms_per_100",
-        "stable_batches",
-        "drifted_batches",
-        "beats_centralised",
-    ]
+    # table.csv adds the batch counts before the comparison with centralised.
+    columns = [*SUMMARY_COLUMNS[:-1], "stable_batches", "drifted_batches", SUMMARY_COLUMNS[-1]]
     with atomic_open(out / "table.csv", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

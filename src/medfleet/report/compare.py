@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from medfleet.errors import MedfleetError
-from medfleet.report.html import Figure, Report, Table, Text, render_html
+from medfleet.report.html import Figure, Report, Table, Text, format_value, render_html
 
 __all__ = ["Comparison", "compare_runs", "comparison_report", "load_run", "write_comparison"]
 
@@ -286,7 +286,7 @@ def comparison_report(result: Comparison) -> Report:
                     r["mean_a"],
                     r["mean_b"],
                     r["difference"],
-                    f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
+                    f"[{format_value(r['ci_low'])}, {format_value(r['ci_high'])}]",
                     r["test"],
                     r["p_value"],
                     r.get("p_holm"),
@@ -320,12 +320,6 @@ def comparison_report(result: Comparison) -> Report:
             )
         )
     return report
-
-
-def _fmt(value: float) -> str:
-    from medfleet.report.html import format_value
-
-    return format_value(value)
 
 
 def write_comparison(result: Comparison, out: str | Path) -> tuple[Path, Path]:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from medfleet.report.html import Figure, Report, Table, Text, render_html
+from medfleet.report.html import Figure, Report, Table, Text, format_value, render_html
 from medfleet.report.plots import (
     bland_altman_panels,
     box_plots,
@@ -205,7 +205,9 @@ def _summary_section(
             if not math.isnan(mean):
                 low, high = _ci([_number(r.get(name)) for r in members])
             ci_text = (
-                "-" if math.isnan(low) and math.isnan(high) else (f"[{_fmt(low)}, {_fmt(high)}]")
+                "-"
+                if math.isnan(low) and math.isnan(high)
+                else (f"[{format_value(low)}, {format_value(high)}]")
             )
             table_rows.append(
                 [
@@ -242,12 +244,6 @@ def _summary_section(
                 "Dataset-level metrics",
             )
         )
-
-
-def _fmt(value: float) -> str:
-    from medfleet.report.html import format_value
-
-    return format_value(value)
 
 
 def _panel_metrics(summary: Mapping[str, Any]) -> list[str]:
@@ -388,7 +384,7 @@ def _subgroup_section(
             Table(
                 [column, "n", f"mean {primary}", "95% CI"],
                 [
-                    [n, s, m, f"[{_fmt(c[0])}, {_fmt(c[1])}]"]
+                    [n, s, m, f"[{format_value(c[0])}, {format_value(c[1])}]"]
                     for n, s, m, c in zip(names, sizes, means, cis, strict=True)
                 ],
             )

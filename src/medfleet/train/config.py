@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medfleet.errors import MedfleetError
+from medfleet.utils.yamlfile import read_yaml_mapping
 
 
 class TrainConfig(BaseModel):
@@ -103,14 +103,9 @@ def load_run_config(path: str | Path) -> tuple[dict[str, Any], TrainConfig]:
         (32, 3)
     """
     path = Path(path)
-    if not path.is_file():
-        raise MedfleetError(f"{path}: configuration file not found (fix: check the path)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise MedfleetError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise MedfleetError(f"{path}: expected a mapping with 'model' and/or 'train' sections")
+    raw = read_yaml_mapping(
+        path, "run config", expect="a mapping with 'model' and/or 'train' sections"
+    )
     unknown = sorted(set(raw) - {"model", "train"})
     if unknown:
         raise MedfleetError(

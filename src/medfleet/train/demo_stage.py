@@ -7,10 +7,9 @@ manifest) and writes under ``OUT/train/``: the run (``unified/``), the test pred
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-ProgressCallback = Callable[[int, int], None]
+from medfleet.utils.progress import ProgressCallback
 
 
 class TrainStage:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,8 +64,7 @@ from medfleet.train.datasets import (
 )
 from medfleet.train.geometry import Geometry, VolumeGeometry
 from medfleet.utils.atomic import atomic_path, write_json_atomic
-
-ProgressCallback = Callable[[int, int], None]
+from medfleet.utils.progress import ProgressCallback
 
 EVALUATE_TYPES = {
     TaskType.segmentation: "segmentation",

@@ -183,7 +183,8 @@ def load_trained(
     except Exception as exc:
         raise MedfleetError(f"cannot read checkpoint {path}: {exc}") from exc
     if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
-        from medfleet.models import ModelConfig, build_model
+        from medfleet.models import ModelConfig
+        from medfleet.models.checkpoint import rebuild_model
 
         tasks = list(state["tasks"])
         missing = [t for t in tasks if t not in {s.name for s in manifest.tasks}]
@@ -196,19 +197,14 @@ def load_trained(
                 + " (fix: predict with the manifest the model was trained on)"
             )
         config = ModelConfig.model_validate(state["model_config"])
-        rebuild = config.model_copy(update={"weights": None, "allow_download": False})
-        model = build_model(
-            manifest, rebuild, tasks=tasks, backbone_config=state.get("backbone_config")
-        )
-        model.config = config
+        model = rebuild_model(manifest, config, tasks, state.get("backbone_config"))
         model.load_state_dict(state["model"])
         normalisation = state["train_config"].get("normalisation", "zscore")
         image_size = int(state.get("image_size") or config.image_size)
     else:
         from medfleet.models import load_model
 
-        del state
-        model = load_model(path, manifest)
+        model = load_model(path, manifest, payload=state)  # the file is read once
         tasks = list(model.tasks)
         training = dict(getattr(model, "checkpoint_extra", {}).get("training", {}))
         normalisation = str(training.get("normalisation", "zscore"))

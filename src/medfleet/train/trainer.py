@@ -51,9 +51,9 @@ from medfleet.train.predict import predict_dataset
 from medfleet.train.sampling import MultiTaskSchedule, ScheduledBatch
 from medfleet.train.validation import task_metrics
 from medfleet.utils.atomic import atomic_open, atomic_path
+from medfleet.utils.progress import ProgressCallback
 
 CHECKPOINT_FORMAT = "medfleet.train.checkpoint/1"
-ProgressCallback = Callable[[int, int], None]
 LogCallback = Callable[[str], None]
 
 _RESUMABLE_CHANGES = {

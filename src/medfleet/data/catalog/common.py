@@ -19,11 +19,10 @@ from typing import Any, TypeVar
 from medfleet.errors import ManifestError, MedfleetError
 from medfleet.tables import SPLITS, write_table
 from medfleet.tasks import Manifest, Site, TaskSpec
+from medfleet.utils.progress import ProgressCallback
 
 T = TypeVar("T")
 
-ProgressCallback = Callable[[int, int], None]
-"""``progress(done, total)``, called after each case."""
 
 MANIFEST_NAME = "manifest.yaml"
 """File name of the manifest every adapter writes in its output folder."""

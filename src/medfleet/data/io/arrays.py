@@ -14,9 +14,9 @@ from typing import IO, Any
 import numpy as np
 
 from medfleet.data.io.common import (
-    check_index,
     check_options,
     int_option,
+    item_shape,
     make_meta,
     require_file,
     wrap_errors,
@@ -31,14 +31,7 @@ def _image(path: Path, kind: str, array: np.ndarray, **extra: Any) -> ImageData:
     return ImageData(array, (1.0,) * array.ndim, make_meta(kind, path, **extra))
 
 
-def _index_of(path: Path, shape: tuple[int, ...], index: int) -> None:
-    if not shape:
-        raise ImageReadError(
-            path, "'index' needs an array with at least one axis, this one is a scalar"
-        )
-    check_index(
-        path, index, shape[0], "item", f"use an index between 0 and {shape[0] - 1} along axis 0"
-    )
+_SCALAR_INDEX = "'index' needs an array with at least one axis, this one is a scalar"
 
 
 def read_npy(path: Path, options: dict[str, str]) -> ImageData:
@@ -59,7 +52,7 @@ def read_npy(path: Path, options: dict[str, str]) -> ImageData:
             array = np.load(path, allow_pickle=False)
         else:
             mapped = np.load(path, mmap_mode="r", allow_pickle=False)
-            _index_of(path, mapped.shape, index)
+            item_shape(path, mapped.shape, index, _SCALAR_INDEX)
             array = np.array(mapped[index])
             del mapped
     extra = {} if index is None else {"index": index}
@@ -90,9 +83,7 @@ def _read_npy_header(fh: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
 def _header_shape(
     path: Path, shape: tuple[int, ...], index: int | None
 ) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    if index is not None:
-        _index_of(path, shape, index)
-        shape = shape[1:]
+    shape = item_shape(path, shape, index, _SCALAR_INDEX)
     if not shape:
         raise ImageReadError(path, "the array is a scalar, not an image", "store at least 1 axis")
     return tuple(int(s) for s in shape), (1.0,) * len(shape)
@@ -138,22 +129,20 @@ def read_npz(path: Path, options: dict[str, str]) -> ImageData:
         with archive.open(name) as fh:
             shape, fortran, dtype = _read_npy_header(fh)
             data_start = fh.tell()
-        if index is not None:
-            _index_of(path, shape, index)
+        item = item_shape(path, shape, index, _SCALAR_INDEX)
         if index is None or fortran or dtype.hasobject:
             with archive.open(name) as fh:
                 array = np.lib.format.read_array(fh, allow_pickle=False)
             if index is not None:
                 array = np.array(array[index])
         else:
-            item_shape = shape[1:]
-            item_bytes = int(np.prod(item_shape, dtype=np.int64)) * dtype.itemsize
+            item_bytes = int(np.prod(item, dtype=np.int64)) * dtype.itemsize
             with archive.open(name) as fh:
                 fh.seek(data_start + index * item_bytes)
                 raw = fh.read(item_bytes)
             if len(raw) != item_bytes:
                 raise ImageReadError(path, f"array {key!r} is truncated", "re-create the archive")
-            array = np.frombuffer(raw, dtype=dtype).reshape(item_shape).copy()
+            array = np.frombuffer(raw, dtype=dtype).reshape(item).copy()
     extra: dict[str, Any] = {"key": key}
     if index is not None:
         extra["index"] = index

@@ -7,12 +7,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from medfleet.errors import ImageReadError, MedfleetError
+from medfleet.errors import FileError, ImageReadError, MedfleetError
 
 CORRUPT_FIX = "check that the file is complete and of the type its suffix says; re-export it"
 
 
-class ImageWriteError(MedfleetError, ValueError):
+class ImageWriteError(FileError, ValueError):
     """An array cannot be written to the requested image file.
 
     Example:
@@ -20,14 +20,7 @@ class ImageWriteError(MedfleetError, ValueError):
         'cannot write mask.png: float values outside [0, 255] (fix: cast to uint16)'
     """
 
-    def __init__(self, path: object, reason: str, fix: str | None = None) -> None:
-        self.path = str(path)
-        self.reason = reason
-        self.fix = fix
-        message = f"cannot write {self.path}: {reason}"
-        if fix:
-            message += f" (fix: {fix})"
-        super().__init__(message)
+    action = "write"
 
 
 @contextlib.contextmanager
@@ -141,6 +134,28 @@ def check_index(path: Path, index: int, count: int, what: str, fix: str | None =
         f"{what} {index} is out of range: it holds {count} {what}s (0-{count - 1})",
         fix or f"use a {what} between 0 and {count - 1}",
     )
+
+
+def item_shape(
+    path: Path, shape: tuple[int, ...], index: int | None, scalar_reason: str
+) -> tuple[int, ...]:
+    """The shape read by ``#index=N``: ``shape`` without axis 0, after checking ``N``.
+
+    ``shape`` is returned unchanged when ``index`` is None; ``scalar_reason`` is the
+    error reason for an index into a scalar.
+
+    Example:
+        >>> item_shape(Path("a.npy"), (7, 3, 4), 2, "scalar")
+        (3, 4)
+    """
+    if index is None:
+        return shape
+    if not shape:
+        raise ImageReadError(path, scalar_reason)
+    check_index(
+        path, index, shape[0], "item", f"use an index between 0 and {shape[0] - 1} along axis 0"
+    )
+    return shape[1:]
 
 
 def make_meta(

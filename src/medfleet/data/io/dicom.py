@@ -338,6 +338,20 @@ def geometry(
     return (rows, cols), in_plane, {**extra, "spacing_source": plane_source, "warnings": warnings}
 
 
+def _open_image(
+    path: Path, options: dict[str, str], *, header_only: bool
+) -> tuple[Any, int | None]:
+    """Check the reference options and read an image dataset; return it and the ``frame``."""
+    check_options(path, options, ("frame",), "DICOM")
+    frame = int_option(path, options, "frame")
+    ds = dcmread(path, header_only=header_only)
+    if not is_image_dataset(ds):
+        raise ImageReadError(
+            path, "DICOM file holds no image (no Rows/Columns)", "point at an image file"
+        )
+    return ds, frame
+
+
 def read_dicom_file(path: Path, options: dict[str, str]) -> ImageData:
     """Read one DICOM file; ``#frame=N`` picks one frame of a multi-frame file.
 
@@ -355,13 +369,7 @@ def read_dicom_file(path: Path, options: dict[str, str]) -> ImageData:
         >>> img.array.shape, img.spacing, img.meta["modality"], str(img.array.dtype)
         ((128, 128), (0.661468, 0.661468), 'CT', 'float32')
     """
-    check_options(path, options, ("frame",), "DICOM")
-    frame = int_option(path, options, "frame")
-    ds = dcmread(path, header_only=False)
-    if not is_image_dataset(ds):
-        raise ImageReadError(
-            path, "DICOM file holds no image (no Rows/Columns)", "point at an image file"
-        )
+    ds, frame = _open_image(path, options, header_only=False)
     shape, spacing, geo = geometry(path, ds, frame)
     array = decode_pixels(path, ds, frame)
     n_frames = geo["n_frames"]
@@ -406,12 +414,6 @@ def read_dicom_file_header(
         >>> read_dicom_file_header(Path(get_testdata_file("MR_small.dcm", download=False)), {})
         ((64, 64), (0.3125, 0.3125))
     """
-    check_options(path, options, ("frame",), "DICOM")
-    frame = int_option(path, options, "frame")
-    ds = dcmread(path, header_only=True)
-    if not is_image_dataset(ds):
-        raise ImageReadError(
-            path, "DICOM file holds no image (no Rows/Columns)", "point at an image file"
-        )
+    ds, frame = _open_image(path, options, header_only=True)
     shape, spacing, _ = geometry(path, ds, frame)
     return shape, spacing

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from medfleet.data.io.common import (
-    check_index,
     check_options,
     int_option,
+    item_shape,
     make_meta,
     require_file,
     wrap_errors,
@@ -86,15 +86,9 @@ def _spacing(path: Path, dataset: Any, ndim: int, indexed: bool) -> tuple[tuple[
 
 def _shape(path: Path, dataset: Any, index: int | None) -> tuple[int, ...]:
     shape = tuple(int(s) for s in dataset.shape or ())
-    if index is not None:
-        if not shape:
-            raise ImageReadError(
-                path, f"'index' needs an array with axes; {dataset.name!r} is a scalar"
-            )
-        check_index(
-            path, index, shape[0], "item", f"use an index between 0 and {shape[0] - 1} along axis 0"
-        )
-        shape = shape[1:]
+    shape = item_shape(
+        path, shape, index, f"'index' needs an array with axes; {dataset.name!r} is a scalar"
+    )
     if not shape:
         raise ImageReadError(path, f"dataset {dataset.name!r} is a scalar, not an image")
     if dataset.dtype.kind not in "biuf":

@@ -111,6 +111,11 @@ def uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(rng.uniform(low, high))
 
 
+def rounded(value: float, digits: int = 4) -> float:
+    """``value`` as a Python float rounded to ``digits`` decimals (for table cells)."""
+    return round(float(value), digits)
+
+
 def place_center(
     ctx: CaseContext,
     radius_mm: float | tuple[float, ...],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from medfleet.data.phantoms.tasks3d import tasks_3d
 from medfleet.errors import MedfleetError
 from medfleet.tables import format_spacing, rater_column, write_table
 from medfleet.tasks import Manifest, Site
+from medfleet.utils.progress import ProgressCallback
 
 FORMAT_VERSION = 1
 """Version of the phantom layout and truth definitions (bumped when outputs change meaning)."""
@@ -34,8 +34,6 @@ DEFAULT_SIZE = {2: 128, 3: 64}
 
 MIN_SIZE = {2: 32, 3: 32}
 """Smallest allowed side length per dimension."""
-
-ProgressCallback = Callable[[int, int], None]
 
 
 def available_tasks(dim: int) -> list[str]:

@@ -18,6 +18,7 @@ from medfleet.data.phantoms.cases import (
     PhantomTask,
     paint,
     place_center,
+    rounded,
     uniform,
 )
 from medfleet.data.phantoms.config import normalised
@@ -51,10 +52,6 @@ SPINE_LANDMARKS: tuple[str, ...] = (
 
 BIOMETRY_POINTS: tuple[str, ...] = ("ps_superior", "ps_inferior", "head_tangent", "infrapubic_hit")
 """Points of the ``biometry_points`` column of the intrapartum task, in order."""
-
-
-def _round(value: float, digits: int = 4) -> float:
-    return round(float(value), digits)
 
 
 def _grid(ctx: CaseContext) -> tuple[np.ndarray, np.ndarray]:
@@ -114,22 +111,32 @@ def organ_lesion(ctx: CaseContext) -> CaseOutput:
     else:  # pragma: no cover - the sampling ranges make this practically impossible
         raise ctx.fail("could not place the lesion inside the organ")
 
+    sy, sx = ctx.spacing
+    return organ_lesion_case(
+        ctx,
+        organ,
+        lesion,
+        {
+            "organ_area_mm2": rounded(organ.sum() * sx * sy, 2),
+            "lesion_area_mm2": rounded(lesion.sum() * sx * sy, 2),
+        },
+    )
+
+
+def organ_lesion_case(
+    ctx: CaseContext, organ: np.ndarray, lesion: np.ndarray, fields: dict[str, object]
+) -> CaseOutput:
+    """Paint an organ and its darker lesion on a fresh background (2D and 3D).
+
+    The label map (1 = organ, 2 = lesion) is both the rater truth and the ``mask``.
+    """
     image = ctx.background()
     paint(image, organ, 0.22 * ctx.contrast)
     paint(image, lesion, -0.28 * ctx.contrast)
     truth = np.zeros(ctx.shape, dtype=np.uint8)
     truth[organ] = 1
     truth[lesion] = 2
-    sy, sx = ctx.spacing
-    return CaseOutput(
-        clean=image,
-        truth=truth,
-        masks={"mask": truth},
-        fields={
-            "organ_area_mm2": _round(organ.sum() * sx * sy, 2),
-            "lesion_area_mm2": _round(lesion.sum() * sx * sy, 2),
-        },
-    )
+    return CaseOutput(clean=image, truth=truth, masks={"mask": truth}, fields=fields)
 
 
 # ---------------------------------------------------------------------------- classification
@@ -152,12 +159,8 @@ def lesion_classification(ctx: CaseContext) -> CaseOutput:
     label = draw_class(ctx)
     s, rng = ctx.subject_rng, ctx.rng
     image = ctx.background()
-    fields: dict[str, object] = {"label": label}
     if label == "normal":
-        fields["lesion_size_mm"] = 0.0
-        return CaseOutput(
-            clean=image, masks={"lesion_mask": np.zeros(ctx.shape, np.uint8)}, fields=fields
-        )
+        return lesion_class_case(image, label, np.zeros(ctx.shape, bool), 0.0)
     X, Y = _grid(ctx)
     if label == "benign":
         r0 = uniform(s, 4.5, 9.0)
@@ -179,8 +182,18 @@ def lesion_classification(ctx: CaseContext) -> CaseOutput:
     cx, cy = _center_xy(ctx, extent, spread=0.7)
     lesion = radial_blob2d(X, Y, (cx, cy), axes, angle, harmonics, spikes)
     paint(image, lesion, -0.26 * ctx.contrast)
-    fields["lesion_size_mm"] = _round(2 * r0, 2)
-    return CaseOutput(clean=image, masks={"lesion_mask": lesion.astype(np.uint8)}, fields=fields)
+    return lesion_class_case(image, label, lesion, rounded(2 * r0, 2))
+
+
+def lesion_class_case(
+    image: np.ndarray, label: str, lesion: np.ndarray, size_mm: float
+) -> CaseOutput:
+    """The output of a lesion classification case (2D and 3D); ``lesion`` is empty if normal."""
+    return CaseOutput(
+        clean=image,
+        masks={"lesion_mask": lesion.astype(np.uint8)},
+        fields={"label": label, "lesion_size_mm": size_mm},
+    )
 
 
 # ---------------------------------------------------------------------------- detection
@@ -221,7 +234,7 @@ def nodule_detection(ctx: CaseContext) -> CaseOutput:
     labels: list[str] = []
     image = ctx.background()
     gap = 2.0 + 1.5 * max(ctx.spacing)  # blobs never touch, not even diagonally
-    for k in range(1, n + 1):
+    for _ in range(n):
         for _attempt in range(200):
             a = uniform(rng, 3.0, 7.0)
             axes = (a, a * uniform(rng, 0.7, 1.0))
@@ -233,15 +246,29 @@ def nodule_detection(ctx: CaseContext) -> CaseOutput:
         else:  # pragma: no cover - three small blobs always fit
             raise ctx.fail("could not place non-overlapping blobs that cover a pixel")
         placed.append((cx, cy, a))
-        instances[blob] = k
-        label = DETECTION_CLASSES[int(rng.integers(2))]
-        labels.append(label)
-        paint(image, blob, (0.30 if label == "nodule" else -0.22) * ctx.contrast)
-    boxes = detection_boxes(instances, labels)
+        add_detection_blob(ctx, image, instances, labels, blob)
+    return detection_case(image, instances, labels)
+
+
+def add_detection_blob(
+    ctx: CaseContext, image: np.ndarray, instances: np.ndarray, labels: list[str], blob: np.ndarray
+) -> None:
+    """Number ``blob`` as the next instance, draw its class into ``labels`` and paint it."""
+    instances[blob] = len(labels) + 1
+    label = DETECTION_CLASSES[int(ctx.rng.integers(2))]
+    labels.append(label)
+    paint(image, blob, (0.30 if label == "nodule" else -0.22) * ctx.contrast)
+
+
+def detection_case(image: np.ndarray, instances: np.ndarray, labels: list[str]) -> CaseOutput:
+    """The output of a detection case (2D and 3D): instance map, tight boxes and their count."""
     return CaseOutput(
         clean=image,
         masks={"instance_mask": instances},
-        fields={"boxes": format_boxes(boxes), "n_objects": n},
+        fields={
+            "boxes": format_boxes(detection_boxes(instances, labels)),
+            "n_objects": len(labels),
+        },
     )
 
 
@@ -278,12 +305,12 @@ def head_circumference(ctx: CaseContext) -> CaseOutput:
         clean=image,
         masks={"head_mask": head.astype(np.uint8)},
         fields={
-            "value": _round(ramanujan_circumference(a, b), 4),
-            "semi_major_mm": _round(a),
-            "semi_minor_mm": _round(b),
-            "center_x": _round(cx / sx),
-            "center_y": _round(cy / sy),
-            "angle_deg": _round(math.degrees(angle)),
+            "value": rounded(ramanujan_circumference(a, b), 4),
+            "semi_major_mm": rounded(a),
+            "semi_minor_mm": rounded(b),
+            "center_x": rounded(cx / sx),
+            "center_y": rounded(cy / sy),
+            "angle_deg": rounded(math.degrees(angle)),
         },
     )
 
@@ -400,8 +427,8 @@ def intrapartum(ctx: CaseContext) -> CaseOutput:
         truth=truth,
         masks={"mask": truth},
         fields={
-            "aop_deg": _round(bio.aop_deg),
-            "hsd_mm": _round(bio.hsd_mm),
+            "aop_deg": rounded(bio.aop_deg),
+            "hsd_mm": rounded(bio.hsd_mm),
             "biometry_points": format_landmarks(np.round(pixels, 4)),
         },
     )

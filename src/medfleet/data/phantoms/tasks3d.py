@@ -17,6 +17,7 @@ from medfleet.data.phantoms.cases import (
     PhantomTask,
     paint,
     place_center,
+    rounded,
     uniform,
 )
 from medfleet.data.phantoms.shapes import (
@@ -28,8 +29,16 @@ from medfleet.data.phantoms.shapes import (
     random_rotation3d,
     random_unit_vectors,
 )
-from medfleet.data.phantoms.tasks2d import CLASSES, DETECTION_CLASSES, detection_boxes, draw_class
-from medfleet.tables import format_boxes, format_landmarks
+from medfleet.data.phantoms.tasks2d import (
+    CLASSES,
+    DETECTION_CLASSES,
+    add_detection_blob,
+    detection_case,
+    draw_class,
+    lesion_class_case,
+    organ_lesion_case,
+)
+from medfleet.tables import format_landmarks
 from medfleet.tasks import TaskSpec
 
 TETRA_LANDMARKS: tuple[str, ...] = ("apex", "base_top", "base_left", "base_right")
@@ -49,10 +58,6 @@ def _half_extent(
     """Exact half-extent per array axis of a rotated ellipsoid, times ``bulge``."""
     r = np.asarray(rotation) * np.asarray(axes)[None, :]
     return tuple(float(v) * bulge for v in np.sqrt((r * r).sum(axis=1)))
-
-
-def _round(value: float, digits: int = 4) -> float:
-    return round(float(value), digits)
 
 
 def _to_voxels_xyz(ctx: CaseContext, points_zyx_mm: np.ndarray) -> np.ndarray:
@@ -88,20 +93,14 @@ def organ_lesion3d(ctx: CaseContext) -> CaseOutput:
             break
     else:  # pragma: no cover - the sampling ranges make this practically impossible
         raise ctx.fail("could not place the lesion inside the organ")
-    image = ctx.background()
-    paint(image, organ, 0.22 * ctx.contrast)
-    paint(image, lesion, -0.28 * ctx.contrast)
-    truth = np.zeros(ctx.shape, dtype=np.uint8)
-    truth[organ] = 1
-    truth[lesion] = 2
     voxel_ml = float(np.prod(ctx.spacing)) / 1000.0
-    return CaseOutput(
-        clean=image,
-        truth=truth,
-        masks={"mask": truth},
-        fields={
-            "organ_volume_ml": _round(organ.sum() * voxel_ml),
-            "lesion_volume_ml": _round(lesion.sum() * voxel_ml),
+    return organ_lesion_case(
+        ctx,
+        organ,
+        lesion,
+        {
+            "organ_volume_ml": rounded(organ.sum() * voxel_ml),
+            "lesion_volume_ml": rounded(lesion.sum() * voxel_ml),
         },
     )
 
@@ -112,12 +111,7 @@ def lesion_classification3d(ctx: CaseContext) -> CaseOutput:
     s, rng = ctx.subject_rng, ctx.rng
     image = ctx.background()
     if label == "normal":
-        empty = np.zeros(ctx.shape, np.uint8)
-        return CaseOutput(
-            clean=image,
-            masks={"lesion_mask": empty},
-            fields={"label": label, "lesion_size_mm": 0.0},
-        )
+        return lesion_class_case(image, label, np.zeros(ctx.shape, bool), 0.0)
     if label == "benign":
         r0 = uniform(s, 5.0, 8.0)
         axes = (r0 * uniform(s, 0.6, 0.85), r0 * uniform(s, 0.6, 0.85), r0)
@@ -139,11 +133,7 @@ def lesion_classification3d(ctx: CaseContext) -> CaseOutput:
     center = place_center(ctx, (max(axes) * radial_extent3d(lobes, spikes),) * 3, spread=0.6)
     lesion = radial_blob3d(_grid(ctx), center, axes, rotation, lobes, spikes)
     paint(image, lesion, -0.22 * ctx.contrast)
-    return CaseOutput(
-        clean=image,
-        masks={"lesion_mask": lesion.astype(np.uint8)},
-        fields={"label": label, "lesion_size_mm": _round(2 * r0, 2)},
-    )
+    return lesion_class_case(image, label, lesion, rounded(2 * r0, 2))
 
 
 def nodule_detection3d(ctx: CaseContext) -> CaseOutput:
@@ -156,7 +146,7 @@ def nodule_detection3d(ctx: CaseContext) -> CaseOutput:
     labels: list[str] = []
     image = ctx.background()
     gap = 2.0 + 1.5 * max(ctx.spacing)  # blobs never touch, not even diagonally
-    for k in range(1, n + 1):
+    for _ in range(n):
         for _attempt in range(200):
             a = uniform(rng, 3.0, 6.0)
             center = np.asarray(place_center(ctx, a, margin_mm=1.5))
@@ -168,15 +158,8 @@ def nodule_detection3d(ctx: CaseContext) -> CaseOutput:
         else:  # pragma: no cover - three small blobs always fit
             raise ctx.fail("could not place non-overlapping blobs that cover a voxel")
         placed.append((center, a))
-        instances[blob] = k
-        label = DETECTION_CLASSES[int(rng.integers(2))]
-        labels.append(label)
-        paint(image, blob, (0.30 if label == "nodule" else -0.22) * ctx.contrast)
-    return CaseOutput(
-        clean=image,
-        masks={"instance_mask": instances},
-        fields={"boxes": format_boxes(detection_boxes(instances, labels)), "n_objects": n},
-    )
+        add_detection_blob(ctx, image, instances, labels, blob)
+    return detection_case(image, instances, labels)
 
 
 def lesion_volume(ctx: CaseContext) -> CaseOutput:
@@ -194,7 +177,7 @@ def lesion_volume(ctx: CaseContext) -> CaseOutput:
         clean=image,
         masks={"lesion_mask": lesion.astype(np.uint8)},
         fields={
-            "value": _round(volume_ml, 5),
+            "value": rounded(volume_ml, 5),
             "semi_axes_mm": ",".join(f"{v:.4f}" for v in sorted(axes)),
         },
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,18 +14,19 @@ from medfleet.evaluate.cases import (
     CaseMismatchError,
     CaseTable,
     list_case_files,
-    match_cases,
     read_case_table,
 )
 from medfleet.evaluate.challenges.base import PresetRun
-from medfleet.evaluate.run_common import match_info, meta_spacing
+from medfleet.evaluate.run_common import check_match, match_info, meta_spacing
 from medfleet.evaluate.run_segmentation import _label_array, resample_nearest
 
 __all__ = [
     "MaskPair",
     "MaskPlan",
+    "binary_cell",
     "iter_mask_pairs",
     "meta_column",
+    "plan_cases",
     "plan_mask_pairs",
     "read_label_map",
     "read_table",
@@ -98,13 +99,25 @@ def plan_mask_pairs(
     config = run.config
     pred_files = list_case_files(pred_dir or config.pred, "--pred")
     gt_files = list_case_files(gt_dir or config.gt, "--gt")
-    match = match_cases(pred_files, gt_files)
-    if (match.missing or match.extra) and not config.allow_missing:
-        raise CaseMismatchError(match.missing, match.extra, pred=config.pred, gt=config.gt)
+    case_ids, cases = plan_cases(run, pred_files, gt_files)
+    return MaskPlan(case_ids, pred_files, gt_files, cases)
+
+
+def plan_cases(
+    run: PresetRun, pred_ids: Iterable[str], gt_ids: Iterable[str]
+) -> tuple[list[str], dict[str, Any]]:
+    """Cases to score (sorted; missing ones too under ``allow_missing``) and the ``cases`` block.
+
+    Raises:
+        CaseMismatchError: Missing or extra cases without ``allow_missing``.
+        ManifestError: No case to score.
+    """
+    config = run.config
+    match = check_match(config, pred_ids, gt_ids)
     case_ids = sorted([*match.matched, *(match.missing if config.allow_missing else [])])
     if not case_ids:
         raise ManifestError(f"no case of {config.gt} has a prediction in {config.pred}")
-    return MaskPlan(case_ids, pred_files, gt_files, match_info(match, config))
+    return case_ids, match_info(match, config)
 
 
 def iter_mask_pairs(run: PresetRun, plan: MaskPlan) -> Iterator[MaskPair]:
@@ -135,6 +148,22 @@ def iter_mask_pairs(run: PresetRun, plan: MaskPlan) -> Iterator[MaskPair]:
             status = "pred_missing"
         yield MaskPair(case_id, pred, gt, spacing, status)
         run.tick(done, total)
+
+
+def binary_cell(text: str, case_id: str, column: str) -> int:
+    """A 0/1 table cell (``"1"``, ``"0.0"``, ...) as an int; anything else is an error.
+
+    Example:
+        >>> binary_cell("1.0", "c1", "label")
+        1
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise ManifestError(f"case {case_id}: {column} {text!r} is not 0 or 1") from None
+    if value not in (0.0, 1.0):
+        raise ManifestError(f"case {case_id}: {column} is {text!r}, not 0 or 1")
+    return int(value)
 
 
 def read_table(path: Path, required: Sequence[str], role: str) -> CaseTable:

@@ -27,18 +27,24 @@ github.com/lijiake2408/Foundation-Model-Challenge-for-Ultrasound-Image-Analysis)
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from medfleet.errors import ManifestError
 from medfleet.evaluate.cases import parse_boxes, parse_numbers, parse_points
-from medfleet.evaluate.challenges._inputs import iter_mask_pairs, plan_mask_pairs, read_table
+from medfleet.evaluate.challenges._inputs import (
+    iter_mask_pairs,
+    plan_cases,
+    plan_mask_pairs,
+    read_table,
+)
 from medfleet.evaluate.challenges.base import Preset, PresetOption, PresetOutcome, PresetRun
 from medfleet.evaluate.challenges.iugc import iugc_hd
+from medfleet.evaluate.detection import box_iou
+from medfleet.evaluate.landmarks import landmark_errors
 
-__all__ = ["PRESET", "fmc_box_iou", "fmc_segmentation_metrics", "mean_radial_error_px"]
+__all__ = ["PRESET", "fmc_segmentation_metrics"]
 
 
 def fmc_segmentation_metrics(pred: np.ndarray, gt: np.ndarray, n_classes: int) -> dict[str, float]:
@@ -69,31 +75,6 @@ def fmc_segmentation_metrics(pred: np.ndarray, gt: np.ndarray, n_classes: int) -
     out["dice"] = float(np.mean([out[f"dice_{c}"] for c in classes])) if n_classes > 1 else 0.0
     out["hd"] = float(np.mean([out[f"hd_{c}"] for c in classes])) if n_classes > 1 else 0.0
     return out
-
-
-def fmc_box_iou(pred: Sequence[float], gt: Sequence[float]) -> float:
-    """IoU of two ``[x_min, y_min, x_max, y_max]`` boxes; 0 when the union is 0.
-
-    Example:
-        >>> fmc_box_iou([0, 0, 2, 2], [1, 1, 3, 3])
-        0.14285714285714285
-    """
-    x1, y1 = max(pred[0], gt[0]), max(pred[1], gt[1])
-    x2, y2 = min(pred[2], gt[2]), min(pred[3], gt[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (pred[2] - pred[0]) * (pred[3] - pred[1]) + (gt[2] - gt[0]) * (gt[3] - gt[1]) - inter
-    return 0.0 if union == 0 else float(inter / union)
-
-
-def mean_radial_error_px(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Mean Euclidean distance between matching points (pixels).
-
-    Example:
-        >>> p, g = np.array([[3.0, 4.0], [1.0, 1.0]]), np.array([[0.0, 0.0], [1.0, 1.0]])
-        >>> mean_radial_error_px(p, g)
-        2.5
-    """
-    return float(np.mean(np.sqrt(((np.asarray(pred) - np.asarray(gt)) ** 2).sum(axis=1))))
 
 
 def _segmentation(run: PresetRun) -> PresetOutcome:
@@ -136,23 +117,13 @@ def _segmentation(run: PresetRun) -> PresetOutcome:
     )
 
 
-def _match(run: PresetRun, pred_rows: Any, gt_rows: Any) -> tuple[list[str], dict[str, Any]]:
-    from medfleet.evaluate.run_common import check_match, match_info
-
-    match = check_match(run.config, pred_rows, gt_rows)
-    case_ids = sorted([*match.matched, *(match.missing if run.config.allow_missing else [])])
-    if not case_ids:
-        raise ManifestError(f"no case of {run.config.gt} has a prediction in {run.config.pred}")
-    return case_ids, match_info(match, run.config)
-
-
 def _classification(run: PresetRun) -> PresetOutcome:
     from medfleet.evaluate.classification import accuracy, f1_score, matthews_corrcoef, roc_auc
 
     config = run.config
     pred = read_table(config.pred, (), "--pred")
     gt = read_table(config.gt, ("label",), "--gt")
-    case_ids, cases = _match(run, pred.rows, gt.rows)
+    case_ids, cases = plan_cases(run, pred.rows, gt.rows)
     scored = [c for c in case_ids if c in pred.rows]
     prob_cols = sorted(
         (c for c in pred.columns if c.startswith("prob_")),
@@ -242,7 +213,7 @@ def _detection(run: PresetRun) -> PresetOutcome:
     config = run.config
     pred = read_table(config.pred, ("boxes",), "--pred")
     gt = read_table(config.gt, ("boxes",), "--gt")
-    case_ids, cases = _match(run, pred.rows, gt.rows)
+    case_ids, cases = plan_cases(run, pred.rows, gt.rows)
     rows = []
     for c in case_ids:
         g_boxes, _ = parse_boxes(gt.rows[c]["boxes"], case_id=c, column="boxes (--gt)")
@@ -256,7 +227,7 @@ def _detection(run: PresetRun) -> PresetOutcome:
             if "scores" in pred.columns and len(p_boxes) > 1:
                 s = parse_numbers(pred.rows[c]["scores"], case_id=c, column="scores")
                 p_boxes = p_boxes[[int(np.argmax(s))]] if len(s) == len(p_boxes) else p_boxes
-            iou = fmc_box_iou(p_boxes[0], g_boxes[0]) if len(p_boxes) else 0.0
+            iou = box_iou(p_boxes[0], g_boxes[0]) if len(p_boxes) else 0.0
         else:
             iou, status = 0.0, "pred_missing"
         rows.append({"case_id": c, "status": status, "iou": iou})
@@ -278,7 +249,7 @@ def _keypoints(run: PresetRun) -> PresetOutcome:
     config = run.config
     pred = read_table(config.pred, ("landmarks",), "--pred")
     gt = read_table(config.gt, ("landmarks",), "--gt")
-    case_ids, cases = _match(run, pred.rows, gt.rows)
+    case_ids, cases = plan_cases(run, pred.rows, gt.rows)
     rows = []
     for c in case_ids:
         if c not in pred.rows:
@@ -294,7 +265,7 @@ def _keypoints(run: PresetRun) -> PresetOutcome:
             raise ManifestError(
                 f"case {c}: a predicted point is missing (fix: predict every point)"
             )
-        rows.append({"case_id": c, "status": "ok", "mre": mean_radial_error_px(p, g)})
+        rows.append({"case_id": c, "status": "ok", "mre": float(np.mean(landmark_errors(p, g)))})
     if not rows:
         raise ManifestError("no case has a keypoint prediction")
     return PresetOutcome(

@@ -44,7 +44,7 @@ from scipy.spatial import ConvexHull, QhullError, cKDTree
 
 from medfleet.errors import ManifestError
 from medfleet.evaluate.challenges._contours import contour_mask, largest_contour
-from medfleet.evaluate.challenges._inputs import iter_mask_pairs, plan_mask_pairs
+from medfleet.evaluate.challenges._inputs import binary_cell, iter_mask_pairs, plan_mask_pairs
 from medfleet.evaluate.challenges.base import Preset, PresetOption, PresetOutcome, PresetRun
 
 __all__ = [
@@ -231,6 +231,16 @@ def _tangent(p1: np.ndarray, p2: np.ndarray, head: np.ndarray) -> np.ndarray | N
     return None if best is None else best + p1
 
 
+def _missing(ps: np.ndarray | None, head: np.ndarray | None) -> IntrapartumGeometry:
+    """The result when the PS or head contour (or both) is absent."""
+    status = (
+        "missing_both"
+        if ps is None and head is None
+        else ("missing_ps" if ps is None else "missing_head")
+    )
+    return IntrapartumGeometry(math.nan, math.nan, None, None, None, status)
+
+
 def intrapartum_geometry(
     labels: np.ndarray,
     spacing: Sequence[float] | None = None,
@@ -264,12 +274,7 @@ def intrapartum_geometry(
     ps = largest_contour(lab == ps_label)
     head = largest_contour(lab == head_label)
     if ps is None or head is None:
-        status = (
-            "missing_both"
-            if ps is None and head is None
-            else ("missing_ps" if ps is None else "missing_head")
-        )
-        return IntrapartumGeometry(math.nan, math.nan, None, None, None, status)
+        return _missing(ps, head)
     ps_xy, head_xy = _xy(ps, spacing), _xy(head, spacing)
     i, j = _farthest_pair(ps_xy)
     p1, p2 = _endpoints(ps_xy[i], ps_xy[j])
@@ -313,12 +318,7 @@ def intrapartum_geometry_ellipse(
     ps = largest_contour(lab == ps_label)
     head = largest_contour(lab == head_label)
     if ps is None or head is None:
-        status = (
-            "missing_both"
-            if ps is None and head is None
-            else ("missing_ps" if ps is None else "missing_head")
-        )
-        return IntrapartumGeometry(math.nan, math.nan, None, None, None, status)
+        return _missing(ps, head)
     try:
         e_ps = fit_ellipse(_xy(ps, spacing))
         e_head = fit_ellipse(_xy(head, spacing))
@@ -375,7 +375,7 @@ def _classification_part(run: PresetRun) -> tuple[dict[str, Any], list[dict[str,
         )
     y_true, y_pred, scores, rows = [], [], [], []
     for c in sorted(gt.rows):
-        t = _binary_cell(gt.rows[c]["label"], c, "label")
+        t = binary_cell(gt.rows[c]["label"], c, "label")
         row = pred.rows.get(c)
         score = math.nan
         if row is None:
@@ -387,11 +387,11 @@ def _classification_part(run: PresetRun) -> tuple[dict[str, Any], list[dict[str,
             score = _probability(row["prob_1"], c)
             p = int(score >= run.options["threshold"])
         elif "label" in row:
-            p = _binary_cell(row["label"], c, "label")
+            p = binary_cell(row["label"], c, "label")
         else:
             raise ManifestError(f"classification_pred case {c}: no score, prob_1 or label")
         if row is not None and "label" in row and row["label"] != "":
-            p = _binary_cell(row["label"], c, "label")
+            p = binary_cell(row["label"], c, "label")
         y_true.append(t)
         y_pred.append(p)
         scores.append(score)
@@ -413,16 +413,6 @@ def _classification_part(run: PresetRun) -> tuple[dict[str, Any], list[dict[str,
         "n_images": len(rows),
     }
     return metrics, rows
-
-
-def _binary_cell(text: str, case_id: str, column: str) -> int:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ManifestError(f"case {case_id}: {column} {text!r} is not 0 or 1") from None
-    if value not in (0.0, 1.0):
-        raise ManifestError(f"case {case_id}: {column} is {text!r}, not 0 or 1")
-    return int(value)
 
 
 def _probability(text: str, case_id: str) -> float:

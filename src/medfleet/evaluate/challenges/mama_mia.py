@@ -45,8 +45,10 @@ from scipy.spatial import cKDTree
 
 from medfleet.errors import ManifestError, MedfleetError
 from medfleet.evaluate.challenges._inputs import (
+    binary_cell,
     iter_mask_pairs,
     meta_column,
+    plan_cases,
     plan_mask_pairs,
     read_table,
 )
@@ -565,21 +567,11 @@ def _pcr_prediction(row: Mapping[str, str], case_id: str, threshold: float) -> t
             return int(p > threshold), p
     for column in ("label", "pcr", "pcr_pred"):
         if column in row and row[column] != "":
-            return _binary(row[column], case_id, column), math.nan
+            return binary_cell(row[column], case_id, column), math.nan
     raise ManifestError(
         f"case {case_id}: the prediction has no score, prob_1 or label value "
         "(fix: a 'score' column with the pCR probability)"
     )
-
-
-def _binary(text: str, case_id: str, column: str) -> int:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ManifestError(f"case {case_id}: {column} {text!r} is not 0 or 1") from None
-    if value not in (0.0, 1.0):
-        raise ManifestError(f"case {case_id}: {column} is {text!r}, not 0 or 1")
-    return int(value)
 
 
 def _run_pcr(run: PresetRun) -> PresetOutcome:
@@ -590,16 +582,11 @@ def _run_pcr(run: PresetRun) -> PresetOutcome:
     truth_col = next((c for c in ("label", "pcr") if c in gt.columns), None)
     if truth_col is None:
         raise ManifestError(f"--gt {config.gt} needs a 'label' (or 'pcr') column with 0/1 pCR")
-    from medfleet.evaluate.run_common import check_match, match_info
-
-    match = check_match(config, pred.rows, gt.rows)
-    case_ids = sorted([*match.matched, *(match.missing if config.allow_missing else [])])
-    if not case_ids:
-        raise ManifestError(f"no case of {config.gt} has a prediction in {config.pred}")
+    case_ids, cases = plan_cases(run, pred.rows, gt.rows)
     groups = _groups_for(run, case_ids, "pcr", opts["lowercase_menopause"], gt.rows)
     y_true, y_pred, scores, rows = [], [], [], []
     for c in case_ids:
-        t = _binary(gt.rows[c][truth_col], c, truth_col)
+        t = binary_cell(gt.rows[c][truth_col], c, truth_col)
         status = "ok"
         if c in pred.rows:
             p, s = _pcr_prediction(pred.rows[c], c, opts["threshold"])
@@ -640,7 +627,7 @@ def _run_pcr(run: PresetRun) -> PresetOutcome:
         score=result["score"],
         score_name="ranking score 0.5 BA + 0.5 (1 - D)",
         components=components,
-        cases=match_info(match, config),
+        cases=cases,
         subgroups=result["subgroups"],
         conventions={
             "threshold": f"pCR predicted when score > {opts['threshold']:g}",
