@@ -162,7 +162,8 @@ def demo_model_scorer(ctx: DemoContext) -> Any:
 
 
 def default_stages() -> list[Stage]:
-    """The demo's stages, in order: data, training and evaluation, monitoring."""
+    """The demo's stages, in order: data, training and evaluation, monitoring, federated."""
+    from medfleet.federated.demo_stage import FederatedStage
     from medfleet.monitor.demo_stage import MonitorStage
     from medfleet.train.demo_stage import TrainStage
 
@@ -172,6 +173,7 @@ def default_stages() -> list[Stage]:
         SiteSummaryStage(),
         TrainStage(),
         MonitorStage(scorer_factory=demo_model_scorer),
+        FederatedStage(),
     ]
 
 

@@ -57,6 +57,7 @@ def test_default_stages_in_pipeline_order() -> None:
         "summary",
         "train",
         "monitor",
+        "federated",
     ]
 
 
@@ -83,13 +84,23 @@ def test_full_quick_demo_trains_evaluates_and_monitors(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "demo_summary.json").read_text())
-    assert list(summary["stages"]) == ["phantoms", "validate", "summary", "train", "monitor"]
+    assert list(summary["stages"]) == [
+        "phantoms",
+        "validate",
+        "summary",
+        "train",
+        "monitor",
+        "federated",
+    ]
     train = summary["stages"]["train"]
     assert set(train["test"]) == {t for t in summary["stages"]["summary"]["tasks"]}
     assert Path(train["model"]).is_file()
     monitor = summary["stages"]["monitor"]
     assert monitor["scorer"] == "demo model"
     assert monitor["drift_detected"] is True
+    federated = summary["stages"]["federated"]
+    assert federated["strategy"] == "dual-lora"
+    assert federated["rounds"] == 2
 
 
 def test_phantoms_command_json(tmp_path: Path) -> None:

@@ -14,9 +14,12 @@ from medfleet import __version__
 from medfleet.cli import data as data_cli
 from medfleet.cli import demo as demo_cli
 from medfleet.cli import evaluate as evaluate_cli
+from medfleet.cli import federate as federate_cli
+from medfleet.cli import federate_study as federate_study_cli
 from medfleet.cli import monitor as monitor_cli
 from medfleet.cli import predict as predict_cli
 from medfleet.cli import report as report_cli
+from medfleet.cli import synth as synth_cli
 from medfleet.cli import train as train_cli
 
 app = typer.Typer(
@@ -30,9 +33,12 @@ app.add_typer(data_cli.app, name="data")
 app.command("demo")(demo_cli.demo)
 app.command("train")(train_cli.train)
 app.command("predict")(predict_cli.predict)
+app.command("federate")(federate_cli.federate)
+app.command("federate-study")(federate_study_cli.federate_study)
 app.command("evaluate")(evaluate_cli.evaluate)
 app.add_typer(report_cli.app, name="report")
 app.add_typer(monitor_cli.app, name="monitor")
+app.add_typer(synth_cli.app, name="synth")
 
 
 def _version_callback(value: bool) -> None:

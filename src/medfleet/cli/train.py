@@ -11,6 +11,31 @@ import typer
 
 from medfleet.cli.common import FORMAT_OPTION, OutputFormat, console, fail, print_json
 from medfleet.cli.progress import progress_bar
+from medfleet.cli.run_options import (
+    BackboneOption,
+    BatchSizeOption,
+    ConfigOption,
+    ImageSizeOption,
+    LrOption,
+    WeightsOption,
+    load_configs,
+    split_names,
+)
+
+
+class SemiMethod(enum.StrEnum):
+    """Semi-supervised method for the unlabelled rows of segmentation tasks."""
+
+    mean_teacher = "mean-teacher"
+    fixmatch = "fixmatch"
+
+
+class AugmentLevel(enum.StrEnum):
+    """Training augmentation level."""
+
+    none = "none"
+    light = "light"
+    standard = "standard"
 
 
 class Paradigm(enum.StrEnum):
@@ -20,15 +45,6 @@ class Paradigm(enum.StrEnum):
     grouped = "grouped"
     unified = "unified"
     all = "all"
-
-
-def _split_list(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        fail("--tasks is empty; give comma-separated task names", code=2)
-    return items
 
 
 def train(
@@ -42,32 +58,21 @@ def train(
             "unified (one for all) or all (the three, then the transfer analysis).",
         ),
     ] = Paradigm.unified,
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", help="YAML with 'model:' (ModelConfig) and 'train:' sections."),
-    ] = None,
+    config: ConfigOption = None,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs.")] = None,
     steps: Annotated[
         int | None, typer.Option("--steps", min=1, help="Stop after this many optimiser steps.")
     ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", min=1, help="Images per batch and process.")
-    ] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
+    batch_size: BatchSizeOption = None,
+    lr: LrOption = None,
     seed: Annotated[int | None, typer.Option("--seed", min=0, help="Random seed.")] = None,
     sampling: Annotated[
         str | None,
         typer.Option("--sampling", help="Task sampling: proportional, uniform or temperature."),
     ] = None,
-    backbone: Annotated[
-        str | None, typer.Option("--backbone", help="Backbone name (e.g. vit-tiny).")
-    ] = None,
-    image_size: Annotated[
-        int | None, typer.Option("--image-size", min=8, help="Model input size in pixels.")
-    ] = None,
-    weights: Annotated[
-        Path | None, typer.Option("--weights", help="Local pretrained backbone weights.")
-    ] = None,
+    backbone: BackboneOption = None,
+    image_size: ImageSizeOption = None,
+    weights: WeightsOption = None,
     tasks: Annotated[
         str | None, typer.Option("--tasks", help="Comma-separated tasks (default: all).")
     ] = None,
@@ -80,6 +85,27 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue every model from its last checkpoint.")
     ] = False,
+    augment: Annotated[
+        AugmentLevel | None,
+        typer.Option(
+            "--augment",
+            help="Training augmentation: none, light or standard (flip, scale, shift, "
+            "intensity; targets move with the image).",
+        ),
+    ] = None,
+    semi_supervised: Annotated[
+        SemiMethod | None,
+        typer.Option(
+            "--semi-supervised",
+            help="Also learn from segmentation rows without a mask: mean-teacher or fixmatch.",
+        ),
+    ] = None,
+    landmark_sigma: Annotated[
+        float | None,
+        typer.Option(
+            "--landmark-sigma", min=0.01, help="Gaussian sigma of landmark heatmaps (cells)."
+        ),
+    ] = None,
     test_split: Annotated[
         str, typer.Option("--test-split", help="Split predicted and scored after training.")
     ] = "test",
@@ -100,32 +126,29 @@ def train(
 
     from medfleet.errors import MedfleetError
     from medfleet.tasks import Manifest
-    from medfleet.train.config import TrainConfig, load_run_config
 
     text = fmt is OutputFormat.text
     try:
         loaded = Manifest.load(manifest)
-        model_section: dict[str, Any] = {}
-        train_config = TrainConfig()
-        if config is not None:
-            model_section, train_config = load_run_config(config)
-        overrides = {
-            "epochs": epochs,
-            "max_steps": steps,
-            "batch_size": batch_size,
-            "lr": lr,
-            "seed": seed,
-            "sampling": sampling,
-            "device": device,
-            "threads": threads,
-        }
-        train_update = {k: v for k, v in overrides.items() if v is not None}
-        train_config = TrainConfig.model_validate({**train_config.model_dump(), **train_update})
-        model_update = {"backbone": backbone, "image_size": image_size, "weights": weights}
-        model_section = {**model_section, **{k: v for k, v in model_update.items() if v}}
-        from medfleet.models import ModelConfig
-
-        model_config = ModelConfig.model_validate(model_section)
+        model_config, train_config = load_configs(
+            config,
+            model={"backbone": backbone, "image_size": image_size, "weights": weights},
+            train={
+                "epochs": epochs,
+                "max_steps": steps,
+                "batch_size": batch_size,
+                "lr": lr,
+                "seed": seed,
+                "sampling": sampling,
+                "device": device,
+                "threads": threads,
+                "augment": augment.value if augment is not None else None,
+                "semi_supervised": semi_supervised.value if semi_supervised is not None else None,
+            },
+        )
+        if landmark_sigma is not None:
+            heads = model_config.heads.model_copy(update={"landmark_sigma": landmark_sigma})
+            model_config = model_config.model_copy(update={"heads": heads})
     except ValidationError as exc:
         fail(f"invalid setting: {exc}", code=2)
     except MedfleetError as exc:
@@ -142,7 +165,7 @@ def train(
             out,
             model_config,
             train_config,
-            tasks=_split_list(tasks),
+            tasks=split_names(tasks, "--tasks"),
             resume=resume,
             test_split=test_split,
             evaluation_report=evaluation_report,

@@ -35,6 +35,7 @@ __all__ = [
     "parse_points",
     "parse_spacing",
     "read_case_table",
+    "read_result_rows",
 ]
 
 #: File suffixes read as masks, longest first so ``.nii.gz`` wins over ``.gz``.
@@ -264,6 +265,39 @@ def read_case_table(
             )
         rows[case_id] = row
     return CaseTable(path, columns, rows)
+
+
+def read_result_rows(
+    path: str | Path, needed: Sequence[str], what: str
+) -> dict[str, list[dict[str, str]]]:
+    r"""The rows of an evaluation ``cases.csv``, grouped by case id (one row per label or box).
+
+    Args:
+        path: ``cases.csv`` written by the evaluation runner.
+        needed: Columns that must be present.
+        what: What the table belongs to, for messages (e.g. ``"task 'seg'"``).
+
+    Raises:
+        MedfleetError: The file is missing or lacks a needed column.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "cases.csv"
+        >>> _ = p.write_text("case_id,label,dice\na,1,0.5\na,2,0.7\nb,1,0.9\n")
+        >>> {k: len(v) for k, v in read_result_rows(p, ["dice"], "task 'seg'").items()}
+        {'a': 2, 'b': 1}
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MedfleetError(f"{what}: evaluation table {path} not found")
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if rows and any(c not in rows[0] for c in needed):
+        raise MedfleetError(f"{what}: {path} lacks column(s) {list(needed)}")
+    grouped: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        grouped.setdefault(row["case_id"], []).append(row)
+    return grouped
 
 
 def _cell_error(case_id: str, column: str, exc: Exception) -> ManifestError:

@@ -188,6 +188,10 @@ class ModelConfig(BaseModel):
         heads: Head and loss options.
         slices: Slices per volume of the model input for ``dim: 3`` tasks (the slice axis
             is resampled to this count; predictions are mapped back to the volume's grid).
+        landmark_spaces: Landmark task -> name of a shared landmark space. Tasks of one space
+            share one heatmap head whose channels are the union of their landmark names
+            (first-seen order); each task is trained on its own points (the others are
+            masked out of the loss) and decodes only its own points.
 
     Example:
         >>> ModelConfig().backbone
@@ -208,6 +212,7 @@ class ModelConfig(BaseModel):
     allow_download: bool = False
     heads: HeadConfig = Field(default_factory=HeadConfig)
     slices: int = Field(default=16, ge=1)
+    landmark_spaces: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:

@@ -32,6 +32,7 @@ from medfleet.models.heads import (
     TaskOutput,
     build_head,
 )
+from medfleet.models.heads.landmarks import LandmarkHead, LandmarkSpaceView, space_spec
 from medfleet.models.moe import MoEMLP, TaskRouter
 from medfleet.models.volumes import VolumeHead, flatten_volumes
 from medfleet.models.weights import KeyMapping, load_backbone
@@ -49,6 +50,57 @@ def head_key(task: str) -> str:
         'fetal__hc'
     """
     return task.replace(".", "__")
+
+
+def space_key(space: str) -> str:
+    """Module key of a shared landmark space's head.
+
+    Example:
+        >>> space_key("ceph.v1")
+        'landmark_space__ceph__v1'
+    """
+    return "landmark_space__" + head_key(space)
+
+
+def landmark_space_heads(
+    specs: list[TaskSpec], config: ModelConfig, embed_dim: int, num_maps: int
+) -> dict[str, LandmarkHead]:
+    """One :class:`LandmarkHead` per shared landmark space of ``config.landmark_spaces``.
+
+    Only the landmark tasks among ``specs`` count; a space's channels are the union of
+    their landmark names.
+
+    Raises:
+        MedfleetError: A space given to a task that is not a landmark task, or a space
+            whose key collides with a task's head.
+
+    Example:
+        >>> a = TaskSpec(name="a", type="landmarks", table="a.csv", landmarks=["p", "q"])
+        >>> b = TaskSpec(name="b", type="landmarks", table="b.csv", landmarks=["q", "r"])
+        >>> cfg = ModelConfig(landmark_spaces={"a": "s", "b": "s"})
+        >>> landmark_space_heads([a, b], cfg, 16, 1)["s"].names
+        ['p', 'q', 'r']
+    """
+    members: dict[str, list[TaskSpec]] = {}
+    for spec in specs:
+        space = config.landmark_spaces.get(spec.name)
+        if space is None:
+            continue
+        if spec.type is not TaskType.landmarks:
+            raise MedfleetError(
+                f"landmark_spaces maps task {spec.name!r} to space {space!r} but it is a "
+                f"{spec.type.value} task (fix: list landmark tasks only)"
+            )
+        members.setdefault(space, []).append(spec)
+    keys = {head_key(s.name) for s in specs}
+    out = {}
+    for space, group in members.items():
+        if space_key(space) in keys:
+            raise MedfleetError(
+                f"landmark space {space!r} collides with a task's head name (fix: rename the space)"
+            )
+        out[space] = LandmarkHead(space_spec(space, group), embed_dim, num_maps, config.heads)
+    return out
 
 
 def task_fingerprint(spec: TaskSpec) -> dict[str, Any]:
@@ -99,7 +151,15 @@ class UnifiedModel(nn.Module):
         self.router = router
         options = config.heads
         heads: dict[str, nn.Module] = {}
+        shared = landmark_space_heads(
+            specs, config, backbone.hidden_size, len(backbone.feature_blocks)
+        )
         for spec in specs:
+            space = config.landmark_spaces.get(spec.name)
+            if spec.type is TaskType.landmarks and space is not None:
+                heads[space_key(space)] = shared[space]
+                heads[head_key(spec.name)] = LandmarkSpaceView(spec, shared[space])
+                continue
             head = build_head(
                 spec,
                 backbone.hidden_size,

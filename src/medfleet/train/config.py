@@ -48,6 +48,32 @@ class TrainConfig(BaseModel):
             fastest for small models, and always on a busy machine.
         tensorboard: Also log to TensorBoard when it is installed.
         log_every: Record the training loss every N steps.
+        augment: Training augmentation on the model grid (:mod:`medfleet.train.augment`):
+            ``none`` (default), ``light`` or ``standard``.
+        augment_flip: Probability of a horizontal flip, overriding the ``augment`` level.
+        flip_pairs: Landmark names that swap under a horizontal flip (``[[left, right]]``);
+            a landmark task is flipped only when some of its points are paired.
+        semi_supervised: ``mean-teacher`` or ``fixmatch`` uses the unlabelled rows (empty
+            mask cell) of segmentation tasks (:mod:`medfleet.train.semi`); ``None``: off.
+        ema_decay: EMA decay of the mean teacher's weights.
+        consistency_weight: Weight of the unlabelled loss after ramp-up.
+        consistency_rampup: Fraction of the steps over which that weight ramps up
+            (sigmoid-shaped, from 0).
+        confidence_threshold: FixMatch: smallest teacher probability of a pseudo-label.
+        unlabelled_ratio: Unlabelled images per labelled image of a segmentation batch.
+        semi_final: Weights of the trained model of a semi-supervised run (``model.pt``,
+            validation, prediction): ``teacher``, the EMA of the student's weights (kept
+            for both methods), or ``student``, the last optimiser iterate.
+        strong_scale: Strength of the strong view's intensity jitter relative to
+            :data:`medfleet.train.augment.STRONG` (0: the strong view is the weak view).
+        strong_geometric: The strong view also gets its own flip, scale and shift (the
+            ``standard`` level) on top of the weak view's; the targets are warped with it
+            (transformation consistency).
+        semi_class_balanced: Average the unlabelled loss per target class (the teacher's
+            argmax) and then over classes, so a small structure weighs as much as the
+            background.
+        semi_include_labelled: Also use the labelled training images as unlabelled ones
+            (their consistency term), as the mean teacher and FixMatch usually do.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -77,6 +103,20 @@ class TrainConfig(BaseModel):
     threads: int | None = Field(default=None, ge=1)
     tensorboard: bool = True
     log_every: int = Field(default=1, ge=1)
+    augment: Literal["none", "light", "standard"] = "none"
+    augment_flip: float | None = Field(default=None, ge=0.0, le=1.0)
+    flip_pairs: list[tuple[str, str]] = Field(default_factory=list)
+    semi_supervised: Literal["mean-teacher", "fixmatch"] | None = None
+    ema_decay: float = Field(default=0.99, ge=0.0, lt=1.0)
+    consistency_weight: float = Field(default=1.0, ge=0.0)
+    consistency_rampup: float = Field(default=0.3, ge=0.0, le=1.0)
+    confidence_threshold: float = Field(default=0.9, ge=0.0, le=1.0)
+    unlabelled_ratio: float = Field(default=1.0, gt=0.0)
+    semi_final: Literal["teacher", "student"] = "teacher"
+    semi_include_labelled: bool = True
+    strong_scale: float = Field(default=1.0, ge=0.0)
+    semi_class_balanced: bool = False
+    strong_geometric: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

@@ -397,6 +397,8 @@ class TaskDataset(Dataset):
         if is_labelled(self.spec, row):
             shape = pixels.shape[-3:] if self.spec.dim == 3 else pixels.shape[-2:]
             target = self._target(row, geometry, shape, spacing, where)
+            if scales_with_spacing(self.spec):  # a length in mm -> model-grid pixels
+                target = target / length_per_model_pixel(geometry, image.spacing)
         affine = image.meta.get("affine") if self.spec.dim == 3 else None
         return Sample(
             tensor,
@@ -734,20 +736,78 @@ def collate(task: TaskSpec, samples: Sequence[Sample]) -> Batch:
     )
 
 
+LENGTH_UNITS = ("mm",)
+"""Regression units that mark a target as a length in the image (see
+:func:`scales_with_spacing`)."""
+
+
+def scales_with_spacing(spec: TaskSpec) -> bool:
+    """Whether a task's regression target is a length in mm, learned in model-grid pixels.
+
+    A length measured on the image (a head circumference, a diameter) is only partly
+    observable from the resized model input when pixel sizes vary: the same picture may show
+    a 150 mm or a 250 mm head. For a 2D regression task whose ``unit`` is ``mm`` the
+    dataset therefore divides the target by the image's mm per model-grid pixel
+    (:func:`length_per_model_pixel`), the head predicts that pixel length, and
+    :func:`medfleet.train.predict.to_original` multiplies the prediction back, so
+    predictions, validation and ``predictions.csv`` stay in mm. Other units (``ml``,
+    ``weeks``, ...) and volumes are learned as they are.
+
+    Example:
+        >>> from medfleet.tasks import TaskSpec
+        >>> scales_with_spacing(TaskSpec(name="hc", type="regression", table="r.csv", unit="mm"))
+        True
+        >>> scales_with_spacing(TaskSpec(name="v", type="regression", table="r.csv", unit="ml"))
+        False
+    """
+    return (
+        spec.type is TaskType.regression
+        and spec.dim == 2
+        and (spec.unit or "").strip().lower() in LENGTH_UNITS
+    )
+
+
+def length_per_model_pixel(geometry: Geometry, spacing: Sequence[float]) -> float:
+    """Millimetres covered by one model-grid pixel of an image (geometric mean of both axes).
+
+    ``spacing`` is the image's mm per pixel (rows, cols); the resize of ``geometry``
+    stretches each pixel by ``original / resized``.
+
+    Example:
+        >>> length_per_model_pixel(Geometry.fit((400, 800), 100), (0.2, 0.2))
+        1.6
+    """
+    sy, sx = geometry.scale
+    per_row, per_col = float(spacing[-2]) / sy, float(spacing[-1]) / sx
+    if not (per_row > 0 and per_col > 0 and np.isfinite(per_row * per_col)):
+        raise DataError(
+            f"spacing {tuple(spacing)} cannot scale a length target (fix: give the rows a "
+            "positive 'spacing' in mm)"
+        )
+    return float(np.sqrt(per_row * per_col))
+
+
 def regression_stats(dataset: TaskDataset) -> tuple[float, float]:
     """Mean and standard deviation (1 when constant) of a regression dataset's targets.
+
+    The targets are taken as the model sees them: for a length in mm
+    (:func:`scales_with_spacing`) in model-grid pixels, which reads every image once.
 
     Example:
         >>> class _D:  # any object with .spec and .rows
         ...     from medfleet.tasks import TaskSpec
-        ...     spec = TaskSpec(name="r", type="regression", table="r.csv", unit="mm")
+        ...     spec = TaskSpec(name="r", type="regression", table="r.csv", unit="ml")
         ...     rows = [{"value": "1"}, {"value": "3"}]
         >>> regression_stats(_D())
         (2.0, 1.0)
     """
-    values = [
-        parse_float(r["value"], "value") for r in dataset.rows if is_labelled(dataset.spec, r)
-    ]
+    if scales_with_spacing(dataset.spec) and isinstance(dataset, TaskDataset):
+        samples = (dataset[i] for i in range(len(dataset)))
+        values = [float(s.target) for s in samples if s.target is not None]
+    else:
+        values = [
+            parse_float(r["value"], "value") for r in dataset.rows if is_labelled(dataset.spec, r)
+        ]
     if not values:
         return 0.0, 1.0
     arr = np.asarray(values, dtype=np.float64)
@@ -758,6 +818,7 @@ def regression_stats(dataset: TaskDataset) -> tuple[float, float]:
 __all__ = [
     "BASE_COLUMNS",
     "DEFAULT_SLICES",
+    "LENGTH_UNITS",
     "VOLUME_TYPES",
     "Batch",
     "DataError",
@@ -767,12 +828,14 @@ __all__ = [
     "collate",
     "default_mask_encoder",
     "is_labelled",
+    "length_per_model_pixel",
     "load_task_rows",
     "move_targets",
     "normalise",
     "prepare_pixels",
     "prepare_volume",
     "regression_stats",
+    "scales_with_spacing",
     "target_column",
     "to_channels",
     "volume_to_channels",

@@ -59,7 +59,9 @@ from medfleet.train.datasets import (
     TaskDataset,
     collate,
     is_labelled,
+    length_per_model_pixel,
     load_task_rows,
+    scales_with_spacing,
     target_column,
 )
 from medfleet.train.geometry import Geometry, VolumeGeometry
@@ -203,6 +205,9 @@ def to_original(
         pred.box_labels = [k for k, ok in zip(pred.box_labels, keep, strict=True) if ok]
     elif kind is TaskType.regression:
         pred.value = float(_numpy(decoded).reshape(-1)[0])
+        if scales_with_spacing(spec):  # the model predicts model-grid pixels
+            assert isinstance(geometry, Geometry)
+            pred.value *= length_per_model_pixel(geometry, spacing)
     else:
         points = _numpy(decoded).astype(np.float64).reshape(-1, 2)
         pred.landmarks = geometry.points_from_model(points)

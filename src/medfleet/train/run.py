@@ -110,6 +110,8 @@ def train_model(
     )
     try:
         result = trainer.fit(resume=resume)
+        if trainer.final_module is not trainer.module:  # semi-supervised: keep the EMA teacher
+            model.load_state_dict(trainer.final_module.state_dict())
         info = {
             "format": "medfleet.train.run/1",
             "manifest": {
@@ -198,7 +200,9 @@ def load_trained(
             )
         config = ModelConfig.model_validate(state["model_config"])
         model = rebuild_model(manifest, config, tasks, state.get("backbone_config"))
-        model.load_state_dict(state["model"])
+        semi = state.get("semi") or {}
+        final = semi.get("teacher") if semi.get("final", "student") == "teacher" else None
+        model.load_state_dict(final if final is not None else state["model"])
         normalisation = state["train_config"].get("normalisation", "zscore")
         image_size = int(state.get("image_size") or config.image_size)
     else:

@@ -39,6 +39,7 @@ import torch
 
 from medfleet.errors import MedfleetError
 from medfleet.tasks import Manifest, TaskType
+from medfleet.train.augment import augment_batch, settings_for
 from medfleet.train.config import TrainConfig
 from medfleet.train.datasets import (
     DEFAULT_SLICES,
@@ -49,6 +50,7 @@ from medfleet.train.datasets import (
 )
 from medfleet.train.predict import predict_dataset
 from medfleet.train.sampling import MultiTaskSchedule, ScheduledBatch
+from medfleet.train.semi import SemiSupervision, step_generator
 from medfleet.train.validation import task_metrics
 from medfleet.utils.atomic import atomic_open, atomic_path
 from medfleet.utils.progress import ProgressCallback
@@ -343,6 +345,25 @@ class Trainer:
             if config.warmup_steps is not None
             else int(config.warmup_fraction * self.total_steps)
         )
+        self.augment = settings_for(config.augment, config.augment_flip)
+        self.semi: SemiSupervision | None = None
+        if config.semi_supervised:
+            self.semi = SemiSupervision(
+                self.module,
+                manifest,
+                self.tasks,
+                config,
+                image_size,
+                self.augment,
+                self.total_steps,
+                {
+                    "normalisation": config.normalisation,
+                    "mask_encoder": encoder,
+                    "cache": config.cache,
+                },
+            )
+            self.semi.check()
+        self._unlabelled_losses: dict[str, list[float]] = {}
         self.net = self.module
         if self.dist.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -407,6 +428,13 @@ class Trainer:
         return self.out / "checkpoints" / "last.pt"
 
     @property
+    def final_module(self) -> torch.nn.Module:
+        """The model validated and kept (the EMA teacher when ``semi_final`` is ``teacher``)."""
+        if self.semi is not None:
+            return self.semi.final_model(self.module)
+        return self.module
+
+    @property
     def epoch(self) -> int:
         """Epoch of the next step (0-based)."""
         return self.step // self.steps_per_epoch
@@ -426,6 +454,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "semi": None if self.semi is None else self.semi.state_dict(),
             "rng": capture_rng(self.device),
             "history": self.history,
             "val_metrics": self.val_metrics,
@@ -472,6 +501,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        if self.semi is not None and state.get("semi"):
+            self.semi.load_state_dict(state["semi"])
         self.step = int(state["step"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.history = list(state.get("history", []))
@@ -582,12 +613,20 @@ class Trainer:
     def _train_step(self, micro: Sequence[ScheduledBatch]) -> dict[str, list[float]]:
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
+        self._unlabelled_losses = {}
         losses: dict[str, list[float]] = {}
         n = len(micro)
         for i, entry in enumerate(micro):
             ds = self.train_sets[entry.task]
             indices = entry.shard(self.dist.rank, self.dist.world_size)
-            batch = collate(ds.spec, [ds[j] for j in indices]).to(self.device)
+            batch = collate(ds.spec, [ds[j] for j in indices])
+            generator = step_generator(self.config.seed, self.step, i, self.dist.rank)
+            if self.augment.geometric or self.augment.intensity:
+                batch = augment_batch(
+                    batch, ds.spec, self.augment, generator, self.config.flip_pairs
+                )
+            batch = batch.to(self.device)
+            semi = self.semi if self.semi is not None and entry.task in self.semi.tasks else None
             sync = (
                 self.net.no_sync()
                 if self.dist.world_size > 1 and i < n - 1
@@ -595,10 +634,13 @@ class Trainer:
             )
             with sync:
                 with self._autocast():
-                    out = self.net(batch.images, entry.task)
-                    loss, _parts = self.module.loss(entry.task, out, batch.targets)
-                    aux = self.module.aux_loss() if hasattr(self.module, "aux_loss") else 0.0
-                    total = loss + aux
+                    if semi is None:
+                        out = self.net(batch.images, entry.task)
+                        loss, _parts = self.module.loss(entry.task, out, batch.targets)
+                        aux = self.module.aux_loss() if hasattr(self.module, "aux_loss") else 0.0
+                        total = loss + aux
+                    else:
+                        loss, total = self._semi_loss(semi, entry.task, batch, generator)
                 if not torch.isfinite(total.detach()).all() and not self.scaler.is_enabled():
                     raise MedfleetError(
                         f"the loss of task {entry.task!r} is {float(total):g} at step "
@@ -614,13 +656,35 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.semi is not None:
+            self.semi.update_teacher(self.module, self.step)
         return losses
+
+    def _semi_loss(
+        self, semi: SemiSupervision, task: str, batch: Any, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Labelled loss and labelled + MoE + weighted unlabelled loss (one student pass)."""
+        from medfleet.models.heads.base import TaskOutput
+
+        weak, strong, valid, warp = semi.views(task, batch.images.shape[0], generator)
+        teacher_probs = semi.targets(task, weak.to(self.device), self.module, warp)
+        n = batch.images.shape[0]
+        out = self.net(torch.cat([batch.images, strong.to(self.device)]), task)
+        labelled = TaskOutput({k: v[:n] for k, v in out.items()}, meta=dict(out.meta))
+        loss, _parts = self.module.loss(task, labelled, batch.targets)
+        aux = self.module.aux_loss() if hasattr(self.module, "aux_loss") else 0.0
+        unlabelled, _ = semi.loss(out["logits"][n:], teacher_probs, valid.to(self.device))
+        self._unlabelled_losses.setdefault(task, []).append(float(unlabelled.detach()))
+        return loss, loss + aux + semi.weight(self.step) * unlabelled
 
     def _record_train(self, epoch: int, losses: dict[str, list[float]]) -> None:
         if self.step % self.config.log_every and self.step != self.total_steps:
             return
         for task, values in losses.items():
             self._record(epoch, "train", task, "loss", float(np.mean(values)))
+        for task, values in self._unlabelled_losses.items():
+            self._record(epoch, "train", task, "unlabelled_loss", float(np.mean(values)))
+        self._unlabelled_losses = {}
         self._record(epoch, "train", "", "lr", float(self.scheduler.get_last_lr()[0]))
 
     def _record(self, epoch: int, split: str, task: str, metric: str, value: float) -> None:
@@ -654,7 +718,7 @@ class Trainer:
             with preserved_rng(self.device):
                 for name, ds in self.val_sets.items():
                     preds = predict_dataset(
-                        self.module, ds, device=self.device, batch_size=self.config.batch_size
+                        self.final_module, ds, device=self.device, batch_size=self.config.batch_size
                     )
                     results[name] = task_metrics(self.manifest, ds.spec, ds.rows, preds)
                     for metric, value in results[name].items():

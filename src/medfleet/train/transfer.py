@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from medfleet.errors import MedfleetError
+from medfleet.evaluate.cases import read_result_rows
 from medfleet.tasks import Manifest, TaskSpec, TaskType
 from medfleet.train.validation import primary_metric
 from medfleet.utils.atomic import atomic_open, write_json_atomic, write_text_atomic
@@ -61,11 +62,6 @@ def read_case_values(spec: TaskSpec, cases_csv: str | Path) -> dict[str, tuple[f
     Raises:
         MedfleetError: The file is missing or lacks the needed columns.
     """
-    path = Path(cases_csv)
-    if not path.is_file():
-        raise MedfleetError(f"task {spec.name!r}: evaluation table {path} not found")
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
     needed = {
         TaskType.segmentation: ("dice",),
         TaskType.classification: ("gt", "pred"),
@@ -73,11 +69,7 @@ def read_case_values(spec: TaskSpec, cases_csv: str | Path) -> dict[str, tuple[f
         TaskType.regression: ("abs_error",),
         TaskType.landmarks: ("error",),
     }[spec.type]
-    if rows and any(c not in rows[0] for c in needed):
-        raise MedfleetError(f"task {spec.name!r}: {path} lacks column(s) {list(needed)}")
-    grouped: dict[str, list[dict[str, str]]] = {}
-    for row in rows:
-        grouped.setdefault(row["case_id"], []).append(row)
+    grouped = read_result_rows(cases_csv, needed, f"task {spec.name!r}")
     out: dict[str, tuple[float, ...]] = {}
     classes = {c: i for i, c in enumerate(spec.classes or [])}
     for case_id, items in grouped.items():

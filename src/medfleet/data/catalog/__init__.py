@@ -15,6 +15,8 @@ name               tasks written
 =================  ===================================================================
 
 See docs/datasets.md for each adapter's input, split rule and quirks.
+
+:func:`merge_manifests` joins prepared manifests into one (one site per data set).
 """
 
 from __future__ import annotations
@@ -25,9 +27,17 @@ from pathlib import Path
 
 from medfleet.data.catalog import busi, hc18, kvasir_seg, pneumoniamnist
 from medfleet.data.catalog.common import MANIFEST_NAME, PrepareOptions, ProgressCallback
+from medfleet.data.catalog.merge import merge_manifests
 from medfleet.errors import MedfleetError
 
-__all__ = ["ADAPTERS", "MANIFEST_NAME", "Adapter", "PrepareOptions", "prepare_dataset"]
+__all__ = [
+    "ADAPTERS",
+    "MANIFEST_NAME",
+    "Adapter",
+    "PrepareOptions",
+    "merge_manifests",
+    "prepare_dataset",
+]
 
 
 @dataclass(frozen=True)

@@ -140,3 +140,110 @@ class LandmarkHead(TaskHead):
         """Per sample: ``(L, 2)`` pixel-centre ``x, y``."""
         maps = self.require_key(out, "heatmaps").detach().float().cpu().numpy()
         return [decode_heatmaps(m, sigma=self.options.landmark_sigma) for m in maps]
+
+
+def union_landmarks(specs: list[TaskSpec]) -> list[str]:
+    """Union of the tasks' landmark names, in first-seen order.
+
+    Example:
+        >>> a = TaskSpec(name="a", type="landmarks", table="a.csv", landmarks=["n", "s", "go"])
+        >>> b = TaskSpec(name="b", type="landmarks", table="b.csv", landmarks=["s", "me"])
+        >>> union_landmarks([a, b])
+        ['n', 's', 'go', 'me']
+    """
+    names: list[str] = []
+    for spec in specs:
+        names += [n for n in spec.landmarks or [] if n not in names]
+    return names
+
+
+def space_spec(space: str, specs: list[TaskSpec]) -> TaskSpec:
+    """The synthetic landmark task of a shared space (its head has the union's channels).
+
+    Example:
+        >>> a = TaskSpec(name="a", type="landmarks", table="a.csv", landmarks=["n", "s"])
+        >>> space_spec("ceph", [a]).landmarks
+        ['n', 's']
+    """
+    return TaskSpec(
+        name=space,
+        type="landmarks",
+        table=f"{space}.csv",
+        landmarks=union_landmarks(specs),
+        description="shared landmark space of " + ", ".join(s.name for s in specs),
+    )
+
+
+class LandmarkSpaceView(TaskHead):
+    """One task's view of a shared :class:`LandmarkHead` over a union landmark space.
+
+    The forward pass returns the union heatmaps (every channel); the loss places the task's
+    points at their union indices (the other channels get NaN points, so the loss leaves
+    them out); decoding returns the task's own points in its own order. The shared head is
+    held, not registered, so its weights are stored once, by the model.
+
+    Example:
+        >>> from medfleet.models.heads.losses import gaussian_heatmaps
+        >>> a = TaskSpec(name="a", type="landmarks", table="a.csv", landmarks=["p", "q"])
+        >>> b = TaskSpec(name="b", type="landmarks", table="b.csv", landmarks=["q", "r"])
+        >>> shared = LandmarkHead(space_spec("s", [a, b]), 16, 1, HeadConfig())
+        >>> view = LandmarkSpaceView(b, shared)
+        >>> view.indices, view.names
+        ([1, 2], ['q', 'r'])
+        >>> pts = torch.tensor([[[5.0, 6.0], [9.0, 2.0], [1.0, 1.0]]])
+        >>> maps = gaussian_heatmaps(pts, (4, 4), 4.0, 1.5)
+        >>> np.round(view.decode({"heatmaps": maps})[0], 2).tolist()
+        [[9.0, 2.0], [1.0, 1.0]]
+    """
+
+    def __init__(self, spec: TaskSpec, shared: LandmarkHead) -> None:
+        super().__init__(spec, shared.embed_dim, shared.num_maps, shared.options)
+        self.names = list(spec.landmarks or [])
+        missing = [n for n in self.names if n not in shared.names]
+        if missing:
+            raise self.error(f"landmarks {missing} are not in the shared space {shared.names}")
+        self.indices = [shared.names.index(n) for n in self.names]
+        self.space = shared.task
+        object.__setattr__(self, "_shared", shared)  # not a submodule: stored once
+
+    @property
+    def shared(self) -> LandmarkHead:
+        """The shared head."""
+        return self._shared  # type: ignore[no-any-return]
+
+    @property
+    def num_landmarks(self) -> int:
+        """Number of this task's points."""
+        return len(self.names)
+
+    def forward(self, features: BackboneFeatures) -> dict[str, torch.Tensor]:
+        """Heatmaps of the whole union space."""
+        return self.shared(features)
+
+    def to_space(self, targets: Any, device: Any = None) -> torch.Tensor:
+        """``(B, L_task, 2)`` points -> ``(B, L_union, 2)`` with NaN for the other points."""
+        points = torch.as_tensor(targets, dtype=torch.float32, device=device)
+        expected = (self.num_landmarks, 2)
+        if points.ndim != 3 or tuple(points.shape[1:]) != expected:
+            raise self.error(
+                f"landmark targets have shape {tuple(points.shape)}, expected (B, *{expected}) "
+                f"(points {self.names})",
+                "give x, y per point in the task's landmark order, NaN for missing points",
+            )
+        out = torch.full(
+            (points.shape[0], self.shared.num_landmarks, 2), float("nan"), device=points.device
+        )
+        out[:, self.indices] = points
+        return out
+
+    def loss(
+        self, out: dict[str, torch.Tensor], targets: Any
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The shared head's loss on the task's points (other union points masked)."""
+        heatmaps = self.require_key(out, "heatmaps")
+        return self.shared.loss(out, self.to_space(targets, heatmaps.device).to(heatmaps.dtype))
+
+    def decode(self, out: dict[str, torch.Tensor]) -> list[np.ndarray]:
+        """Per sample: the task's ``(L, 2)`` pixel-centre ``x, y``."""
+        maps = self.require_key(out, "heatmaps")
+        return self.shared.decode({"heatmaps": maps[:, self.indices]})

@@ -1,0 +1,208 @@
+"""BUSI breast ultrasound on real images: 3-class classification on a CPU budget.
+
+Prepares the shared BUSI images (benign / malignant / normal, 256 x 256) with the ``busi``
+adapter: a split stratified by class. BUSI has no patient ids, so the split is
+subject-agnostic: each image counts as its own subject, and images of one patient may
+fall into different splits (the published BUSI does not say which images share a
+patient). Trains a small unified model (random initialisation: no pretrained weights are
+available offline) on ``busi_cls`` and reports, on the test split, balanced accuracy and
+macro one-vs-rest AUC with 95 % percentile bootstrap intervals over test images
+(:func:`medfleet.evaluate.stats_bootstrap.bootstrap_distribution`, paired resampling of
+labels and predictions), plus the per-class recall.
+
+Run ``python benchmarks/busi.py --help``; ``--quick`` is a seconds-long smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from hc18 import data_root, prepared
+
+TASK = "busi_cls"
+
+
+def classification_summary(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    probs: np.ndarray,
+    n_classes: int,
+    *,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Balanced accuracy and macro AUC with 95 % bootstrap intervals, per-class recall."""
+    from medfleet.evaluate.classification import balanced_accuracy, roc_auc
+    from medfleet.evaluate.stats_bootstrap import bootstrap_distribution
+
+    labels = list(range(n_classes))
+
+    def bacc(t: np.ndarray, p: np.ndarray) -> float:
+        return float(balanced_accuracy(t, p, labels))
+
+    def auc(t: np.ndarray, s: np.ndarray) -> float:
+        if len(set(t.tolist())) < n_classes:
+            return math.nan
+        try:
+            return float(roc_auc(t, s, labels=labels, average="macro"))
+        except ValueError:
+            return math.nan
+
+    out: dict[str, Any] = {"n_test": len(y_true)}
+    for name, fn, arrays in (
+        ("balanced_accuracy", bacc, [y_true, y_pred]),
+        ("macro_auc", auc, [y_true, probs]),
+    ):
+        dist = bootstrap_distribution(
+            arrays, fn, n_resamples=n_resamples, seed=seed, vectorized=False
+        )
+        dist = dist[np.isfinite(dist)]
+        out[name] = {
+            "estimate": round(fn(*arrays), 4),
+            "ci_low": round(float(np.percentile(dist, 2.5)), 4),
+            "ci_high": round(float(np.percentile(dist, 97.5)), 4),
+            "resamples": int(dist.size),
+        }
+    out["recall_per_class"] = [
+        round(float(np.mean(y_pred[y_true == k] == k)), 4) if (y_true == k).any() else None
+        for k in labels
+    ]
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Prepare, train, predict the test split and score it."""
+    import torch
+
+    from medfleet.models import ModelConfig
+    from medfleet.tasks import Manifest
+    from medfleet.train.config import TrainConfig
+    from medfleet.train.datasets import TaskDataset, load_task_rows
+    from medfleet.train.predict import predict_dataset
+    from medfleet.train.run import train_model
+
+    torch.set_num_threads(args.threads)
+    root = data_root(args.data)
+    if root is None:
+        raise SystemExit("shared data not found (fix: set MEDFLEET_DATA or pass --data)")
+    out = Path(args.out)
+    manifest = Manifest.load(
+        prepared("busi", root, out / "prepared", limit=args.limit, seed=args.seed)
+    )
+    spec = manifest.task(TASK)
+    classes = list(spec.classes or [])
+    counts = {split: {c: 0 for c in classes} for split in ("train", "val", "test")}
+    for split in counts:
+        for row in load_task_rows(manifest, TASK, (split,)):
+            counts[split][row["label"]] += 1
+    model_config = ModelConfig(backbone=args.backbone, image_size=args.image_size, in_channels=1)
+    train_config = TrainConfig(
+        epochs=10_000,
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_fraction=0.05,
+        seed=args.seed,
+        threads=args.threads,
+        device="cpu",
+        val_every=0,
+        checkpoint_every=0,
+        tensorboard=False,
+    )
+    tic = time.perf_counter()
+    trained = train_model(manifest, model_config, train_config, out / "run", tasks=[TASK])
+    test = TaskDataset(manifest, TASK, ("test",), args.image_size, cache=False)
+    preds = predict_dataset(trained.model, test)
+    y_true = np.array([classes.index(r["label"]) for r in test.rows])
+    y_pred = np.array([classes.index(p.label) for p in preds])
+    probs = np.array([p.probs for p in preds], dtype=np.float64)
+    summary = classification_summary(y_true, y_pred, probs, len(classes), seed=args.seed)
+    return {
+        "data": str(root / "busi"),
+        "classes": classes,
+        "images_per_split": counts,
+        "split_rule": "stratified by class; no patient ids in BUSI (subject-agnostic)",
+        "settings": {
+            k: getattr(args, k)
+            for k in ("backbone", "image_size", "batch_size", "lr", "steps", "threads", "seed")
+        },
+        "train_seconds": round(trained.result.train_seconds, 1),
+        "steps": trained.result.steps,
+        "parameters": trained.info["parameters"],
+        "majority_class_balanced_accuracy": round(1.0 / len(classes), 4),
+        **summary,
+        "wall_seconds": round(time.perf_counter() - tic, 1),
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """One-row markdown table of the result."""
+    b, a = result["balanced_accuracy"], result["macro_auc"]
+    recall = ", ".join(
+        f"{c} {r:.2f}" for c, r in zip(result["classes"], result["recall_per_class"], strict=True)
+    )
+    return "\n".join(
+        [
+            "| test images | steps | train s | balanced accuracy [95% CI] | macro AUC [95% CI] "
+            "| recall per class |",
+            "|---:|---:|---:|---|---|---|",
+            f"| {result['n_test']} | {result['steps']} | {result['train_seconds']:.0f} "
+            f"| {b['estimate']:.3f} [{b['ci_low']:.3f}, {b['ci_high']:.3f}] "
+            f"| {a['estimate']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}] | {recall} |",
+        ]
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=None, help="shared data folder (default: auto)")
+    parser.add_argument("--out", default="out/benchmarks/busi", help="work and result folder")
+    parser.add_argument("--backbone", default="vit-tiny")
+    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: best on a busy machine)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=None, help="use N images (stratified)")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+    parser.add_argument("--json", default=None, help="also write the result here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.limit, args.image_size, args.steps = 60, 32, 4
+        args.out = str(Path(args.out) / "quick")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run, print JSON and the markdown table."""
+    args = parse_args(argv)
+    result = run(args)
+    result["machine"] = f"{platform.processor() or platform.machine()}, threads={args.threads}"
+    result["command"] = "python benchmarks/busi.py " + shlex.join(
+        sys.argv[1:] if argv is None else argv
+    )
+    text = json.dumps(result, indent=2, default=str)
+    print(text)
+    print(markdown(result))
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Command-line options shared by the verbs that build and train a model.
+
+``medfleet train``, ``medfleet federate`` and ``medfleet federate-study`` take the same
+``--config`` YAML and the same model options; the option types live here once, and
+:func:`load_configs` merges the YAML with whatever was given on the command line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from medfleet.cli.common import fail
+
+if TYPE_CHECKING:
+    from medfleet.models import ModelConfig
+    from medfleet.train.config import TrainConfig
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="YAML with 'model:' (ModelConfig) and 'train:' sections."),
+]
+BackboneOption = Annotated[
+    str | None, typer.Option("--backbone", help="Backbone name (e.g. vit-tiny).")
+]
+ImageSizeOption = Annotated[
+    int | None, typer.Option("--image-size", min=8, help="Model input size in pixels.")
+]
+WeightsOption = Annotated[
+    Path | None, typer.Option("--weights", help="Local pretrained backbone weights.")
+]
+BatchSizeOption = Annotated[
+    int | None, typer.Option("--batch-size", min=1, help="Images per batch and process.")
+]
+LrOption = Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")]
+BlocksOption = Annotated[
+    str | None,
+    typer.Option("--blocks", help="Blocks to adapt, comma-separated (e.g. -2,-1)."),
+]
+
+
+def load_configs(
+    config: Path | None,
+    *,
+    model: dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+) -> tuple[ModelConfig, TrainConfig]:
+    """The run config YAML (optional) with command-line values laid over it.
+
+    ``None`` in ``model`` or ``train`` means "not given on the command line" and keeps the
+    YAML's (or the default) value; every other value, ``0`` and ``False`` included, wins.
+
+    Args:
+        config: A YAML file with ``model:`` and/or ``train:`` sections, or ``None``.
+        model: ``ModelConfig`` fields from the command line.
+        train: ``TrainConfig`` fields from the command line.
+
+    Returns:
+        The validated model and training settings.
+
+    Raises:
+        MedfleetError: The YAML cannot be read or has an unknown section.
+        pydantic.ValidationError: A value is invalid.
+
+    Example:
+        >>> m, t = load_configs(None, model={"image_size": 32, "weights": None}, train={"seed": 0})
+        >>> m.image_size, t.seed
+        (32, 0)
+    """
+    from medfleet.models import ModelConfig
+    from medfleet.train.config import TrainConfig, load_run_config
+
+    model_section: dict[str, Any] = {}
+    train_config = TrainConfig()
+    if config is not None:
+        model_section, train_config = load_run_config(config)
+    given_train = {k: v for k, v in (train or {}).items() if v is not None}
+    train_config = TrainConfig.model_validate({**train_config.model_dump(), **given_train})
+    given_model = {k: v for k, v in (model or {}).items() if v is not None}
+    model_config = ModelConfig.model_validate({**model_section, **given_model})
+    return model_config, train_config
+
+
+def split_names(text: str | None, option: str) -> list[str] | None:
+    """Comma-separated names of ``option``; ``None`` when the option was not given.
+
+    Example:
+        >>> split_names("a, b,", "--tasks"), split_names(None, "--tasks")
+        (['a', 'b'], None)
+    """
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        fail(f"{option} is empty; give comma-separated names", code=2)
+    return items
+
+
+def parse_blocks(text: str | None) -> list[int] | None:
+    """Block indices of ``--blocks`` (negative counts from the end); ``None`` for all blocks.
+
+    Example:
+        >>> parse_blocks("-2,-1"), parse_blocks(None)
+        ([-2, -1], None)
+    """
+    if text is None or not text.strip():
+        return None
+    try:
+        return [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        fail(f"--blocks {text!r}: give comma-separated block indices, e.g. -2,-1", code=2)

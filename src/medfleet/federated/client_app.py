@@ -1,0 +1,165 @@
+"""The Flower ClientApp: one site trains on its own rows and answers with weights and scalars.
+
+Messages a site answers (Flower Message API):
+
+* ``query``: the site's index in the manifest (``site-index``), so the server can name the
+  node in its records;
+* ``train``: loads the global arrays, trains locally (FedProx's ``proximal-mu`` and the DP
+  ``clipping-norm`` come in the config), replies with the travelling arrays and the scalar
+  metrics ``num-examples``, ``train-loss``, ``update-norm``, ``site-index``;
+* ``evaluate``: validates the personalised model on the site's ``val`` rows; replies with
+  scalar metrics ``val/<task>/<metric>``, ``num-examples``, ``site-index``. In the last
+  round (``final``) the site also writes its personalised model.
+
+A reply never carries images, labels, case ids or file names: only parameter arrays and
+scalar metrics (tested).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from medfleet.federated.job import FederatedJob, job_from_run_config
+
+ARRAYS_KEY = "arrays"
+CONFIG_KEY = "config"
+METRICS_KEY = "metrics"
+
+
+def site_from_context(job: FederatedJob, node_config: dict[str, Any]) -> str:
+    """The site a node serves: node-config ``site``, else ``partition-id`` into the sites.
+
+    Raises:
+        MedfleetError: When neither is given or the partition is out of range.
+
+    Example:
+        >>> from medfleet.tasks import Manifest, Site, TaskSpec
+        >>> from medfleet.models import ModelConfig
+        >>> from medfleet.train.config import TrainConfig
+        >>> from medfleet.federated.config import FederatedConfig
+        >>> m = Manifest(name="m", sites=[Site(name="a"), Site(name="b")], tasks=[TaskSpec(
+        ...     name="t", type="classification", table="t.csv", classes=["x", "y"])])
+        >>> job = FederatedJob.create(m, ModelConfig(), TrainConfig(), FederatedConfig(), "/o")
+        >>> site_from_context(job, {"partition-id": 1}), site_from_context(job, {"site": "a"})
+        ('b', 'a')
+    """
+    from medfleet.errors import MedfleetError
+
+    sites = [s["name"] for s in job.manifest_data["sites"]]
+    if node_config.get("site"):
+        return str(node_config["site"])
+    if "partition-id" in node_config:
+        index = int(node_config["partition-id"])
+        if 0 <= index < len(sites):
+            return sites[index]
+        raise MedfleetError(
+            f"partition-id {index} is out of range for the {len(sites)} sites {sites} "
+            "(fix: run one SuperNode per site with partition-id 0..n-1)"
+        )
+    raise MedfleetError(
+        "the SuperNode names no site (fix: start it with --node-config 'site=\"<site>\"' "
+        f"where <site> is one of {sites})"
+    )
+
+
+def state_dir_from_context(job: FederatedJob, site: str, node_config: dict[str, Any]) -> Path:
+    """Where the site keeps its state: node-config ``state-dir``, else ``<out>/sites/<site>``.
+
+    Example:
+        >>> state_dir_from_context.__name__
+        'state_dir_from_context'
+    """
+    given = node_config.get("state-dir")
+    return Path(str(given)) if given else Path(job.out) / "sites" / site
+
+
+def make_client_app(job: FederatedJob | None = None, mods: list[Any] | None = None) -> Any:
+    """Build the ClientApp (the job comes from the run config when not given).
+
+    Example:
+        >>> type(make_client_app()).__name__
+        'ClientApp'
+    """
+    from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+
+    app = ClientApp(mods=mods or [])
+
+    def resolve(context: Context) -> tuple[FederatedJob, Any]:
+        from medfleet.federated.site import get_worker
+
+        current = job if job is not None else job_from_run_config(dict(context.run_config))
+        node_config = dict(context.node_config)
+        site = site_from_context(current, node_config)
+        threads = current.train.threads
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        return current, get_worker(
+            current, site, state_dir_from_context(current, site, node_config)
+        )
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        current = job if job is not None else job_from_run_config(dict(context.run_config))
+        site = site_from_context(current, dict(context.node_config))
+        sites = [s["name"] for s in current.manifest_data["sites"]]
+        index = sites.index(site) if site in sites else -1
+        return Message(RecordDict({METRICS_KEY: MetricRecord({"site-index": index})}), reply_to=msg)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        _, worker = resolve(context)
+        config = msg.content[CONFIG_KEY]
+        arrays = {k: v.numpy() for k, v in msg.content[ARRAYS_KEY].items()}
+        mu = float(config.get("proximal-mu", 0.0) or 0.0)
+        clip = config.get("clipping-norm")
+        outcome = worker.train(
+            arrays,
+            int(config.get("server-round", 0)),
+            mu=mu,
+            clip=None if clip is None else float(clip),
+        )
+        metrics = MetricRecord(
+            {
+                "num-examples": outcome.num_examples,
+                "train-loss": outcome.train_loss,
+                "update-norm": outcome.update_norm,
+                "site-index": worker.site_index,
+            }
+        )
+        reply = RecordDict(
+            {ARRAYS_KEY: ArrayRecord(numpy_arrays(outcome.arrays)), METRICS_KEY: metrics}
+        )
+        return Message(reply, reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        _, worker = resolve(context)
+        config = msg.content[CONFIG_KEY]
+        arrays = {k: v.numpy() for k, v in msg.content[ARRAYS_KEY].items()}
+        results, count = worker.evaluate(
+            arrays, int(config.get("server-round", 0)), final=bool(config.get("final", False))
+        )
+        values: dict[str, Any] = {"num-examples": count, "site-index": worker.site_index}
+        for task, metrics in results.items():
+            for name, value in metrics.items():
+                values[f"val/{task}/{name}"] = float(value)
+        return Message(RecordDict({METRICS_KEY: MetricRecord(values)}), reply_to=msg)
+
+    return app
+
+
+def numpy_arrays(arrays: dict[str, Any]) -> dict[str, Any]:
+    """Wrap numpy arrays as Flower ``Array`` objects (keys kept in order).
+
+    Example:
+        >>> import numpy as np
+        >>> list(numpy_arrays({"w": np.zeros(2, "f4")}))
+        ['w']
+    """
+    from flwr.app import Array
+
+    return {k: Array(v) for k, v in arrays.items()}

@@ -1,0 +1,463 @@
+"""Training-time augmentation on the model grid: flip, scale, translation and intensity.
+
+Geometric transforms act on the square ``S x S`` model input after resizing and padding
+(see :mod:`medfleet.train.geometry`) and move every target with the image:
+
+* images: bilinear resampling, zeros outside;
+* segmentation masks: nearest neighbour, ``-1`` (ignored) outside;
+* boxes (edges on pixel borders): mapped corners, clipped to the image; boxes that leave
+  the image are dropped with their labels;
+* landmarks (pixel centres): mapped points; points leaving the image become NaN (missing),
+  and under a horizontal flip the declared left/right pairs swap their names.
+
+With pixel-centre coordinates ``p`` and ``c = (S - 1) / 2`` the forward map is
+``p' = s * (flip(p) - c) + c + t`` where ``flip(x) = S - 1 - x`` when the sample is flipped,
+``s`` the scale and ``t`` the translation in pixels; box borders ``b`` map as pixel centres
+``b - 0.5``. Intensity jitter (brightness, contrast, gamma, Gaussian noise) changes only
+the image; it is the "strong" perturbation of semi-supervised training.
+
+Randomness comes from a :class:`torch.Generator` the caller seeds (the trainer seeds it from
+the run seed and the step), so an augmented run is reproducible and resumes exactly.
+
+Example:
+    >>> g = torch.Generator().manual_seed(0)
+    >>> a = Affine(flip=True, scale=1.0, tx=0.0, ty=0.0, size=8)
+    >>> a.points(np.array([[0.0, 2.0]])).tolist()
+    [[7.0, 2.0]]
+    >>> len(sample_affines(3, 8, PRESETS["standard"], g))
+    3
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medfleet.errors import MedfleetError
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """Strength of each augmentation (0 turns it off).
+
+    Attributes:
+        flip: Probability of a horizontal flip.
+        scale: Range ``(low, high)`` of the isotropic scale factor (about the image centre).
+        translate: Largest shift as a fraction of the image size (each axis).
+        brightness: Largest additive shift, in units of the normalised intensity.
+        contrast: Largest relative change of the contrast about the image mean.
+        gamma: Largest ``|log gamma|`` of a gamma curve on the image's min-max range.
+        noise: Largest standard deviation of added Gaussian noise.
+
+    Example:
+        >>> AugmentSettings().geometric, PRESETS["light"].geometric
+        (False, True)
+    """
+
+    flip: float = 0.0
+    scale: tuple[float, float] = (1.0, 1.0)
+    translate: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    gamma: float = 0.0
+    noise: float = 0.0
+
+    @property
+    def geometric(self) -> bool:
+        """Whether any geometric transform is on."""
+        return self.flip > 0 or self.scale != (1.0, 1.0) or self.translate > 0
+
+    @property
+    def intensity(self) -> bool:
+        """Whether any intensity transform is on."""
+        return any(v > 0 for v in (self.brightness, self.contrast, self.gamma, self.noise))
+
+
+PRESETS: dict[str, AugmentSettings] = {
+    "none": AugmentSettings(),
+    "light": AugmentSettings(
+        flip=0.5, scale=(0.9, 1.1), translate=0.05, brightness=0.1, contrast=0.1
+    ),
+    "standard": AugmentSettings(
+        flip=0.5,
+        scale=(0.8, 1.2),
+        translate=0.1,
+        brightness=0.2,
+        contrast=0.2,
+        gamma=0.2,
+        noise=0.05,
+    ),
+}
+"""Named augmentation levels of ``TrainConfig.augment``."""
+
+STRONG = AugmentSettings(brightness=0.5, contrast=0.4, gamma=0.4, noise=0.15)
+"""Intensity perturbation of the strong view in semi-supervised training."""
+
+
+def settings_for(level: str, flip: float | None = None) -> AugmentSettings:
+    """The preset ``level`` with an optional flip probability override.
+
+    Raises:
+        MedfleetError: For an unknown level.
+
+    Example:
+        >>> settings_for("standard", flip=0.0).flip
+        0.0
+    """
+    if level not in PRESETS:
+        raise MedfleetError(f"augment {level!r} is not one of {sorted(PRESETS)}")
+    settings = PRESETS[level]
+    return settings if flip is None else replace(settings, flip=float(flip))
+
+
+@dataclass(frozen=True)
+class Affine:
+    """One sample's geometric transform on an ``S x S`` grid.
+
+    Attributes:
+        flip: Horizontal flip first.
+        scale: Isotropic scale about the centre ``c = (S - 1) / 2``.
+        tx: Shift along x in pixels (after scaling).
+        ty: Shift along y in pixels.
+        size: ``S``.
+
+    Example:
+        >>> a = Affine(flip=False, scale=2.0, tx=1.0, ty=0.0, size=8)
+        >>> a.points(np.array([[3.5, 3.5], [4.0, 0.0]])).tolist()
+        [[4.5, 3.5], [5.5, -3.5]]
+        >>> a.inverse_points(a.points(np.array([[1.25, 6.0]]))).tolist()
+        [[1.25, 6.0]]
+    """
+
+    flip: bool
+    scale: float
+    tx: float
+    ty: float
+    size: int
+
+    @property
+    def identity(self) -> bool:
+        """True when the transform changes nothing."""
+        return not self.flip and self.scale == 1.0 and self.tx == 0.0 and self.ty == 0.0
+
+    def points(self, points: np.ndarray) -> np.ndarray:
+        """Map ``(..., 2)`` pixel-centre ``x, y`` (NaN stays NaN)."""
+        pts = np.array(points, dtype=np.float64, copy=True)
+        c = (self.size - 1) / 2.0
+        if self.flip:
+            pts[..., 0] = self.size - 1 - pts[..., 0]
+        pts = self.scale * (pts - c) + c
+        return pts + np.array([self.tx, self.ty])
+
+    def inverse_points(self, points: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`points`."""
+        pts = np.asarray(points, dtype=np.float64) - np.array([self.tx, self.ty])
+        c = (self.size - 1) / 2.0
+        pts = (pts - c) / self.scale + c
+        if self.flip:
+            pts = pts.copy()
+            pts[..., 0] = self.size - 1 - pts[..., 0]
+        return pts
+
+    def boxes(self, boxes: np.ndarray) -> np.ndarray:
+        """Map ``(n, 4)`` boxes ``x0, y0, x1, y1`` (pixel borders); not clipped."""
+        arr = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        lo = self.points(arr[:, :2] - 0.5) + 0.5
+        hi = self.points(arr[:, 2:] - 0.5) + 0.5
+        return np.concatenate([np.minimum(lo, hi), np.maximum(lo, hi)], axis=1)
+
+
+def sample_affines(
+    n: int, size: int, settings: AugmentSettings, generator: torch.Generator
+) -> list[Affine]:
+    """Draw ``n`` transforms (identity when the settings have no geometric part).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(1)
+        >>> all(a.identity for a in sample_affines(2, 16, PRESETS["none"], g))
+        True
+    """
+    draws = torch.rand((n, 4), generator=generator, dtype=torch.float64).numpy()
+    lo, hi = settings.scale
+    out = []
+    for flip_u, scale_u, tx_u, ty_u in draws:
+        # log-uniform scale so that zooming in and out are equally likely
+        scale = math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * scale_u) if hi > lo else lo
+        shift = settings.translate * size
+        out.append(
+            Affine(
+                flip=bool(flip_u < settings.flip),
+                scale=float(scale),
+                tx=float((2 * tx_u - 1) * shift),
+                ty=float((2 * ty_u - 1) * shift),
+                size=int(size),
+            )
+        )
+    return out
+
+
+def _grid(affines: Sequence[Affine], size: int, device: torch.device) -> torch.Tensor:
+    """``grid_sample`` grid (``align_corners=False``): input location of each output pixel."""
+    ys, xs = np.meshgrid(np.arange(size, dtype=np.float64), np.arange(size, dtype=np.float64),
+                         indexing="ij")  # fmt: skip
+    out = np.stack([xs, ys], axis=-1)
+    grids = [a.inverse_points(out) for a in affines]
+    grid = (2.0 * np.stack(grids) + 1.0) / size - 1.0
+    return torch.as_tensor(grid, dtype=torch.float32, device=device)
+
+
+def warp_images(images: torch.Tensor, affines: Sequence[Affine]) -> torch.Tensor:
+    """Resample ``(B, C, S, S)`` images bilinearly (zeros outside).
+
+    Example:
+        >>> img = torch.arange(4.0).view(1, 1, 1, 4).expand(1, 1, 4, 4)
+        >>> warp_images(img, [Affine(True, 1.0, 0.0, 0.0, 4)])[0, 0, 0].tolist()
+        [3.0, 2.0, 1.0, 0.0]
+    """
+    if all(a.identity for a in affines):
+        return images
+    grid = _grid(affines, images.shape[-1], images.device)
+    return F.grid_sample(
+        images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+
+
+def warp_labels(labels: torch.Tensor, affines: Sequence[Affine]) -> torch.Tensor:
+    """Resample ``(B, S, S)`` class indices by nearest neighbour (``-1`` outside).
+
+    Example:
+        >>> lab = torch.tensor([[[0, 1], [2, -1]]])
+        >>> warp_labels(lab, [Affine(True, 1.0, 0.0, 0.0, 2)]).tolist()
+        [[[1, 0], [-1, 2]]]
+    """
+    if all(a.identity for a in affines):
+        return labels
+    grid = _grid(affines, labels.shape[-1], labels.device)
+    shifted = (labels.long() + 1).float()[:, None]
+    warped = F.grid_sample(shifted, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    return warped[:, 0].round().long() - 1
+
+
+def warp_boxes(
+    targets: Sequence[dict[str, torch.Tensor]], affines: Sequence[Affine]
+) -> list[dict[str, torch.Tensor]]:
+    """Map each sample's ``boxes``/``labels``; clip to the image, drop boxes left outside.
+
+    Example:
+        >>> t = [{"boxes": torch.tensor([[0.0, 1.0, 2.0, 3.0]]), "labels": torch.tensor([1])}]
+        >>> warp_boxes(t, [Affine(True, 1.0, 0.0, 0.0, 8)])[0]["boxes"].tolist()
+        [[6.0, 1.0, 8.0, 3.0]]
+    """
+    out = []
+    for target, affine in zip(targets, affines, strict=True):
+        boxes = target["boxes"]
+        if affine.identity or boxes.numel() == 0:
+            out.append(dict(target))
+            continue
+        mapped = np.clip(affine.boxes(boxes.detach().cpu().numpy()), 0.0, float(affine.size))
+        keep = (mapped[:, 2] > mapped[:, 0]) & (mapped[:, 3] > mapped[:, 1])
+        new = dict(target)
+        new["boxes"] = torch.as_tensor(mapped[keep], dtype=boxes.dtype, device=boxes.device)
+        keep_t = torch.as_tensor(keep, device=target["labels"].device)
+        new["labels"] = target["labels"][keep_t]
+        out.append(new)
+    return out
+
+
+def flip_permutation(names: Sequence[str], pairs: Sequence[Sequence[str]]) -> list[int] | None:
+    """Index of the point that takes each point's place after a horizontal flip.
+
+    Returns ``None`` when no declared pair lies within ``names`` (such a task is not
+    flipped: without pairs a lateralised point would keep the wrong name).
+
+    Raises:
+        MedfleetError: A pair that does not have two distinct names.
+
+    Example:
+        >>> flip_permutation(["l_eye", "r_eye", "nose"], [("l_eye", "r_eye")])
+        [1, 0, 2]
+        >>> flip_permutation(["a", "b"], [("x", "y")]) is None
+        True
+    """
+    perm = list(range(len(names)))
+    index = {n: i for i, n in enumerate(names)}
+    found = False
+    for pair in pairs:
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise MedfleetError(
+                f"flip pair {list(pair)!r} must name two different landmarks "
+                "(fix: give pairs like [left_eye, right_eye])"
+            )
+        a, b = pair
+        if a in index and b in index:
+            perm[index[a]], perm[index[b]] = index[b], index[a]
+            found = True
+    return perm if found else None
+
+
+def warp_points(
+    points: torch.Tensor, affines: Sequence[Affine], permutation: Sequence[int] | None = None
+) -> torch.Tensor:
+    """Map ``(B, L, 2)`` landmarks; swap names of flipped samples; outside -> NaN.
+
+    Example:
+        >>> p = torch.tensor([[[1.0, 2.0], [6.0, 2.0]]])
+        >>> warp_points(p, [Affine(True, 1.0, 0.0, 0.0, 8)], [1, 0]).tolist()
+        [[[1.0, 2.0], [6.0, 2.0]]]
+    """
+    if all(a.identity for a in affines):
+        return points
+    arr = points.detach().cpu().numpy().astype(np.float64)
+    out = np.empty_like(arr)
+    for i, affine in enumerate(affines):
+        mapped = affine.points(arr[i])
+        if affine.flip and permutation is not None:
+            mapped = mapped[list(permutation)]
+        limit = affine.size - 0.5
+        outside = (mapped < -0.5) | (mapped > limit)
+        mapped[outside.any(axis=-1)] = np.nan
+        out[i] = mapped
+    return torch.as_tensor(out, dtype=points.dtype, device=points.device)
+
+
+def intensity_jitter(
+    images: torch.Tensor, settings: AugmentSettings, generator: torch.Generator
+) -> torch.Tensor:
+    """Random brightness, contrast, gamma and noise per image of ``(B, C, S, S)``.
+
+    Example:
+        >>> img = torch.zeros(2, 1, 4, 4)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> out = intensity_jitter(img, AugmentSettings(brightness=0.5), g)
+        >>> bool((out[:, :, 0, 0] == out[:, :, 3, 3]).all()), bool(out.abs().max() <= 0.5)
+        (True, True)
+    """
+    if not settings.intensity:
+        return images
+    b = images.shape[0]
+    u = torch.rand((b, 4), generator=generator, dtype=torch.float32).to(images.device)
+    noise_draw = torch.randn(images.shape, generator=generator, dtype=torch.float32)
+    out = images.float()
+    view = (b,) + (1,) * (images.ndim - 1)
+    dims = tuple(range(1, images.ndim))
+    if settings.gamma > 0:
+        lo = out.amin(dim=dims, keepdim=True)
+        span = (out.amax(dim=dims, keepdim=True) - lo).clamp_min(1e-6)
+        gamma = torch.exp((2 * u[:, 2] - 1) * settings.gamma).view(view)
+        out = ((out - lo) / span).clamp(0, 1) ** gamma * span + lo
+    if settings.contrast > 0:
+        mean = out.mean(dim=dims, keepdim=True)
+        factor = (1 + (2 * u[:, 1] - 1) * settings.contrast).view(view)
+        out = (out - mean) * factor + mean
+    if settings.brightness > 0:
+        out = out + ((2 * u[:, 0] - 1) * settings.brightness).view(view)
+    if settings.noise > 0:
+        sigma = (u[:, 3] * settings.noise).view(view)
+        out = out + sigma * noise_draw.to(images.device)
+    return out
+
+
+def cutout(images: torch.Tensor, generator: torch.Generator, fraction: float = 0.4) -> torch.Tensor:
+    """Zero one random rectangle (sides up to ``fraction`` of the image) per image.
+
+    Example:
+        >>> out = cutout(torch.ones(2, 1, 8, 8), torch.Generator().manual_seed(0))
+        >>> bool((out == 0).any()), tuple(out.shape)
+        (True, (2, 1, 8, 8))
+    """
+    b, h, w = images.shape[0], images.shape[-2], images.shape[-1]
+    u = torch.rand((b, 4), generator=generator, dtype=torch.float64).numpy()
+    out = images.clone()
+    for i, (uh, uw, uy, ux) in enumerate(u):
+        ch, cw = max(1, round(uh * fraction * h)), max(1, round(uw * fraction * w))
+        y0, x0 = int(uy * (h - ch + 1)), int(ux * (w - cw + 1))
+        out[i, ..., y0 : y0 + ch, x0 : x0 + cw] = 0.0
+    return out
+
+
+def augment_targets(kind: str, targets: Any, affines: Sequence[Affine], perm: Any = None) -> Any:
+    """Move a batch's targets (by task type name) with the images.
+
+    Example:
+        >>> augment_targets("classification", torch.tensor([1]), [Affine(True, 1.0, 0, 0, 4)])
+        tensor([1])
+    """
+    if targets is None:
+        return None
+    if kind == "segmentation":
+        return warp_labels(targets, affines)
+    if kind == "detection":
+        return warp_boxes(targets, affines)
+    if kind == "landmarks":
+        return warp_points(targets, affines, perm)
+    return targets
+
+
+def augment_batch(
+    batch: Any,
+    spec: Any,
+    settings: AugmentSettings,
+    generator: torch.Generator,
+    flip_pairs: Sequence[Sequence[str]] = (),
+) -> Any:
+    """Augment a :class:`~medfleet.train.datasets.Batch` of one task (2D only).
+
+    Segmentation, detection and landmark targets move with the image; classification
+    targets stay. Regression tasks get no scaling (sizes measured in mm would change) and
+    landmark tasks are flipped only when ``flip_pairs`` pair some of their points. Volumes
+    (``dim: 3``) get intensity jitter only.
+
+    Example:
+        >>> from medfleet.tasks import TaskSpec
+        >>> from medfleet.train.datasets import Batch
+        >>> spec = TaskSpec(name="s", type="segmentation", table="s.csv", labels={0: "b", 1: "a"})
+        >>> b = Batch("s", torch.zeros(1, 1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long), ["c"],
+        ...           [None])
+        >>> out = augment_batch(b, spec, PRESETS["standard"], torch.Generator().manual_seed(0))
+        >>> tuple(out.images.shape), tuple(out.targets.shape)
+        ((1, 1, 4, 4), (1, 4, 4))
+    """
+    from medfleet.train.datasets import Batch
+
+    kind = spec.type.value
+    images = batch.images
+    targets = batch.targets
+    if images.ndim == 4 and settings.geometric:
+        local = settings
+        perm = None
+        if kind == "regression":
+            local = replace(local, scale=(1.0, 1.0))
+        if kind == "landmarks":
+            perm = flip_permutation(list(spec.landmarks or []), flip_pairs)
+            if perm is None:
+                local = replace(local, flip=0.0)
+        affines = sample_affines(images.shape[0], images.shape[-1], local, generator)
+        images = warp_images(images, affines)
+        targets = augment_targets(kind, targets, affines, perm)
+    images = intensity_jitter(images, settings, generator)
+    return Batch(batch.task, images, targets, batch.case_ids, batch.geometries, batch.spacings)
+
+
+__all__ = [
+    "PRESETS",
+    "STRONG",
+    "Affine",
+    "AugmentSettings",
+    "augment_batch",
+    "augment_targets",
+    "cutout",
+    "flip_permutation",
+    "intensity_jitter",
+    "sample_affines",
+    "settings_for",
+    "warp_boxes",
+    "warp_images",
+    "warp_labels",
+    "warp_points",
+]

@@ -1,0 +1,275 @@
+"""Semi-supervised segmentation: losses, EMA teacher, multi-task use and exact resume."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from medfleet.models import ModelConfig, build_model
+from medfleet.tables import read_table, write_table
+from medfleet.tasks import Manifest
+from medfleet.train.config import TrainConfig
+from medfleet.train.run import train_model
+from medfleet.train.semi import (
+    consistency_loss,
+    drop_labels,
+    pseudo_label_loss,
+    rampup_weight,
+    valid_region,
+)
+from medfleet.train.trainer import Trainer, seed_everything
+
+SIZE = 32
+SEG = "organ_lesion_seg"
+
+
+@pytest.fixture(scope="module")
+def scarce(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Segmentation + classification phantoms; most training masks (and one label) removed."""
+    from medfleet.data.phantoms import PhantomConfig, generate_phantoms
+
+    path = generate_phantoms(
+        tmp_path_factory.mktemp("semi"),
+        PhantomConfig(tasks=[SEG, "lesion_cls"]),
+        sites=1,
+        cases_per_site=12,
+        size=SIZE,
+        seed=3,
+    )
+    manifest = Manifest.load(path)
+    counts = drop_labels(manifest, SEG, 0.3, seed=1)
+    assert counts["labelled"] >= 1 and counts["unlabelled"] >= 3
+    table = manifest.table_path(manifest.task("lesion_cls"))
+    rows = read_table(table)
+    first = next(i for i, r in enumerate(rows) if r["split"] == "train")
+    rows[first]["label"] = ""  # an unlabelled classification row is simply left out
+    write_table(table, rows, columns=list(rows[0]))
+    return path
+
+
+def _config(method: str | None, **kw) -> TrainConfig:
+    base = dict(
+        max_steps=4,
+        batch_size=2,
+        batches_per_epoch=4,
+        checkpoint_every=2,
+        lr=1e-3,
+        warmup_steps=1,
+        seed=5,
+        threads=1,
+        tensorboard=False,
+        semi_supervised=method,
+        consistency_rampup=0.5,
+        confidence_threshold=0.5,
+        augment="light",
+        sampling="uniform",
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def test_losses_match_hand_computed_values():
+    logits = torch.zeros(1, 2, 1, 3)  # student softmax 0.5 / 0.5 everywhere
+    probs = torch.tensor([[[[1.0, 0.8, 0.3]], [[0.0, 0.2, 0.7]]]])
+    valid = torch.tensor([[[0, 0, -1]]])  # third pixel is padding
+    loss, _ = consistency_loss(logits, probs, valid)
+    assert loss.item() == pytest.approx((0.25 + 0.25 + 0.09 + 0.09) / 2)
+    loss, parts = pseudo_label_loss(logits, probs, valid, 0.75)
+    assert loss.item() == pytest.approx(2 * math.log(2) / 2) and parts["confident_share"] == 1.0
+    loss, parts = pseudo_label_loss(logits, probs, valid, 0.9)
+    assert loss.item() == pytest.approx(math.log(2) / 2) and parts["confident_share"] == 0.5
+    assert rampup_weight(0, 10) == pytest.approx(math.exp(-5)) and rampup_weight(20, 10) == 1.0
+
+
+def test_valid_region_marks_padding():
+    class _S:
+        def __init__(self, resized):
+            self.geometry = type("G", (), {"resized": resized})()
+
+    v = valid_region([_S((4, 2)), _S((3, 4))], 4)
+    assert v[0].tolist() == [[0, 0, -1, -1]] * 4
+    assert v[1, 3].tolist() == [-1] * 4 and v[1, :3].eq(0).all()
+
+
+def test_unlabelled_rows_feed_only_segmentation_and_teacher_is_an_ema(scarce, tmp_path):
+    manifest = Manifest.load(scarce)
+    seed_everything(0)
+    model = build_model(manifest, ModelConfig(image_size=SIZE))
+    initial = copy.deepcopy(model.state_dict())
+    seen: list[tuple[dict, dict]] = []
+
+    def grab(trainer: Trainer) -> None:
+        if trainer.step == 1:
+            seen.append(
+                (
+                    copy.deepcopy(trainer.module.state_dict()),
+                    copy.deepcopy(trainer.semi.teacher.state_dict()),
+                )
+            )
+
+    trainer = Trainer(model, manifest, _config("mean-teacher"), tmp_path / "r", on_step=grab)
+    assert trainer.semi.tasks == [SEG]
+    pool = trainer.semi.datasets[SEG].rows  # every training image, labelled ones too
+    train_ids = {r["case_id"] for r in read_table(manifest.table_path(manifest.task(SEG)))
+                 if r["split"] == "train"}  # fmt: skip
+    assert {r["case_id"] for r in pool} == train_ids
+    assert any(r["mask"].strip() for r in pool) and any(not r["mask"].strip() for r in pool)
+    assert all(r["label"].strip() for r in trainer.train_sets["lesion_cls"].rows)
+    result = trainer.fit()
+    student, teacher = seen[0]
+    for name, value in teacher.items():  # step 0: decay min(0.99, 1 / 10) = 0.1
+        if torch.is_floating_point(value):
+            expected = 0.1 * initial[name] + 0.9 * student[name]
+            assert torch.allclose(value, expected, atol=1e-6), name
+    tasks = {r["task"] for r in result.history if r["metric"] == "unlabelled_loss"}
+    assert tasks == {SEG}
+    assert all(math.isfinite(r["value"]) for r in result.history if r["metric"] == "loss")
+
+
+@pytest.mark.parametrize("method", ["mean-teacher", "fixmatch"])
+def test_killed_semi_supervised_run_resumes_exactly(scarce, tmp_path, method):
+    manifest = Manifest.load(scarce)
+    config = _config(method)
+    model_config = ModelConfig(image_size=SIZE)
+    straight = train_model(manifest, model_config, config, tmp_path / "a")
+
+    class Killed(RuntimeError):
+        pass
+
+    def kill(trainer: Trainer) -> None:
+        if trainer.step == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_model(manifest, model_config, config, tmp_path / "b", on_step=kill)
+    resumed = train_model(manifest, model_config, config, tmp_path / "b", resume=True)
+    assert resumed.result.resumed_from == 2
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    ca = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=False)["semi"]
+    cb = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=False)["semi"]
+    assert ca["method"] == method
+    student_a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    student_b = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    for key in student_a:
+        assert torch.equal(student_a[key], student_b[key]), key
+    for key, value in ca["teacher"].items():
+        assert torch.equal(value, cb["teacher"][key]), key
+    if method == "mean-teacher":
+        assert ca["teacher"].keys() == a.keys()
+    else:  # FixMatch keeps an EMA of the student as well (the kept model by default)
+        assert ca["teacher"].keys() == a.keys()
+    assert any(r["metric"] == "unlabelled_loss" for r in straight.result.history)
+
+
+def test_settings_change_refuses_resume(scarce, tmp_path):
+    from medfleet.errors import MedfleetError
+
+    manifest = Manifest.load(scarce)
+    train_model(manifest, ModelConfig(image_size=SIZE), _config("fixmatch", max_steps=2), tmp_path)
+    with pytest.raises(MedfleetError, match="semi_supervised"):
+        train_model(
+            manifest,
+            ModelConfig(image_size=SIZE),
+            _config("mean-teacher", max_steps=3),
+            tmp_path,
+            resume=True,
+        )
+
+
+def test_include_labelled_off_keeps_only_unlabelled_rows(scarce, tmp_path):
+    manifest = Manifest.load(scarce)
+    seed_everything(0)
+    model = build_model(manifest, ModelConfig(image_size=SIZE))
+    config = _config("fixmatch", semi_include_labelled=False)
+    trainer = Trainer(model, manifest, config, tmp_path / "r")
+    rows = trainer.semi.datasets[SEG].rows
+    assert len(rows) >= 3 and all(not r["mask"].strip() for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("method", "final"), [("mean-teacher", "teacher"), ("fixmatch", "student")]
+)
+def test_kept_model_is_the_chosen_semi_final(scarce, tmp_path, method, final):
+    """model.pt, the returned model, validation and a reloaded checkpoint use ``semi_final``."""
+    from medfleet.models import load_model
+    from medfleet.train.predict import predict_dataset
+    from medfleet.train.run import load_trained
+    from medfleet.train.validation import task_metrics
+
+    manifest = Manifest.load(scarce)
+    config = _config(method, semi_final=final)
+    trained = train_model(manifest, ModelConfig(image_size=SIZE), config, tmp_path)
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    expected = state["semi"]["teacher"] if final == "teacher" else state["model"]
+    other = state["model"] if final == "teacher" else state["semi"]["teacher"]
+    assert any(not torch.equal(expected[k], other[k]) for k in expected)  # they differ
+    saved = load_model(tmp_path / "model.pt", manifest).state_dict()
+    reloaded = load_trained(tmp_path / "checkpoints" / "last.pt", manifest).model.state_dict()
+    for key, value in expected.items():
+        assert torch.equal(saved[key], value), key
+        assert torch.equal(trained.model.state_dict()[key], value), key
+        assert torch.equal(reloaded[key], value), key
+    ds = Trainer(
+        build_model(manifest, ModelConfig(image_size=SIZE)), manifest, config, tmp_path / "x"
+    ).val_sets[SEG]
+    preds = predict_dataset(trained.model, ds, batch_size=2)
+    want = task_metrics(manifest, ds.spec, ds.rows, preds)
+    assert trained.result.val_metrics[SEG] == pytest.approx(want)
+
+
+def test_class_balanced_losses_weigh_each_target_class_equally():
+    student = torch.zeros(1, 2, 1, 3)  # softmax 0.5 / 0.5
+    probs = torch.tensor([[[[1.0, 0.9, 0.2]], [[0.0, 0.1, 0.8]]]])  # argmax 0, 0, 1
+    valid = torch.zeros(1, 1, 3, dtype=torch.long)
+    plain, _ = consistency_loss(student, probs, valid)
+    balanced, _ = consistency_loss(student, probs, valid, class_balanced=True)
+    assert plain.item() == pytest.approx((0.5 + 0.32 + 0.18) / 3)
+    assert balanced.item() == pytest.approx(((0.5 + 0.32) / 2 + 0.18) / 2)
+    logits = torch.tensor([[[[2.0, 0.0, 0.0, 0.0]], [[0.0, 0.0, 1.0, 0.0]]]])
+    probs = torch.tensor([[[[0.95, 0.92, 0.1, 0.6]], [[0.05, 0.08, 0.9, 0.4]]]])
+    valid = torch.zeros(1, 1, 4, dtype=torch.long)
+    ce = [math.log(1 + math.exp(-2)), math.log(2), math.log(1 + math.exp(-1))]
+    plain, parts = pseudo_label_loss(logits, probs, valid, 0.9)
+    balanced, _ = pseudo_label_loss(logits, probs, valid, 0.9, class_balanced=True)
+    assert parts["confident_share"] == 0.75
+    assert plain.item() == pytest.approx(sum(ce) / 4)
+    assert balanced.item() == pytest.approx(((ce[0] + ce[1]) / 2 + ce[2]) / 2 * 0.75)
+    nothing, _ = pseudo_label_loss(logits, probs, valid, 0.99, class_balanced=True)
+    assert nothing.item() == 0.0
+
+
+def test_strong_scale_zero_gives_the_weak_view(scarce, tmp_path):
+    manifest = Manifest.load(scarce)
+    seed_everything(0)
+    model = build_model(manifest, ModelConfig(image_size=SIZE))
+    trainer = Trainer(model, manifest, _config("mean-teacher", strong_scale=0.0), tmp_path)
+    weak, strong, valid, _ = trainer.semi.views(SEG, 2, torch.Generator().manual_seed(0))
+    assert torch.equal(weak, strong) and valid.shape == (2, SIZE, SIZE)
+    trainer = Trainer(model, manifest, _config("mean-teacher"), tmp_path / "b")
+    weak, strong, _, _ = trainer.semi.views(SEG, 2, torch.Generator().manual_seed(0))
+    assert not torch.allclose(weak, strong)
+
+
+def test_strong_geometric_view_and_targets_share_the_extra_warp(scarce, tmp_path):
+    from medfleet.train.augment import warp_images
+
+    manifest = Manifest.load(scarce)
+    seed_everything(0)
+    model = build_model(manifest, ModelConfig(image_size=SIZE))
+    config = _config("mean-teacher", strong_scale=0.0, strong_geometric=True)
+    semi = Trainer(model, manifest, config, tmp_path).semi
+    weak, strong, valid, warp = semi.views(SEG, 4, torch.Generator().manual_seed(2))
+    assert warp is not None and len(warp) == 4
+    assert torch.equal(strong, warp_images(weak, warp))
+    plain = semi.targets(SEG, weak, model)
+    moved = semi.targets(SEG, weak, model, warp)
+    expected = warp_images(plain, warp)
+    expected = expected / expected.sum(dim=1, keepdim=True).clamp_min(1e-6)
+    assert torch.allclose(moved, expected)
+    inside = valid >= 0  # where the strong view sees the image, targets are distributions
+    assert torch.allclose(moved.sum(dim=1)[inside], torch.ones(int(inside.sum())), atol=1e-4)
