@@ -16,10 +16,7 @@ Run ``python benchmarks/busi.py --help``; ``--quick`` is a seconds-long smoke ru
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -29,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hc18 import data_root, prepared
+from hc18 import data_root, emit, prepared
 
 TASK = "busi_cls"
 
@@ -193,15 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run, print JSON and the markdown table."""
     args = parse_args(argv)
     result = run(args)
-    result["machine"] = f"{platform.processor() or platform.machine()}, threads={args.threads}"
-    result["command"] = "python benchmarks/busi.py " + shlex.join(
-        sys.argv[1:] if argv is None else argv
-    )
-    text = json.dumps(result, indent=2, default=str)
-    print(text)
-    print(markdown(result))
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    emit(result, markdown(result), "busi.py", argv, args)
 
 
 if __name__ == "__main__":

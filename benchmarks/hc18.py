@@ -398,19 +398,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run, print JSON and the markdown table."""
-    args = parse_args(argv)
-    result = run(args)
+def emit(
+    result: dict[str, Any], table: str, script: str, argv: list[str] | None, args: Any
+) -> None:
+    """Print the result as JSON and as a markdown table; also write it to ``args.json``."""
     result["machine"] = f"{platform.processor() or platform.machine()}, threads={args.threads}"
-    result["command"] = "python benchmarks/hc18.py " + shlex.join(
+    result["command"] = f"python benchmarks/{script} " + shlex.join(
         sys.argv[1:] if argv is None else argv
     )
     text = json.dumps(result, indent=2, default=str)
     print(text)
-    print(markdown(result))
+    print(table)
     if args.json:
         Path(args.json).write_text(text + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run, print JSON and the markdown table."""
+    args = parse_args(argv)
+    result = run(args)
+    emit(result, markdown(result), "hc18.py", argv, args)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,6 @@ Run ``python benchmarks/multitask_real.py --help``; ``--quick`` is a smoke run.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -32,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hc18 import data_root, prepared
+from hc18 import data_root, emit, prepared
 
 DATASETS = ("hc18", "busi", "pneumoniamnist")
 
@@ -180,15 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run, print JSON and the markdown table."""
     args = parse_args(argv)
     result = run(args)
-    result["machine"] = f"{platform.processor() or platform.machine()}, threads={args.threads}"
-    result["command"] = "python benchmarks/multitask_real.py " + shlex.join(
-        sys.argv[1:] if argv is None else argv
-    )
-    text = json.dumps(result, indent=2, default=str)
-    print(text)
-    print(markdown(result))
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    emit(result, markdown(result), "multitask_real.py", argv, args)
 
 
 if __name__ == "__main__":

@@ -51,8 +51,12 @@ def test_pneumoniamnist_refs_decode_to_the_npz_pixels(npz_path, tmp_path):
     path = prepare_dataset("pneumoniamnist", npz_path, tmp_path / "out", limit=100)
     manifest = Manifest.load(path)
     rows = read_table(manifest.table_path("pneumoniamnist_cls"))
-    # 2428/270/468 scaled to 100 by largest remainder: 76.7/8.5/14.8 -> 77/8/15.
-    assert Counter(r["split"] for r in rows) == {"train": 77, "val": 8, "test": 15}
+    # Six (split, class) groups of 1214/135/234 scaled to 100 by largest remainder:
+    # 38.35/4.26/7.39 each -> 38/4/7, the two spare cases go to the test groups.
+    assert Counter(r["split"] for r in rows) == {"train": 76, "val": 8, "test": 16}
+    for split in ("train", "val", "test"):
+        counts = Counter(r["label"] for r in rows if r["split"] == split)
+        assert counts["normal"] == counts["pneumonia"], (split, counts)
     with np.load(npz_path) as npz:
         for row in [*rows[::10], rows[-1]]:
             split, index = row["case_id"].split("_")

@@ -8,23 +8,20 @@ import numpy as np
 import pytest
 
 from medfleet.evaluate.stats import delong_test, holm, mcnemar_from_counts
-from medfleet.federated.study import (
+from medfleet.federated.study import federated_arms, matched_budget
+from medfleet.federated.study_cases import (
     METRICS,
     POOLED,
     TaskCases,
     align,
     analyse_cases,
     classification_value,
-    communication_rows,
-    communication_summary,
-    curve_rows,
-    federated_arms,
-    matched_budget,
     metric_ci,
     paired_tests,
     positive_index,
     read_task_cases,
 )
+from medfleet.federated.study_record import communication_rows, communication_summary, curve_rows
 from medfleet.tasks import TaskSpec
 
 BINARY = TaskSpec(name="cls", type="classification", table="c.csv", classes=["neg", "pos"])

@@ -16,8 +16,6 @@ from medfleet.cli.app import app
 RUNNER = CliRunner()
 
 
-
-
 def _read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))

@@ -205,7 +205,7 @@ def _print_summary(data: dict[str, Any], summary: dict[str, Any]) -> None:
     table = Table(title="pooled test cases: estimate [95% CI]")
     for column in ("task", "arm", "n", "metrics"):
         table.add_column(column)
-    from medfleet.federated.study import METRICS
+    from medfleet.federated.study_cases import METRICS
 
     for row in comparison_rows(data):
         names = METRICS[data["tasks"][row[0]]]

@@ -95,7 +95,7 @@ def comparison_rows(data: Mapping[str, Any], site: str = "pooled") -> list[list[
         >>> comparison_rows(data)
         [['t', 'fedavg', 5, '0.800 [0.700, 0.900]', '-']]
     """
-    from medfleet.federated.study import METRICS
+    from medfleet.federated.study_cases import METRICS
 
     index = {(r["arm"], r["task"], r["site"], r["metric"]): r for r in data.get("metrics", [])}
     rows = []
@@ -269,7 +269,7 @@ def build_study_report(data: Mapping[str, Any]) -> Report:
         )
     )
     kinds = set(data.get("tasks", {}).values())
-    from medfleet.federated.study import METRICS
+    from medfleet.federated.study_cases import METRICS
 
     for kind in sorted(kinds):
         names = [t for t, k in data["tasks"].items() if k == kind]

@@ -105,8 +105,8 @@ def prepare(src: Path, out: Path, options: PrepareOptions) -> Path:
     Args:
         src: Folder holding ``pneumoniamnist.npz``, or the npz itself.
         out: Output folder (only the manifest and the table are written).
-        options: Progress callback and case limit; the npz split is kept, so seed and
-            fractions are not used.
+        options: Progress callback and case limit (kept proportional per split and class);
+            the npz split is kept, so seed and fractions are not used.
 
     Returns:
         Path of the written manifest.
@@ -125,7 +125,9 @@ def prepare(src: Path, out: Path, options: PrepareOptions) -> Path:
         for index, label in enumerate(per_split[split][0])
     ]
     source_total = len(cases)
-    cases = take_subset(cases, options.limit, key=lambda c: c[0])
+    # The npz is sorted by class within a split: stratify by split and class, or a limited
+    # set would hold one class only.
+    cases = take_subset(cases, options.limit, key=lambda c: (c[0], c[2]))
     ref_base = str(npz_path.resolve())
     rows: list[dict[str, Any]] = []
     for done, (split, index, label) in enumerate(cases, start=1):
