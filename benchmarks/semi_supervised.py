@@ -10,19 +10,22 @@ labelled batches, augmentation and seed:
 * ``mean-teacher``: plus the EMA-teacher consistency loss on the unlabelled rows;
 * ``fixmatch``: plus confidence-thresholded pseudo-labels on the unlabelled rows.
 
-Each model predicts the test split and is scored with ``medfleet evaluate``
-(:func:`medfleet.train.predict.evaluate_predictions`); the report gives the test Dice
-(mean over foreground labels, then cases) with a 95 % bootstrap interval over test cases
-and the paired bootstrap difference to ``labelled-only`` (same cases). With several
-``--seeds`` every seed is a separate training run and the table shows each one.
+Each model predicts a split (``--split``: tune on ``val``, report ``test``) and is scored
+with ``medfleet evaluate`` (:func:`medfleet.train.predict.evaluate_predictions`); the
+report gives the Dice (mean over foreground labels, then cases) with a 95 % bootstrap
+interval over cases, the organ and lesion Dice, the paired bootstrap difference to
+``labelled-only`` (same cases, same seed) and, for semi-supervised runs, the Dice of the
+student next to the kept model (the EMA teacher by default, ``--semi-final``). With several
+``--seeds`` every seed is a separate training run; a second table gives per method the
+mean ± sd over seeds and the seed-averaged paired gain with a bootstrap interval over cases.
 
 The "same budget" is the same number of optimiser steps; a semi-supervised step also
 runs the unlabelled images (``unlabelled_ratio`` per labelled image) and a teacher
-forward pass, so it costs about twice the time; the wall time of each run is reported.
+forward pass, so it costs more time; the wall time of each run is reported.
 
-Run ``python benchmarks/semi_supervised.py --help``; the defaults (32 pixels, 400 steps)
-give the first figures of BENCHMARKS.md (4-8 minutes on a loaded 2-core CPU); ``--quick``
-is a smoke run.
+Run ``python benchmarks/semi_supervised.py --help``; BENCHMARKS.md gives the command of its
+figures (``--steps 400 --seeds 0,1,2 --consistency-weight 10 --fixmatch-weight 1``, about
+9 minutes on a loaded 2-core CPU); ``--quick`` is a smoke run.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ Every resulting model then predicts each site's test split with
 :func:`medfleet.train.predict.predict_manifest` and is scored by the evaluation runner
 (:func:`medfleet.train.predict.evaluate_predictions`); a site is always scored by the model
 that site would use (its local model, the centralised model, or its copy of the federated model
-with its private parts). :func:`medfleet.federated.study_cases.analyse_cases` turns the per-
-case results into per-site and pooled metrics with bootstrap confidence intervals and paired
+with its private parts). :func:`medfleet.federated.study_cases.analyse_cases` turns the
+per-case results into per-site and pooled metrics with bootstrap confidence intervals and paired
 tests between arms on the same cases (Holm-adjusted): McNemar on correctness, DeLong on the AUC
 of a binary task (multiclass: paired bootstrap of the macro one-vs-rest AUC), a paired
 bootstrap of the balanced accuracy, and Wilcoxon on per-case Dice.
