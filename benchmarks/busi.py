@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hc18 import data_root, emit, prepared
+from hc18 import emit, prepared, require_data_root
 
 TASK = "busi_cls"
 
@@ -91,9 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from medfleet.train.run import train_model
 
     torch.set_num_threads(args.threads)
-    root = data_root(args.data)
-    if root is None:
-        raise SystemExit("shared data not found (fix: set MEDFLEET_DATA or pass --data)")
+    root = require_data_root(args.data)
     out = Path(args.out)
     manifest = Manifest.load(
         prepared("busi", root, out / "prepared", limit=args.limit, seed=args.seed)

@@ -51,6 +51,14 @@ def data_root(explicit: str | Path | None = None) -> Path | None:
     return next((c for c in candidates if c.is_dir()), None)
 
 
+def require_data_root(explicit: str | Path | None = None) -> Path:
+    """:func:`data_root`, or exit with what to do when the shared data is not there."""
+    root = data_root(explicit)
+    if root is None:
+        raise SystemExit("shared data not found (fix: set MEDFLEET_DATA or pass --data)")
+    return root
+
+
 def prepared(name: str, root: Path, work: Path, *, limit: int | None = None, seed: int = 0) -> Path:
     """Prepare data set ``name`` from ``root/name`` into ``work`` once; return the manifest."""
     from medfleet.data.catalog import MANIFEST_NAME, prepare_dataset
@@ -234,9 +242,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from medfleet.train.datasets import load_task_rows
 
     torch.set_num_threads(args.threads)
-    root = data_root(args.data)
-    if root is None:
-        raise SystemExit("shared data not found (fix: set MEDFLEET_DATA or pass --data)")
+    root = require_data_root(args.data)
     out = Path(args.out)
     manifest_path = prepared("hc18", root, out / "prepared", limit=args.limit, seed=args.seed)
     manifest = Manifest.load(manifest_path)

@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hc18 import data_root, emit, prepared
+from hc18 import emit, prepared, require_data_root
 
 DATASETS = ("hc18", "busi", "pneumoniamnist")
 
@@ -47,9 +47,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from medfleet.train.transfer import analyse_transfer, write_transfer
 
     torch.set_num_threads(args.threads)
-    root = data_root(args.data)
-    if root is None:
-        raise SystemExit("shared data not found (fix: set MEDFLEET_DATA or pass --data)")
+    root = require_data_root(args.data)
     out = Path(args.out)
     limits = {"hc18": args.limit_hc18, "busi": args.limit_busi, "pneumoniamnist": args.limit_pmnist}
     sources = [

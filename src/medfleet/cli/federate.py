@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,28 +14,21 @@ from medfleet.cli.run_options import (
     BatchSizeOption,
     BlocksOption,
     ConfigOption,
+    EngineChoice,
+    FedBNOption,
     ImageSizeOption,
+    LocalEpochsOption,
+    LocalStepsOption,
     LrOption,
+    MuOption,
+    RankOption,
+    SeedOption,
+    StrategyChoice,
+    ThreadsOption,
     WeightsOption,
     load_configs,
     parse_blocks,
 )
-
-
-class StrategyChoice(enum.StrEnum):
-    """Federated strategy."""
-
-    fedavg = "fedavg"
-    fedprox = "fedprox"
-    lora = "lora"
-    dual_lora = "dual-lora"
-
-
-class EngineChoice(enum.StrEnum):
-    """Where the clients run."""
-
-    simulation = "simulation"
-    inprocess = "inprocess"
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -66,18 +58,13 @@ def federate(
     backbone: BackboneOption = None,
     image_size: ImageSizeOption = None,
     weights: WeightsOption = None,
-    local_epochs: Annotated[
-        int, typer.Option("--local-epochs", min=1, help="Local passes per round.")
-    ] = 1,
-    local_steps: Annotated[
-        int | None,
-        typer.Option("--local-steps", min=1, help="Local optimiser steps per round (wins)."),
-    ] = None,
+    local_epochs: LocalEpochsOption = 1,
+    local_steps: LocalStepsOption = None,
     batch_size: BatchSizeOption = None,
     lr: LrOption = None,
-    mu: Annotated[float, typer.Option("--mu", min=0.0, help="FedProx proximal weight.")] = 0.01,
+    mu: MuOption = 0.01,
     blocks: BlocksOption = None,
-    rank: Annotated[int, typer.Option("--rank", min=1, help="LoRA rank.")] = 4,
+    rank: RankOption = 4,
     shared_heads: Annotated[
         str | None,
         typer.Option(
@@ -86,9 +73,7 @@ def federate(
             "none for dual-lora).",
         ),
     ] = None,
-    fedbn: Annotated[
-        bool, typer.Option("--fedbn", help="Keep normalisation layers local (FedBN).")
-    ] = False,
+    fedbn: FedBNOption = False,
     min_fit: Annotated[
         int, typer.Option("--min-fit", min=1, help="Sites that must answer to aggregate.")
     ] = 1,
@@ -117,8 +102,8 @@ def federate(
             help="simulation (Flower's Ray simulation engine) or inprocess (no Ray).",
         ),
     ] = EngineChoice.simulation,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed.")] = 0,
-    threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads per client.")] = 1,
+    seed: SeedOption = 0,
+    threads: ThreadsOption = 1,
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
     """Fine-tune the unified model across the manifest's sites with Flower."""

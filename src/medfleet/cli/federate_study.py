@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import functools
 import math
 from pathlib import Path
@@ -16,22 +15,24 @@ from medfleet.cli.run_options import (
     BatchSizeOption,
     BlocksOption,
     ConfigOption,
+    EngineChoice,
+    FedBNOption,
     ImageSizeOption,
+    LocalEpochsOption,
+    LocalStepsOption,
     LrOption,
+    MuOption,
+    RankOption,
+    SeedOption,
+    StrategyChoice,
+    ThreadsOption,
     WeightsOption,
     load_configs,
     parse_blocks,
     split_names,
 )
 
-STRATEGY_NAMES = ("fedavg", "fedprox", "lora", "dual-lora")
-
-
-class StudyEngine(enum.StrEnum):
-    """Where the federated clients run."""
-
-    inprocess = "inprocess"
-    simulation = "simulation"
+STRATEGY_NAMES = tuple(s.value for s in StrategyChoice)
 
 
 def _positive(text: str | None) -> dict[str, str]:
@@ -71,21 +72,14 @@ def federate_study(
     backbone: BackboneOption = None,
     image_size: ImageSizeOption = None,
     weights: WeightsOption = None,
-    local_steps: Annotated[
-        int | None,
-        typer.Option("--local-steps", min=1, help="Local optimiser steps per round (wins)."),
-    ] = None,
-    local_epochs: Annotated[
-        int, typer.Option("--local-epochs", min=1, help="Local passes per round.")
-    ] = 1,
+    local_steps: LocalStepsOption = None,
+    local_epochs: LocalEpochsOption = 1,
     batch_size: BatchSizeOption = None,
     lr: LrOption = None,
     blocks: BlocksOption = None,
-    rank: Annotated[int, typer.Option("--rank", min=1, help="LoRA rank.")] = 4,
-    mu: Annotated[float, typer.Option("--mu", min=0.0, help="FedProx proximal weight.")] = 0.01,
-    fedbn: Annotated[
-        bool, typer.Option("--fedbn", help="Keep normalisation layers local (FedBN).")
-    ] = False,
+    rank: RankOption = 4,
+    mu: MuOption = 0.01,
+    fedbn: FedBNOption = False,
     tasks: Annotated[
         str | None,
         typer.Option(
@@ -105,13 +99,13 @@ def federate_study(
         int, typer.Option("--n-resamples", min=10, help="Bootstrap resamples.")
     ] = 1000,
     engine: Annotated[
-        StudyEngine,
+        EngineChoice,
         typer.Option(
             "--engine", help="inprocess (no Ray) or simulation (Flower's Ray simulation engine)."
         ),
-    ] = StudyEngine.inprocess,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed.")] = 0,
-    threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads of torch.")] = 1,
+    ] = EngineChoice.inprocess,
+    seed: SeedOption = 0,
+    threads: ThreadsOption = 1,
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
     """Compare local-only, centralised and federated training on the same budget and cases."""

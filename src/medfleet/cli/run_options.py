@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -39,6 +40,38 @@ BlocksOption = Annotated[
     str | None,
     typer.Option("--blocks", help="Blocks to adapt, comma-separated (e.g. -2,-1)."),
 ]
+
+
+class StrategyChoice(enum.StrEnum):
+    """Federated strategy."""
+
+    fedavg = "fedavg"
+    fedprox = "fedprox"
+    lora = "lora"
+    dual_lora = "dual-lora"
+
+
+class EngineChoice(enum.StrEnum):
+    """Where the federated clients run."""
+
+    simulation = "simulation"
+    inprocess = "inprocess"
+
+
+LocalEpochsOption = Annotated[
+    int, typer.Option("--local-epochs", min=1, help="Local passes per round.")
+]
+LocalStepsOption = Annotated[
+    int | None,
+    typer.Option("--local-steps", min=1, help="Local optimiser steps per round (wins)."),
+]
+MuOption = Annotated[float, typer.Option("--mu", min=0.0, help="FedProx proximal weight.")]
+RankOption = Annotated[int, typer.Option("--rank", min=1, help="LoRA rank.")]
+FedBNOption = Annotated[
+    bool, typer.Option("--fedbn", help="Keep normalisation layers local (FedBN).")
+]
+SeedOption = Annotated[int, typer.Option("--seed", min=0, help="Random seed.")]
+ThreadsOption = Annotated[int, typer.Option("--threads", min=1, help="CPU threads of torch.")]
 
 
 def load_configs(
