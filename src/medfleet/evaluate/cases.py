@@ -13,9 +13,11 @@
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +30,7 @@ __all__ = [
     "CaseMismatchError",
     "CaseTable",
     "case_id_from_path",
+    "cell_float",
     "list_case_files",
     "match_cases",
     "parse_boxes",
@@ -265,6 +268,19 @@ def read_case_table(
             )
         rows[case_id] = row
     return CaseTable(path, columns, rows)
+
+
+def cell_float(text: Any) -> float:
+    """A table cell as a float; NaN when empty or not a number.
+
+    Example:
+        >>> cell_float("0.5"), cell_float("")
+        (0.5, nan)
+    """
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def read_result_rows(

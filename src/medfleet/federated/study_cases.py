@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from medfleet.errors import MedfleetError
-from medfleet.evaluate.cases import read_result_rows
+from medfleet.evaluate.cases import cell_float, read_result_rows
 from medfleet.tasks import TaskType
 
 POOLED = "pooled"
@@ -89,19 +89,6 @@ class TaskCases:
             cat("dice"),
             cat("hd95"),
         )
-
-
-def cell_float(text: Any) -> float:
-    """A table cell as a float; NaN when empty or not a number.
-
-    Example:
-        >>> cell_float("0.5"), cell_float("")
-        (0.5, nan)
-    """
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def read_task_cases(

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from medfleet.errors import MedfleetError
-from medfleet.evaluate.cases import read_result_rows
+from medfleet.evaluate.cases import cell_float, read_result_rows
 from medfleet.tasks import Manifest, TaskSpec, TaskType
 from medfleet.train.validation import primary_metric
 from medfleet.utils.atomic import atomic_open, write_json_atomic, write_text_atomic
@@ -43,13 +43,6 @@ REFERENCE = "task-specific"
 
 
 # ---------------------------------------------------------------------------- per-case data
-
-
-def _float(text: Any) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def read_case_values(spec: TaskSpec, cases_csv: str | Path) -> dict[str, tuple[float, ...]]:
@@ -74,7 +67,7 @@ def read_case_values(spec: TaskSpec, cases_csv: str | Path) -> dict[str, tuple[f
     classes = {c: i for i, c in enumerate(spec.classes or [])}
     for case_id, items in grouped.items():
         if spec.type is TaskType.segmentation:
-            dice = np.array([_float(r["dice"]) for r in items])
+            dice = np.array([cell_float(r["dice"]) for r in items])
             out[case_id] = (float(np.nanmean(dice)) if np.isfinite(dice).any() else math.nan,)
         elif spec.type is TaskType.classification:
             r = items[0]
@@ -84,11 +77,11 @@ def read_case_values(spec: TaskSpec, cases_csv: str | Path) -> dict[str, tuple[f
             )
         elif spec.type is TaskType.detection:
             r = items[0]
-            out[case_id] = (_float(r["tp"]), _float(r["n_gt"]))
+            out[case_id] = (cell_float(r["tp"]), cell_float(r["n_gt"]))
         elif spec.type is TaskType.regression:
-            out[case_id] = (_float(items[0]["abs_error"]),)
+            out[case_id] = (cell_float(items[0]["abs_error"]),)
         else:
-            errors = np.array([_float(r["error"]) for r in items])
+            errors = np.array([cell_float(r["error"]) for r in items])
             out[case_id] = (float(np.mean(errors)),)
     return out
 
