@@ -51,19 +51,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sites", type=int, default=3)
     p.add_argument("--cases-per-site", type=int, default=40)
     p.add_argument("--keep", type=float, default=0.1, help="Share of training masks kept.")
-    p.add_argument("--steps", type=int, default=400, help="Optimiser steps of every run.")
+    p.add_argument("--steps", type=int, default=800, help="Optimiser steps of every run.")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--augment", default="light", choices=["none", "light", "standard"])
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--seeds", default="0", help="Comma-separated training seeds.")
     p.add_argument("--ema-decay", type=float, default=0.99)
-    p.add_argument("--consistency-weight", type=float, default=1.0)
+    p.add_argument("--consistency-weight", type=float, default=10.0, help="Mean-teacher weight.")
     p.add_argument(
         "--fixmatch-weight",
         type=float,
-        default=None,
-        help="Unlabelled-loss weight of FixMatch (default: --consistency-weight).",
+        default=2.0,
+        help="Unlabelled-loss weight of FixMatch.",
     )
     p.add_argument("--consistency-rampup", type=float, default=0.3)
     p.add_argument("--threshold", type=float, default=0.9, help="FixMatch confidence.")
@@ -71,6 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--strong-geometric", action="store_true", help="Own geometry per view.")
     p.add_argument("--class-balanced", action="store_true", help="Class-balanced loss.")
     p.add_argument("--strong-scale", type=float, default=1.0, help="Strong-view jitter scale.")
+    p.add_argument("--cutmix", type=float, default=1.0, help="Share of strong views CutMixed.")
+    p.add_argument(
+        "--feature-dropout", type=float, default=0.0, help="UniMatch FP branch dropout (0: off)."
+    )
     p.add_argument(
         "--semi-final",
         default="teacher",
@@ -137,9 +141,7 @@ def train_config(args: argparse.Namespace, method: str, seed: int) -> Any:
         semi_supervised=None if method == "labelled-only" else method,
         ema_decay=args.ema_decay,
         consistency_weight=(
-            args.fixmatch_weight
-            if method == "fixmatch" and args.fixmatch_weight is not None
-            else args.consistency_weight
+            args.fixmatch_weight if method == "fixmatch" else args.consistency_weight
         ),
         consistency_rampup=args.consistency_rampup,
         confidence_threshold=args.threshold,
@@ -148,6 +150,8 @@ def train_config(args: argparse.Namespace, method: str, seed: int) -> Any:
         strong_scale=args.strong_scale,
         semi_class_balanced=args.class_balanced,
         strong_geometric=args.strong_geometric,
+        cutmix=args.cutmix,
+        feature_dropout=args.feature_dropout,
         semi_include_labelled=not args.no_include_labelled,
     )
 

@@ -137,6 +137,32 @@ def test_missing_target_column_fails_before_training(phantoms, tmp_path):
     assert not (tmp_path / "out" / "unified" / "unified" / "checkpoints").exists()
 
 
+def test_semi_supervised_options_reach_the_run(phantoms, tmp_path):
+    import shutil
+
+    from medfleet.tasks import Manifest
+    from medfleet.train.semi import drop_labels
+
+    data = tmp_path / "data"
+    shutil.copytree(phantoms.parent, data)
+    copy = data / phantoms.name
+    drop_labels(Manifest.load(copy), "intrapartum_seg", 0.3, seed=0)
+    out = tmp_path / "out"
+    result = RUNNER.invoke(
+        app,
+        ["train", "--manifest", str(copy), "--out", str(out), "--tasks", "intrapartum_seg",
+         "--steps", "2", "--batch-size", "2", "--image-size", "32", "--threads", "1",
+         "--semi-supervised", "fixmatch", "--cutmix", "0.25", "--no-evaluation-report"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "unified" / "unified" / "training.json").read_text())
+    assert info["train_config"]["semi_supervised"] == "fixmatch"
+    assert info["train_config"]["cutmix"] == 0.25
+    bad = RUNNER.invoke(app, ["train", "--manifest", str(copy), "--out", str(out / "x"),
+                              "--cutmix", "1.5"])  # fmt: skip
+    assert bad.exit_code == 2
+
+
 def _train_command(manifest: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "medfleet", "train", "--manifest", str(manifest),
             "--out", str(out), "--tasks", "lesion_cls,spine_landmarks", "--image-size", "32",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from medfleet.train.config import TrainConfig
 from medfleet.train.run import train_model
 from medfleet.train.semi import (
     consistency_loss,
+    cutmix_boxes,
     drop_labels,
     pseudo_label_loss,
     rampup_weight,
@@ -247,12 +249,14 @@ def test_strong_scale_zero_gives_the_weak_view(scarce, tmp_path):
     manifest = Manifest.load(scarce)
     seed_everything(0)
     model = build_model(manifest, ModelConfig(image_size=SIZE))
-    trainer = Trainer(model, manifest, _config("mean-teacher", strong_scale=0.0), tmp_path)
-    weak, strong, valid, _ = trainer.semi.views(SEG, 2, torch.Generator().manual_seed(0))
-    assert torch.equal(weak, strong) and valid.shape == (2, SIZE, SIZE)
+    config = _config("mean-teacher", strong_scale=0.0, cutmix=0.0)
+    trainer = Trainer(model, manifest, config, tmp_path)
+    views = trainer.semi.views(SEG, 2, torch.Generator().manual_seed(0))
+    assert torch.equal(views.weak, views.strong) and views.valid.shape == (2, SIZE, SIZE)
+    assert views.mix is None and views.warp is None
     trainer = Trainer(model, manifest, _config("mean-teacher"), tmp_path / "b")
-    weak, strong, _, _ = trainer.semi.views(SEG, 2, torch.Generator().manual_seed(0))
-    assert not torch.allclose(weak, strong)
+    views = trainer.semi.views(SEG, 2, torch.Generator().manual_seed(0))
+    assert not torch.allclose(views.weak, views.strong)
 
 
 def test_strong_geometric_view_and_targets_share_the_extra_warp(scarce, tmp_path):
@@ -261,15 +265,100 @@ def test_strong_geometric_view_and_targets_share_the_extra_warp(scarce, tmp_path
     manifest = Manifest.load(scarce)
     seed_everything(0)
     model = build_model(manifest, ModelConfig(image_size=SIZE))
-    config = _config("mean-teacher", strong_scale=0.0, strong_geometric=True)
+    config = _config("mean-teacher", strong_scale=0.0, strong_geometric=True, cutmix=0.0)
     semi = Trainer(model, manifest, config, tmp_path).semi
-    weak, strong, valid, warp = semi.views(SEG, 4, torch.Generator().manual_seed(2))
+    views = semi.views(SEG, 4, torch.Generator().manual_seed(2))
+    weak, valid, warp = views.weak, views.valid, views.warp
     assert warp is not None and len(warp) == 4
-    assert torch.equal(strong, warp_images(weak, warp))
-    plain = semi.targets(SEG, weak, model)
-    moved = semi.targets(SEG, weak, model, warp)
+    assert torch.equal(views.strong, warp_images(weak, warp))
+    plain = semi.targets(SEG, replace(views, warp=None), model)
+    moved = semi.targets(SEG, views, model)
     expected = warp_images(plain, warp)
     expected = expected / expected.sum(dim=1, keepdim=True).clamp_min(1e-6)
     assert torch.allclose(moved, expected)
     inside = valid >= 0  # where the strong view sees the image, targets are distributions
     assert torch.allclose(moved.sum(dim=1)[inside], torch.ones(int(inside.sum())), atol=1e-4)
+
+
+def test_cutmix_boxes_follow_the_probability_and_area_range():
+    g = torch.Generator().manual_seed(0)
+    shares, mixed = [], 0
+    for _ in range(200):
+        mix = cutmix_boxes(4, 20, 0.5, g)
+        if mix is None:
+            continue
+        assert set(mix.partner.tolist()) == {0, 1, 2, 3}  # a shift: every image once
+        assert bool((mix.partner != torch.arange(4)).all())
+        for box in mix.boxes:
+            if box.any():
+                mixed += 1
+                rows, cols = box.any(dim=1), box.any(dim=0)
+                assert int(box.sum()) == int(rows.sum()) * int(cols.sum())  # a rectangle
+                shares.append(float(box.float().mean()))
+    assert 0.4 < mixed / 800 < 0.6
+    assert min(shares) >= 0.01 and max(shares) <= 0.45
+    assert cutmix_boxes(4, 20, 0.0, g) is None
+
+
+def test_cutmix_pastes_the_partner_into_the_strong_view_and_its_targets(scarce, tmp_path):
+    manifest = Manifest.load(scarce)
+    seed_everything(0)
+    model = build_model(manifest, ModelConfig(image_size=SIZE))
+    config = _config("mean-teacher", strong_scale=0.0, cutmix=1.0)
+    semi = Trainer(model, manifest, config, tmp_path).semi
+    views = semi.views(SEG, 4, torch.Generator().manual_seed(3))
+    mix = views.mix
+    assert mix is not None and bool(mix.boxes.any(dim=(1, 2)).all())
+    box = mix.boxes[:, None]
+    # strong = weak outside the box, the partner's weak view inside it
+    assert torch.equal(views.strong, torch.where(box, views.weak[mix.partner], views.weak))
+    plain = semi.targets(SEG, replace(views, mix=None), model)
+    mixed = semi.targets(SEG, views, model)
+    i = 0
+    j = int(mix.partner[i])
+    inside = mix.boxes[i]
+    assert torch.equal(mixed[i][:, inside], plain[j][:, inside])
+    assert torch.equal(mixed[i][:, ~inside], plain[i][:, ~inside])
+
+
+def test_cutmix_training_runs_and_is_deterministic(scarce, tmp_path):
+    manifest = Manifest.load(scarce)
+    weights = []
+    for run in ("a", "b"):
+        seed_everything(0)
+        model = build_model(manifest, ModelConfig(image_size=SIZE))
+        trainer = Trainer(model, manifest, _config("fixmatch", cutmix=0.5), tmp_path / run)
+        trainer.fit()
+        weights.append(trainer.final_module.state_dict())
+    for key, value in weights[0].items():
+        assert torch.equal(value, weights[1][key]), key
+
+
+def test_feature_perturbed_branch_learns_the_weak_targets(scarce, tmp_path):
+    from medfleet.models.heads.base import TaskOutput
+
+    manifest = Manifest.load(scarce)
+    seed_everything(0)
+    model = build_model(manifest, ModelConfig(image_size=SIZE))
+    config = _config("mean-teacher", feature_dropout=0.5, cutmix=1.0)
+    semi = Trainer(model, manifest, config, tmp_path).semi
+    views = semi.views(SEG, 3, torch.Generator().manual_seed(4))
+    labelled = views.weak[:2]
+    calls = []
+
+    def forward(images, dropout, last):
+        calls.append((images.shape[0], dropout, last))
+        torch.manual_seed(11)
+        out = model(torch.cat([labelled, images]), SEG, feature_dropout=dropout, dropout_last=last)
+        return TaskOutput(dict(out), meta=dict(out.meta))
+
+    loss, out = semi.unlabelled_loss(SEG, views, model, forward)
+    assert calls == [(6, 0.5, 3)] and out["logits"].shape[0] == 8
+    weak_probs = semi.weak_targets(SEG, views, model)
+    strong, _ = semi.loss(out["logits"][2:5], views.to_strong(weak_probs), views.valid)
+    perturbed, _ = semi.loss(out["logits"][5:], weak_probs, views.weak_valid)
+    assert loss.item() == pytest.approx(0.5 * (strong.item() + perturbed.item()), rel=1e-6)
+    # only the perturbed images see dropped features: the others match a clean pass
+    clean = model(torch.cat([labelled, views.strong]), SEG)["logits"]
+    assert torch.allclose(out["logits"][:5], clean, atol=1e-5)
+    assert not torch.allclose(out["logits"][5:], model(views.weak, SEG)["logits"], atol=1e-3)

@@ -100,6 +100,16 @@ def train(
             help="Also learn from segmentation rows without a mask: mean-teacher or fixmatch.",
         ),
     ] = None,
+    cutmix: Annotated[
+        float | None,
+        typer.Option(
+            "--cutmix",
+            min=0.0,
+            max=1.0,
+            help="Share of the unlabelled strong views that get a rectangle of another "
+            "image pasted in, targets mixed alike (with --semi-supervised).",
+        ),
+    ] = None,
     landmark_sigma: Annotated[
         float | None,
         typer.Option(
@@ -144,6 +154,7 @@ def train(
                 "threads": threads,
                 "augment": augment.value if augment is not None else None,
                 "semi_supervised": semi_supervised.value if semi_supervised is not None else None,
+                "cutmix": cutmix,
             },
         )
         if landmark_sigma is not None:

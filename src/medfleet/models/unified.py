@@ -12,16 +12,18 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from medfleet.errors import MedfleetError
 from medfleet.models import adapters as adapter_ops
-from medfleet.models.backbones import ViTBackbone, normalise_block_indices
+from medfleet.models.backbones import BackboneFeatures, ViTBackbone, normalise_block_indices
 from medfleet.models.config import FreezePolicy, ModelConfig
 from medfleet.models.heads import (
     ClassificationHead,
@@ -121,6 +123,28 @@ def task_fingerprint(spec: TaskSpec) -> dict[str, Any]:
         "landmarks": list(spec.landmarks or []),
         "unit": spec.unit,
     }
+
+
+def drop_feature_channels(
+    features: BackboneFeatures, p: float, last: int | None = None
+) -> BackboneFeatures:
+    """Channel dropout (``p``) on the block maps of the last ``last`` images (all: ``None``).
+
+    Example:
+        >>> maps = [torch.ones(3, 8, 2, 2)]
+        >>> f = BackboneFeatures(maps, torch.ones(3, 8), torch.ones(3, 4, 8), (2, 2), 4,
+        ...                      (8, 8), torch.ones(3, 1, 8, 8))
+        >>> out = drop_feature_channels(f, 0.5, last=1).maps[0]
+        >>> bool((out[:2] == 1).all()), sorted(set(out[2].flatten().tolist())) <= [0.0, 2.0]
+        (True, True)
+    """
+    n = features.maps[0].shape[0]
+    start = 0 if last is None else max(0, n - int(last))
+    maps = []
+    for m in features.maps:
+        dropped = F.dropout2d(m[start:], p, training=True)
+        maps.append(dropped if start == 0 else torch.cat([m[:start], dropped]))
+    return dataclasses.replace(features, maps=maps)
 
 
 class UnifiedModel(nn.Module):
@@ -248,12 +272,22 @@ class UnifiedModel(nn.Module):
                 f"task {spec.name!r}: images must be a normalised float tensor, got {images.dtype}"
             )
 
-    def forward(self, images: torch.Tensor, task: str) -> TaskOutput:
+    def forward(
+        self,
+        images: torch.Tensor,
+        task: str,
+        feature_dropout: float = 0.0,
+        dropout_last: int | None = None,
+    ) -> TaskOutput:
         """Run the backbone and the head of ``task``.
 
         Args:
             images: ``(B, C, H, W)`` normalised images, or ``(B, S, C, H, W)`` for 3D tasks.
             task: The task whose head to run (and whose embedding conditions the MoE).
+            feature_dropout: Channel dropout on the block maps handed to the head, applied
+                even in eval mode (the feature perturbation of UniMatch); 0: none.
+            dropout_last: Only the last ``dropout_last`` images of the batch get the
+                feature dropout (``None``: all of them).
 
         Returns:
             The head's outputs (see the module documentation of each head).
@@ -278,6 +312,8 @@ class UnifiedModel(nn.Module):
         if self.router is not None:
             self.router.set_task(task)
         features = self.backbone(flat)
+        if feature_dropout > 0:
+            features = drop_feature_channels(features, feature_dropout, dropout_last)
         if isinstance(module, VolumeHead):
             out = module(features, batch, slices)
         else:

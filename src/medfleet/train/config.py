@@ -74,6 +74,11 @@ class TrainConfig(BaseModel):
             background.
         semi_include_labelled: Also use the labelled training images as unlabelled ones
             (their consistency term), as the mean teacher and FixMatch usually do.
+        cutmix: Share of the strong views that get a rectangle of another unlabelled image
+            pasted in, with the targets mixed the same way (CutMix-Seg / UniMatch); 0: off
+            (without it neither method beat labelled-only training on the phantoms).
+        feature_dropout: Channel dropout on the backbone maps of an extra, feature-perturbed
+            weak view of the unlabelled images (UniMatch's FP branch); 0: off.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -117,6 +122,8 @@ class TrainConfig(BaseModel):
     strong_scale: float = Field(default=1.0, ge=0.0)
     semi_class_balanced: bool = False
     strong_geometric: bool = False
+    cutmix: float = Field(default=1.0, ge=0.0, le=1.0)
+    feature_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

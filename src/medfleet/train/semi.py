@@ -13,7 +13,14 @@ so pseudo-labels stay aligned with the student's pixels):
 * **strong view**: the same geometry plus strong intensity jitter (brightness, contrast,
   gamma, noise); the student learns on it. (A cut-out rectangle, filled with the image
   mean, looked like a dark lesion inside a bright organ and taught the student to miss
-  lesions, so it is not used.)
+  lesions, so it is not used.) With ``cutmix`` > 0, that share of the strong views gets a
+  rectangle pasted from another image of the batch (CutMix, as in CutMix-Seg and UniMatch),
+  and the targets get the same rectangle from that image's targets, so the pasted region
+  stays labelled by its own image: a strong, label-preserving perturbation for dense tasks.
+* **feature-perturbed view** (``feature_dropout`` > 0, UniMatch's FP branch): the weak view
+  again, with channel dropout on the backbone maps entering the student's head; it learns
+  the targets of the weak view, and the unlabelled loss becomes the mean of the two
+  branches' losses.
 
 Both methods keep a teacher, an exponential moving average (EMA) of the student over every
 parameter and buffer, ``theta_t <- d * theta_t + (1 - d) * theta_s`` after every optimiser
@@ -43,6 +50,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -155,6 +163,107 @@ def drop_labels(
     columns = list(rows[0]) if rows else None
     write_table(path, rows, columns=columns)
     return {"labelled": len(kept), "unlabelled": len(chosen) - len(kept)}
+
+
+@dataclass(frozen=True)
+class CutMix:
+    """Rectangles pasted from a partner image: ``out[i] = where(box[i], x[partner[i]], x[i])``.
+
+    Attributes:
+        partner: ``(B,)`` index of the image each rectangle comes from.
+        boxes: ``(B, S, S)`` boolean rectangles (all False for an image left unmixed).
+
+    Example:
+        >>> mix = CutMix(torch.tensor([1, 0]), torch.tensor([[[True, False]], [[False, False]]]))
+        >>> mix.apply(torch.tensor([[[1, 2]], [[3, 4]]])).tolist()
+        [[[3, 2]], [[3, 4]]]
+    """
+
+    partner: torch.Tensor
+    boxes: torch.Tensor
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Mix ``(B, S, S)`` or ``(B, C, S, S)`` tensors with the rectangles."""
+        box = self.boxes.to(x.device)
+        if x.dim() == 4:
+            box = box[:, None]
+        return torch.where(box, x[self.partner.to(x.device)], x)
+
+
+def cutmix_boxes(
+    n: int,
+    size: int,
+    probability: float,
+    generator: torch.Generator,
+    area: tuple[float, float] = (0.02, 0.4),
+    aspect: tuple[float, float] = (0.3, 1.0 / 0.3),
+) -> CutMix | None:
+    """Draw a CutMix rectangle and partner for each of ``n`` images (``None`` if none mixes).
+
+    Each image is mixed with ``probability``; its rectangle covers a share of the image
+    drawn uniformly from ``area``, with an aspect ratio drawn log-uniformly from
+    ``aspect`` (UniMatch's ranges), placed uniformly inside the image; its partner is
+    another image of the batch (the batch shifted by a random offset).
+
+    Example:
+        >>> mix = cutmix_boxes(4, 16, 1.0, torch.Generator().manual_seed(0))
+        >>> bool((mix.partner != torch.arange(4)).all()), bool(mix.boxes.any(dim=(1, 2)).all())
+        (True, True)
+        >>> cutmix_boxes(1, 16, 1.0, torch.Generator()) is None
+        True
+    """
+    if n < 2 or probability <= 0:
+        return None
+    draws = torch.rand((n, 5), generator=generator, dtype=torch.float64)
+    shift = 1 + int(torch.randint(n - 1, (1,), generator=generator))
+    boxes = torch.zeros((n, size, size), dtype=torch.bool)
+    log_lo, log_hi = math.log(aspect[0]), math.log(aspect[1])
+    for i, (p, a, r, u, v) in enumerate(draws.tolist()):
+        if p >= probability:
+            continue
+        share = area[0] + a * (area[1] - area[0])
+        ratio = math.exp(log_lo + r * (log_hi - log_lo))
+        h = min(size, max(1, round(size * math.sqrt(share * ratio))))
+        w = min(size, max(1, round(size * math.sqrt(share / ratio))))
+        top, left = int(u * (size - h + 1)), int(v * (size - w + 1))
+        boxes[i, top : top + h, left : left + w] = True
+    if not bool(boxes.any()):
+        return None
+    return CutMix((torch.arange(n) + shift) % n, boxes)
+
+
+@dataclass(frozen=True)
+class UnlabelledViews:
+    """The views of one unlabelled batch.
+
+    Attributes:
+        weak: ``(B, C, S, S)`` images the targets are predicted on.
+        strong: ``(B, C, S, S)`` images the student learns on.
+        valid: ``(B, S, S)`` strong-view pixels that count (0) or are left out (-1).
+        weak_valid: The same for the weak view.
+        warp: The strong view's own geometric transforms (``strong_geometric``), or ``None``.
+        mix: The CutMix rectangles applied to the strong view (``cutmix``), or ``None``.
+    """
+
+    weak: torch.Tensor
+    strong: torch.Tensor
+    valid: torch.Tensor
+    weak_valid: torch.Tensor
+    warp: list[Any] | None = None
+    mix: CutMix | None = None
+
+    def to_strong(self, probs: torch.Tensor) -> torch.Tensor:
+        """Move weak-view probabilities ``(B, K, S, S)`` onto the strong view's pixels.
+
+        The strong view's own warp moves them (bilinear, renormalised: border pixels mix
+        in the zero padding), then its CutMix rectangles mix them.
+        """
+        if self.warp is not None:
+            moved = warp_images(probs, self.warp)
+            probs = moved / moved.sum(dim=1, keepdim=True).clamp_min(1e-6)
+        if self.mix is not None:
+            probs = self.mix.apply(probs)
+        return probs
 
 
 def valid_region(samples: list[Any], size: int) -> torch.Tensor:
@@ -318,13 +427,8 @@ class SemiSupervision:
         ramp = rampup_weight(step, self.config.consistency_rampup * self.total_steps)
         return self.config.consistency_weight * ramp
 
-    def views(
-        self, task: str, batch_size: int, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[Any] | None]:
-        """Weak view, strong view, strong-view valid pixels (0 / -1), strong-view affines.
-
-        The affines are ``None`` unless ``strong_geometric``.
-        """
+    def views(self, task: str, batch_size: int, generator: torch.Generator) -> UnlabelledViews:
+        """Draw unlabelled images of ``task`` and make their weak and strong views."""
         ds = self.datasets[task]
         n = max(1, round(self.config.unlabelled_ratio * batch_size))
         order = torch.randperm(len(ds), generator=generator).tolist()
@@ -334,7 +438,7 @@ class SemiSupervision:
         valid = valid_region(samples, images.shape[-1])
         affines = sample_affines(n, images.shape[-1], self.geometric, generator)
         weak = warp_images(images, affines)
-        valid = warp_labels(valid, affines)
+        valid = weak_valid = warp_labels(valid, affines)
         extra = None
         strong = weak
         if self.config.strong_geometric:
@@ -342,32 +446,69 @@ class SemiSupervision:
             strong = warp_images(weak, extra)
             valid = warp_labels(valid, extra)
         strong = intensity_jitter(strong, self.strong, generator)
-        return weak, strong, valid, extra
+        mix = cutmix_boxes(n, images.shape[-1], self.config.cutmix, generator)
+        if mix is not None:
+            strong, valid = mix.apply(strong), mix.apply(valid)
+        return UnlabelledViews(weak, strong, valid, weak_valid, extra, mix)
 
     @torch.no_grad()
-    def targets(
-        self,
-        task: str,
-        weak: torch.Tensor,
-        student: torch.nn.Module,
-        warp: list[Any] | None = None,
+    def weak_targets(
+        self, task: str, views: UnlabelledViews, student: torch.nn.Module
     ) -> torch.Tensor:
-        """Targets ``(B, K, S, S)``: EMA teacher (mean teacher) or student on the weak view.
+        """Targets ``(B, K, S, S)`` on the weak view's pixels.
 
-        With ``warp`` the probabilities are moved onto the strong view's grid.
+        The EMA teacher (mean teacher) or the student (FixMatch) predicts the weak view in
+        eval mode.
         """
         teacher = self.teacher if self.method == "mean-teacher" else student
         was_training = teacher.training
         teacher.eval()
+        device = next(teacher.parameters()).device
         try:
-            logits = teacher(weak, task)["logits"].float()
+            logits = teacher(views.weak.to(device), task)["logits"].float()
         finally:
             teacher.train(was_training)
-        probs = logits.softmax(dim=1)
-        if warp is None:
-            return probs
-        moved = warp_images(probs, warp)  # bilinear: border pixels mix in the zero padding
-        return moved / moved.sum(dim=1, keepdim=True).clamp_min(1e-6)
+        return logits.softmax(dim=1)
+
+    def targets(self, task: str, views: UnlabelledViews, student: torch.nn.Module) -> torch.Tensor:
+        """Targets ``(B, K, S, S)`` on the strong view's pixels.
+
+        :meth:`weak_targets`, moved by :meth:`UnlabelledViews.to_strong`.
+        """
+        return views.to_strong(self.weak_targets(task, views, student))
+
+    def unlabelled_loss(
+        self,
+        task: str,
+        views: UnlabelledViews,
+        student: torch.nn.Module,
+        forward: Any,
+    ) -> tuple[torch.Tensor, Any]:
+        """Unweighted unlabelled loss and the student's output on ``labelled + unlabelled``.
+
+        Args:
+            task: The task.
+            views: The unlabelled views (:meth:`views`).
+            student: The unwrapped student (FixMatch's labeller).
+            forward: ``forward(images, feature_dropout, dropout_last)`` runs the (possibly
+                DDP-wrapped) student on the labelled images followed by ``images``.
+
+        Returns:
+            ``(loss, out)``: ``out`` holds the labelled images' outputs first.
+        """
+        weak_probs = self.weak_targets(task, views, student)
+        p = float(self.config.feature_dropout)
+        n = views.strong.shape[0]
+        targets = views.to_strong(weak_probs)
+        if p <= 0:
+            out = forward(views.strong, 0.0, None)
+            logits = out["logits"]
+            return self.loss(logits[-n:], targets, views.valid.to(logits.device))[0], out
+        out = forward(torch.cat([views.strong, views.weak]), p, n)
+        logits = out["logits"]
+        strong, _ = self.loss(logits[-2 * n : -n], targets, views.valid.to(logits.device))
+        perturbed, _ = self.loss(logits[-n:], weak_probs, views.weak_valid.to(logits.device))
+        return 0.5 * (strong + perturbed), out
 
     def loss(
         self, logits: torch.Tensor, teacher_probs: torch.Tensor, valid: torch.Tensor
@@ -411,9 +552,12 @@ class SemiSupervision:
 
 __all__ = [
     "METHODS",
+    "CutMix",
     "SemiSupervision",
+    "UnlabelledViews",
     "class_balanced_mean",
     "consistency_loss",
+    "cutmix_boxes",
     "drop_labels",
     "pseudo_label_loss",
     "rampup_weight",

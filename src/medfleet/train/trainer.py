@@ -666,14 +666,17 @@ class Trainer:
         """Labelled loss and labelled + MoE + weighted unlabelled loss (one student pass)."""
         from medfleet.models.heads.base import TaskOutput
 
-        weak, strong, valid, warp = semi.views(task, batch.images.shape[0], generator)
-        teacher_probs = semi.targets(task, weak.to(self.device), self.module, warp)
+        views = semi.views(task, batch.images.shape[0], generator)
         n = batch.images.shape[0]
-        out = self.net(torch.cat([batch.images, strong.to(self.device)]), task)
+
+        def forward(images: torch.Tensor, dropout: float, last: int | None) -> Any:
+            joint = torch.cat([batch.images, images.to(self.device)])
+            return self.net(joint, task, feature_dropout=dropout, dropout_last=last)
+
+        unlabelled, out = semi.unlabelled_loss(task, views, self.module, forward)
         labelled = TaskOutput({k: v[:n] for k, v in out.items()}, meta=dict(out.meta))
         loss, _parts = self.module.loss(task, labelled, batch.targets)
         aux = self.module.aux_loss() if hasattr(self.module, "aux_loss") else 0.0
-        unlabelled, _ = semi.loss(out["logits"][n:], teacher_probs, valid.to(self.device))
         self._unlabelled_losses.setdefault(task, []).append(float(unlabelled.detach()))
         return loss, loss + aux + semi.weight(self.step) * unlabelled
 
