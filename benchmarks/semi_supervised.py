@@ -73,6 +73,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--strong-scale", type=float, default=1.0, help="Strong-view jitter scale.")
     p.add_argument("--cutmix", type=float, default=1.0, help="Share of strong views CutMixed.")
     p.add_argument(
+        "--augment-cutmix",
+        type=float,
+        default=0.0,
+        help="Supervised CutMix on the labelled batches of every method (0: off).",
+    )
+    p.add_argument(
         "--feature-dropout", type=float, default=0.0, help="UniMatch FP branch dropout (0: off)."
     )
     p.add_argument(
@@ -91,6 +97,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="test",
         choices=["val", "test"],
         help="Split scored: tune on val, report test.",
+    )
+    p.add_argument(
+        "--unlabelled-rows",
+        type=int,
+        default=None,
+        help="Ablation: keep only the first N unlabelled training rows in the table (the "
+        "pool then holds the labelled images and these N); default: all.",
     )
     p.add_argument("--data-seed", type=int, default=0, help="Phantom and mask-drop seed.")
     p.add_argument("--threads", type=int, default=1)
@@ -117,8 +130,30 @@ def make_data(args: argparse.Namespace, root: Path) -> tuple[Path, dict[str, int
         size=args.size,
         seed=args.data_seed,
     )
-    counts = drop_labels(Manifest.load(path), TASK, args.keep, seed=args.data_seed)
+    manifest = Manifest.load(path)
+    counts = drop_labels(manifest, TASK, args.keep, seed=args.data_seed)
+    if args.unlabelled_rows is not None:
+        counts["unlabelled"] = limit_unlabelled(manifest, args.unlabelled_rows)
     return path, counts
+
+
+def limit_unlabelled(manifest: Any, keep: int) -> int:
+    """Remove all but the first ``keep`` unlabelled training rows from the task's table."""
+    from medfleet.tables import read_table, write_table
+    from medfleet.train.datasets import is_labelled
+
+    spec = manifest.task(TASK)
+    path = manifest.table_path(spec)
+    rows = read_table(path)
+    kept, out = 0, []
+    for row in rows:
+        if row.get("split") == "train" and not is_labelled(spec, row):
+            if kept >= keep:
+                continue
+            kept += 1
+        out.append(row)
+    write_table(path, out, columns=list(rows[0]))
+    return kept
 
 
 def train_config(args: argparse.Namespace, method: str, seed: int) -> Any:
@@ -138,6 +173,7 @@ def train_config(args: argparse.Namespace, method: str, seed: int) -> Any:
         tensorboard=False,
         log_every=10,
         augment=args.augment,
+        augment_cutmix=args.augment_cutmix,
         semi_supervised=None if method == "labelled-only" else method,
         ema_decay=args.ema_decay,
         consistency_weight=(

@@ -13,6 +13,7 @@ from medfleet.train.augment import (
     Affine,
     AugmentSettings,
     augment_batch,
+    cutmix_boxes,
     flip_permutation,
     intensity_jitter,
     sample_affines,
@@ -158,3 +159,51 @@ def test_intensity_jitter_is_seeded_and_off_by_default():
     assert not settings_for("none").geometric and settings_for("light", flip=0.0).flip == 0.0
     with pytest.raises(MedfleetError, match="augment"):
         settings_for("heavy")
+
+
+def test_cutmix_boxes_follow_the_probability_and_area_range():
+    g = torch.Generator().manual_seed(0)
+    shares, mixed = [], 0
+    for _ in range(200):
+        mix = cutmix_boxes(4, 20, 0.5, g)
+        if mix is None:
+            continue
+        assert set(mix.partner.tolist()) == {0, 1, 2, 3}  # a shift: every image once
+        assert bool((mix.partner != torch.arange(4)).all())
+        for box in mix.boxes:
+            if box.any():
+                mixed += 1
+                rows, cols = box.any(dim=1), box.any(dim=0)
+                assert int(box.sum()) == int(rows.sum()) * int(cols.sum())  # a rectangle
+                shares.append(float(box.float().mean()))
+    assert 0.4 < mixed / 800 < 0.6
+    assert min(shares) >= 0.01 and max(shares) <= 0.45
+    assert cutmix_boxes(4, 20, 0.0, g) is None
+
+
+def test_labelled_cutmix_mixes_images_and_masks_alike():
+    spec = TaskSpec(name="s", type="segmentation", table="s.csv", labels={0: "b", 1: "a", 2: "c"})
+    images = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, S, S).clone()
+    masks = torch.arange(4).view(4, 1, 1).expand(4, S, S).clone() % 3
+    masks[:, :2] = -1  # ignored rows stay ignored wherever they land
+    batch = Batch("s", images, masks, ["a", "b", "c", "d"], [None] * 4)
+    out = augment_batch(batch, spec, PRESETS["none"], _gen(1), cutmix=1.0)
+    mix = cutmix_boxes(4, S, 1.0, _gen(1))  # the same draws
+    assert mix is not None
+    for i in range(4):
+        j = int(mix.partner[i])
+        inside = mix.boxes[i]
+        assert bool(inside.any()) and not bool(inside.all())
+        assert torch.equal(out.images[i, 0][inside], images[j, 0][inside])
+        assert torch.equal(out.images[i, 0][~inside], images[i, 0][~inside])
+        # the mask follows the pixel's source image
+        assert torch.equal(out.targets[i][inside], masks[j][inside])
+        assert torch.equal(out.targets[i][~inside], masks[i][~inside])
+    # off by default, and never on classification batches
+    same = augment_batch(batch, spec, PRESETS["none"], _gen(1))
+    assert torch.equal(same.images, images) and torch.equal(same.targets, masks)
+    cls = TaskSpec(name="c", type="classification", table="c.csv", classes=["x", "y"])
+    labels = torch.tensor([0, 1, 0, 1])
+    kept = augment_batch(Batch("c", images, labels, ["a"] * 4, [None] * 4), cls,
+                         PRESETS["none"], _gen(1), cutmix=1.0)  # fmt: skip
+    assert torch.equal(kept.images, images) and torch.equal(kept.targets, labels)

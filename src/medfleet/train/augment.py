@@ -14,7 +14,10 @@ With pixel-centre coordinates ``p`` and ``c = (S - 1) / 2`` the forward map is
 ``p' = s * (flip(p) - c) + c + t`` where ``flip(x) = S - 1 - x`` when the sample is flipped,
 ``s`` the scale and ``t`` the translation in pixels; box borders ``b`` map as pixel centres
 ``b - 0.5``. Intensity jitter (brightness, contrast, gamma, Gaussian noise) changes only
-the image; it is the "strong" perturbation of semi-supervised training.
+the image; it is the "strong" perturbation of semi-supervised training. CutMix pastes a
+rectangle of another image of the batch into an image and mixes its mask alike
+(:func:`cutmix_boxes`): on labelled segmentation batches with ``cutmix`` of
+:func:`augment_batch`, and on the unlabelled strong views of :mod:`medfleet.train.semi`.
 
 Randomness comes from a :class:`torch.Generator` the caller seeds (the trainer seeds it from
 the run seed and the step), so an augmented run is reproducible and resumes exactly.
@@ -363,22 +366,71 @@ def intensity_jitter(
     return out
 
 
-def cutout(images: torch.Tensor, generator: torch.Generator, fraction: float = 0.4) -> torch.Tensor:
-    """Zero one random rectangle (sides up to ``fraction`` of the image) per image.
+@dataclass(frozen=True)
+class CutMix:
+    """Rectangles pasted from a partner image: ``out[i] = where(box[i], x[partner[i]], x[i])``.
+
+    Attributes:
+        partner: ``(B,)`` index of the image each rectangle comes from.
+        boxes: ``(B, S, S)`` boolean rectangles (all False for an image left unmixed).
 
     Example:
-        >>> out = cutout(torch.ones(2, 1, 8, 8), torch.Generator().manual_seed(0))
-        >>> bool((out == 0).any()), tuple(out.shape)
-        (True, (2, 1, 8, 8))
+        >>> mix = CutMix(torch.tensor([1, 0]), torch.tensor([[[True, False]], [[False, False]]]))
+        >>> mix.apply(torch.tensor([[[1, 2]], [[3, 4]]])).tolist()
+        [[[3, 2]], [[3, 4]]]
     """
-    b, h, w = images.shape[0], images.shape[-2], images.shape[-1]
-    u = torch.rand((b, 4), generator=generator, dtype=torch.float64).numpy()
-    out = images.clone()
-    for i, (uh, uw, uy, ux) in enumerate(u):
-        ch, cw = max(1, round(uh * fraction * h)), max(1, round(uw * fraction * w))
-        y0, x0 = int(uy * (h - ch + 1)), int(ux * (w - cw + 1))
-        out[i, ..., y0 : y0 + ch, x0 : x0 + cw] = 0.0
-    return out
+
+    partner: torch.Tensor
+    boxes: torch.Tensor
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Mix ``(B, S, S)`` or ``(B, C, S, S)`` tensors with the rectangles."""
+        box = self.boxes.to(x.device)
+        if x.dim() == 4:
+            box = box[:, None]
+        return torch.where(box, x[self.partner.to(x.device)], x)
+
+
+def cutmix_boxes(
+    n: int,
+    size: int,
+    probability: float,
+    generator: torch.Generator,
+    area: tuple[float, float] = (0.02, 0.4),
+    aspect: tuple[float, float] = (0.3, 1.0 / 0.3),
+) -> CutMix | None:
+    """Draw a CutMix rectangle and partner for each of ``n`` images (``None`` if none mixes).
+
+    Each image is mixed with ``probability``; its rectangle covers a share of the image
+    drawn uniformly from ``area``, with an aspect ratio drawn log-uniformly from
+    ``aspect`` (UniMatch's ranges), placed uniformly inside the image; its partner is
+    another image of the batch (the batch shifted by a random offset).
+
+    Example:
+        >>> mix = cutmix_boxes(4, 16, 1.0, torch.Generator().manual_seed(0))
+        >>> bool((mix.partner != torch.arange(4)).all()), bool(mix.boxes.any(dim=(1, 2)).all())
+        (True, True)
+        >>> cutmix_boxes(1, 16, 1.0, torch.Generator()) is None
+        True
+    """
+    if n < 2 or probability <= 0:
+        return None
+    draws = torch.rand((n, 5), generator=generator, dtype=torch.float64)
+    shift = 1 + int(torch.randint(n - 1, (1,), generator=generator))
+    boxes = torch.zeros((n, size, size), dtype=torch.bool)
+    log_lo, log_hi = math.log(aspect[0]), math.log(aspect[1])
+    for i, (p, a, r, u, v) in enumerate(draws.tolist()):
+        if p >= probability:
+            continue
+        share = area[0] + a * (area[1] - area[0])
+        ratio = math.exp(log_lo + r * (log_hi - log_lo))
+        h = min(size, max(1, round(size * math.sqrt(share * ratio))))
+        w = min(size, max(1, round(size * math.sqrt(share / ratio))))
+        top, left = int(u * (size - h + 1)), int(v * (size - w + 1))
+        boxes[i, top : top + h, left : left + w] = True
+    if not bool(boxes.any()):
+        return None
+    return CutMix((torch.arange(n) + shift) % n, boxes)
 
 
 def augment_targets(kind: str, targets: Any, affines: Sequence[Affine], perm: Any = None) -> Any:
@@ -405,13 +457,16 @@ def augment_batch(
     settings: AugmentSettings,
     generator: torch.Generator,
     flip_pairs: Sequence[Sequence[str]] = (),
+    cutmix: float = 0.0,
 ) -> Any:
     """Augment a :class:`~medfleet.train.datasets.Batch` of one task (2D only).
 
     Segmentation, detection and landmark targets move with the image; classification
     targets stay. Regression tasks get no scaling (sizes measured in mm would change) and
     landmark tasks are flipped only when ``flip_pairs`` pair some of their points. Volumes
-    (``dim: 3``) get intensity jitter only.
+    (``dim: 3``) get intensity jitter only. With ``cutmix`` > 0, that share of the images of
+    a 2D segmentation batch get a CutMix rectangle from another image of the batch, after
+    the other transforms, with the masks mixed alike.
 
     Example:
         >>> from medfleet.tasks import TaskSpec
@@ -441,6 +496,10 @@ def augment_batch(
         images = warp_images(images, affines)
         targets = augment_targets(kind, targets, affines, perm)
     images = intensity_jitter(images, settings, generator)
+    if cutmix > 0 and kind == "segmentation" and images.ndim == 4 and targets is not None:
+        mix = cutmix_boxes(images.shape[0], images.shape[-1], cutmix, generator)
+        if mix is not None:
+            images, targets = mix.apply(images), mix.apply(targets)
     return Batch(batch.task, images, targets, batch.case_ids, batch.geometries, batch.spacings)
 
 
@@ -449,9 +508,10 @@ __all__ = [
     "STRONG",
     "Affine",
     "AugmentSettings",
+    "CutMix",
     "augment_batch",
     "augment_targets",
-    "cutout",
+    "cutmix_boxes",
     "flip_permutation",
     "intensity_jitter",
     "sample_affines",

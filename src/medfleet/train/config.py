@@ -53,6 +53,9 @@ class TrainConfig(BaseModel):
         augment_flip: Probability of a horizontal flip, overriding the ``augment`` level.
         flip_pairs: Landmark names that swap under a horizontal flip (``[[left, right]]``);
             a landmark task is flipped only when some of its points are paired.
+        augment_cutmix: Share of the images of a labelled 2D segmentation batch that get a
+            rectangle of another image of the batch pasted in, masks mixed alike (supervised
+            CutMix); 0: off.
         semi_supervised: ``mean-teacher`` or ``fixmatch`` uses the unlabelled rows (empty
             mask cell) of segmentation tasks (:mod:`medfleet.train.semi`); ``None``: off.
         ema_decay: EMA decay of the mean teacher's weights.
@@ -111,6 +114,7 @@ class TrainConfig(BaseModel):
     augment: Literal["none", "light", "standard"] = "none"
     augment_flip: float | None = Field(default=None, ge=0.0, le=1.0)
     flip_pairs: list[tuple[str, str]] = Field(default_factory=list)
+    augment_cutmix: float = Field(default=0.0, ge=0.0, le=1.0)
     semi_supervised: Literal["mean-teacher", "fixmatch"] | None = None
     ema_decay: float = Field(default=0.99, ge=0.0, lt=1.0)
     consistency_weight: float = Field(default=1.0, ge=0.0)

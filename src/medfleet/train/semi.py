@@ -62,6 +62,8 @@ from medfleet.train.augment import (
     PRESETS,
     STRONG,
     AugmentSettings,
+    CutMix,
+    cutmix_boxes,
     intensity_jitter,
     sample_affines,
     warp_images,
@@ -163,73 +165,6 @@ def drop_labels(
     columns = list(rows[0]) if rows else None
     write_table(path, rows, columns=columns)
     return {"labelled": len(kept), "unlabelled": len(chosen) - len(kept)}
-
-
-@dataclass(frozen=True)
-class CutMix:
-    """Rectangles pasted from a partner image: ``out[i] = where(box[i], x[partner[i]], x[i])``.
-
-    Attributes:
-        partner: ``(B,)`` index of the image each rectangle comes from.
-        boxes: ``(B, S, S)`` boolean rectangles (all False for an image left unmixed).
-
-    Example:
-        >>> mix = CutMix(torch.tensor([1, 0]), torch.tensor([[[True, False]], [[False, False]]]))
-        >>> mix.apply(torch.tensor([[[1, 2]], [[3, 4]]])).tolist()
-        [[[3, 2]], [[3, 4]]]
-    """
-
-    partner: torch.Tensor
-    boxes: torch.Tensor
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """Mix ``(B, S, S)`` or ``(B, C, S, S)`` tensors with the rectangles."""
-        box = self.boxes.to(x.device)
-        if x.dim() == 4:
-            box = box[:, None]
-        return torch.where(box, x[self.partner.to(x.device)], x)
-
-
-def cutmix_boxes(
-    n: int,
-    size: int,
-    probability: float,
-    generator: torch.Generator,
-    area: tuple[float, float] = (0.02, 0.4),
-    aspect: tuple[float, float] = (0.3, 1.0 / 0.3),
-) -> CutMix | None:
-    """Draw a CutMix rectangle and partner for each of ``n`` images (``None`` if none mixes).
-
-    Each image is mixed with ``probability``; its rectangle covers a share of the image
-    drawn uniformly from ``area``, with an aspect ratio drawn log-uniformly from
-    ``aspect`` (UniMatch's ranges), placed uniformly inside the image; its partner is
-    another image of the batch (the batch shifted by a random offset).
-
-    Example:
-        >>> mix = cutmix_boxes(4, 16, 1.0, torch.Generator().manual_seed(0))
-        >>> bool((mix.partner != torch.arange(4)).all()), bool(mix.boxes.any(dim=(1, 2)).all())
-        (True, True)
-        >>> cutmix_boxes(1, 16, 1.0, torch.Generator()) is None
-        True
-    """
-    if n < 2 or probability <= 0:
-        return None
-    draws = torch.rand((n, 5), generator=generator, dtype=torch.float64)
-    shift = 1 + int(torch.randint(n - 1, (1,), generator=generator))
-    boxes = torch.zeros((n, size, size), dtype=torch.bool)
-    log_lo, log_hi = math.log(aspect[0]), math.log(aspect[1])
-    for i, (p, a, r, u, v) in enumerate(draws.tolist()):
-        if p >= probability:
-            continue
-        share = area[0] + a * (area[1] - area[0])
-        ratio = math.exp(log_lo + r * (log_hi - log_lo))
-        h = min(size, max(1, round(size * math.sqrt(share * ratio))))
-        w = min(size, max(1, round(size * math.sqrt(share / ratio))))
-        top, left = int(u * (size - h + 1)), int(v * (size - w + 1))
-        boxes[i, top : top + h, left : left + w] = True
-    if not bool(boxes.any()):
-        return None
-    return CutMix((torch.arange(n) + shift) % n, boxes)
 
 
 @dataclass(frozen=True)
@@ -552,12 +487,10 @@ class SemiSupervision:
 
 __all__ = [
     "METHODS",
-    "CutMix",
     "SemiSupervision",
     "UnlabelledViews",
     "class_balanced_mean",
     "consistency_loss",
-    "cutmix_boxes",
     "drop_labels",
     "pseudo_label_loss",
     "rampup_weight",

@@ -621,9 +621,14 @@ class Trainer:
             indices = entry.shard(self.dist.rank, self.dist.world_size)
             batch = collate(ds.spec, [ds[j] for j in indices])
             generator = step_generator(self.config.seed, self.step, i, self.dist.rank)
-            if self.augment.geometric or self.augment.intensity:
+            if self.augment.geometric or self.augment.intensity or self.config.augment_cutmix:
                 batch = augment_batch(
-                    batch, ds.spec, self.augment, generator, self.config.flip_pairs
+                    batch,
+                    ds.spec,
+                    self.augment,
+                    generator,
+                    self.config.flip_pairs,
+                    self.config.augment_cutmix,
                 )
             batch = batch.to(self.device)
             semi = self.semi if self.semi is not None and entry.task in self.semi.tasks else None
