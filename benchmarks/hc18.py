@@ -158,10 +158,15 @@ def train(
     from medfleet.train.config import TrainConfig
     from medfleet.train.run import train_model
 
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"augment_cutmix": args.augment_cutmix}
     if semi:
         weight = args.fixmatch_weight if semi == "fixmatch" else args.consistency_weight
-        extra = {"semi_supervised": semi, "consistency_weight": weight, "cutmix": args.cutmix}
+        extra.update(
+            semi_supervised=semi,
+            consistency_weight=weight,
+            cutmix=args.cutmix,
+            unlabelled_ratio=args.unlabelled_ratio,
+        )
     model_config = ModelConfig(backbone=args.backbone, image_size=args.image_size, in_channels=1)
     train_config = TrainConfig(
         epochs=10_000,
@@ -390,6 +395,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--fixmatch-weight", type=float, default=2.0, help="FixMatch loss weight")
     parser.add_argument("--cutmix", type=float, default=1.0, help="share of CutMixed views")
+    parser.add_argument(
+        "--unlabelled-ratio", type=float, default=2.0, help="unlabelled images per labelled one"
+    )
+    parser.add_argument(
+        "--augment-cutmix",
+        type=float,
+        default=0.0,
+        help="supervised CutMix share on the labelled segmentation batches of every run",
+    )
     parser.add_argument("--skip-joint", action="store_true", help="only the fraction variant")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1: best on a busy machine)"

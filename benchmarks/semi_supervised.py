@@ -4,11 +4,18 @@ The organ + lesion phantom task (``organ_lesion_seg``, labels organ and lesion) 
 generated, then the ``mask`` cell of all but ``--keep`` of the training rows is emptied
 (:func:`medfleet.train.semi.drop_labels`), so those rows become unlabelled. Three runs
 train the same tiny unified model for the same number of optimiser steps with the same
-labelled batches, augmentation and seed:
+labelled batches, augmentation (``--augment`` and, on the labelled batches of every run,
+supervised CutMix ``--augment-cutmix``) and seed:
 
 * ``labelled-only``: the labelled rows only (the unlabelled rows are ignored);
 * ``mean-teacher``: plus the EMA-teacher consistency loss on the unlabelled rows;
 * ``fixmatch``: plus confidence-thresholded pseudo-labels on the unlabelled rows.
+
+The semi-supervised runs CutMix their strong views (``--cutmix``) and draw
+``--unlabelled-ratio`` unlabelled images per labelled one. ``--unlabelled-rows N`` is an
+ablation that deletes all but N unlabelled rows, so the unlabelled pool is (nearly) the
+labelled images: the gain that remains then comes from the consistency loss itself, not
+from unlabelled images.
 
 Each model predicts a split (``--split``: tune on ``val``, report ``test``) and is scored
 with ``medfleet evaluate`` (:func:`medfleet.train.predict.evaluate_predictions`); the
@@ -20,12 +27,12 @@ student next to the kept model (the EMA teacher by default, ``--semi-final``). W
 mean ± sd over seeds and the seed-averaged paired gain with a bootstrap interval over cases.
 
 The "same budget" is the same number of optimiser steps; a semi-supervised step also
-runs the unlabelled images (``unlabelled_ratio`` per labelled image) and a teacher
-forward pass, so it costs more time; the wall time of each run is reported.
+runs the unlabelled images and a teacher forward pass, so it costs more time; the wall
+time of each run is reported.
 
-Run ``python benchmarks/semi_supervised.py --help``; BENCHMARKS.md gives the command of its
-figures (``--steps 400 --seeds 0,1,2 --consistency-weight 10 --fixmatch-weight 1``, about
-9 minutes on a loaded 2-core CPU); ``--quick`` is a smoke run.
+Run ``python benchmarks/semi_supervised.py --help``; the defaults are the settings of the
+figures in BENCHMARKS.md (chosen on the val split), which also gives their commands;
+``--quick`` is a smoke run.
 """
 
 from __future__ import annotations
@@ -67,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--consistency-rampup", type=float, default=0.3)
     p.add_argument("--threshold", type=float, default=0.9, help="FixMatch confidence.")
-    p.add_argument("--unlabelled-ratio", type=float, default=1.0)
+    p.add_argument("--unlabelled-ratio", type=float, default=2.0)
     p.add_argument("--strong-geometric", action="store_true", help="Own geometry per view.")
     p.add_argument("--class-balanced", action="store_true", help="Class-balanced loss.")
     p.add_argument("--strong-scale", type=float, default=1.0, help="Strong-view jitter scale.")
@@ -75,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--augment-cutmix",
         type=float,
-        default=0.0,
+        default=1.0,
         help="Supervised CutMix on the labelled batches of every method (0: off).",
     )
     p.add_argument(
@@ -108,6 +115,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-seed", type=int, default=0, help="Phantom and mask-drop seed.")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--n-resamples", type=int, default=2000)
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="Combine the runs of earlier result files (e.g. seeds run in parallel) into one "
+        "report in --out instead of training.",
+    )
     p.add_argument("--quick", action="store_true", help="Tiny smoke run.")
     args = p.parse_args(argv)
     if args.quick:
@@ -351,6 +366,55 @@ def markdown_pooled(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def report(
+    results: list[dict[str, Any]], args: argparse.Namespace, payload: dict[str, Any], out: Path
+) -> None:
+    """Summarise ``results``, write ``OUT/semi_supervised.json`` and print the tables."""
+    from medfleet.utils.atomic import write_json_atomic
+
+    rows = summarise(results, args.n_resamples)
+    over_seeds = pooled(results, args.n_resamples)
+    payload = {**payload, "rows": rows, "over_seeds": over_seeds, "results": results}
+    write_json_atomic(out / "semi_supervised.json", payload)
+    print(markdown(rows, args.split))
+    print(markdown_pooled(over_seeds))
+    print(f"results: {out / 'semi_supervised.json'}")
+
+
+def merge(args: argparse.Namespace, out: Path, command: str) -> int:
+    """Report the runs of several result files together (same data and settings)."""
+    import json
+
+    loaded = [json.loads(Path(f).read_text(encoding="utf-8")) for f in args.merge]
+    for f, data in zip(args.merge, loaded, strict=True):
+        if "results" not in data:
+            raise SystemExit(f"{f}: has no per-case results (written by an older version)")
+    first = loaded[0]
+    for f, data in zip(args.merge[1:], loaded[1:], strict=True):
+        a = {k: v for k, v in first["settings"].items() if k not in ("seeds", "out", "merge")}
+        b = {k: v for k, v in data["settings"].items() if k not in ("seeds", "out", "merge")}
+        if a != b:
+            diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+            raise SystemExit(f"{f}: settings differ from {args.merge[0]} in {diff}")
+    results = [r for data in loaded for r in data["results"]]
+    seen = [(r["method"], r["seed"]) for r in results]
+    if len(seen) != len(set(seen)):
+        raise SystemExit("the files share (method, seed) runs: merge disjoint seeds")
+    args.split = first["settings"]["split"]
+    payload = {
+        "command": command,
+        "merged": [
+            {"file": str(f), "command": d["command"]}
+            for f, d in zip(args.merge, loaded, strict=True)
+        ],
+        "machine": first["machine"],
+        "masks": first["masks"],
+        "settings": first["settings"],
+    }
+    report(results, args, payload, out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the table (and JSON to ``OUT/semi_supervised.json``)."""
     args = parse_args(argv)
@@ -359,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     out = args.out or Path(tempfile.mkdtemp(prefix="medfleet-semi-"))
     out.mkdir(parents=True, exist_ok=True)
+    command = ("python benchmarks/semi_supervised.py " + shlex.join(argv or sys.argv[1:])).strip()
+    if args.merge:
+        return merge(args, out, command)
     manifest_path, counts = make_data(args, out)
     print(f"training masks kept: {counts['labelled']}, dropped: {counts['unlabelled']}")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -377,23 +444,13 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             results.append(result)
-    rows = summarise(results, args.n_resamples)
-    over_seeds = pooled(results, args.n_resamples)
-    command = "python benchmarks/semi_supervised.py " + shlex.join(argv or sys.argv[1:])
     payload = {
-        "command": command.strip(),
+        "command": command,
         "machine": platform.platform(),
         "masks": counts,
         "settings": {k: str(v) for k, v in vars(args).items()},
-        "rows": rows,
-        "over_seeds": over_seeds,
     }
-    from medfleet.utils.atomic import write_json_atomic
-
-    write_json_atomic(out / "semi_supervised.json", payload)
-    print(markdown(rows, args.split))
-    print(markdown_pooled(over_seeds))
-    print(f"results: {out / 'semi_supervised.json'}")
+    report(results, args, payload, out)
     return 0
 
 

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -417,7 +418,7 @@ class SemiSupervision:
         task: str,
         views: UnlabelledViews,
         student: torch.nn.Module,
-        forward: Any,
+        forward: Callable[[torch.Tensor, float, int | None], Any],
     ) -> tuple[torch.Tensor, Any]:
         """Unweighted unlabelled loss and the student's output on ``labelled + unlabelled``.
 
