@@ -72,6 +72,14 @@ def _config(method: str | None, **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
+def _trainer(scarce: Path, out: Path, method: str | None, **kw) -> tuple[object, Trainer]:
+    """A fresh seeded model and its trainer on the scarce-label phantoms."""
+    manifest = Manifest.load(scarce)
+    seed_everything(0)
+    model = build_model(manifest, ModelConfig(image_size=SIZE))
+    return model, Trainer(model, manifest, _config(method, **kw), out)
+
+
 def test_losses_match_hand_computed_values():
     logits = torch.zeros(1, 2, 1, 3)  # student softmax 0.5 / 0.5 everywhere
     probs = torch.tensor([[[[1.0, 0.8, 0.3]], [[0.0, 0.2, 0.7]]]])
@@ -183,11 +191,7 @@ def test_settings_change_refuses_resume(scarce, tmp_path):
 
 
 def test_include_labelled_off_keeps_only_unlabelled_rows(scarce, tmp_path):
-    manifest = Manifest.load(scarce)
-    seed_everything(0)
-    model = build_model(manifest, ModelConfig(image_size=SIZE))
-    config = _config("fixmatch", semi_include_labelled=False)
-    trainer = Trainer(model, manifest, config, tmp_path / "r")
+    _, trainer = _trainer(scarce, tmp_path / "r", "fixmatch", semi_include_labelled=False)
     rows = trainer.semi.datasets[SEG].rows
     assert len(rows) >= 3 and all(not r["mask"].strip() for r in rows)
 
@@ -245,15 +249,11 @@ def test_class_balanced_losses_weigh_each_target_class_equally():
 
 
 def test_strong_scale_zero_gives_the_weak_view(scarce, tmp_path):
-    manifest = Manifest.load(scarce)
-    seed_everything(0)
-    model = build_model(manifest, ModelConfig(image_size=SIZE))
-    config = _config("mean-teacher", strong_scale=0.0, cutmix=0.0)
-    trainer = Trainer(model, manifest, config, tmp_path)
+    _, trainer = _trainer(scarce, tmp_path, "mean-teacher", strong_scale=0.0, cutmix=0.0)
     views = trainer.semi.views(SEG, 2, torch.Generator().manual_seed(0))
     assert torch.equal(views.weak, views.strong) and views.valid.shape == (2, SIZE, SIZE)
     assert views.mix is None and views.warp is None
-    trainer = Trainer(model, manifest, _config("mean-teacher"), tmp_path / "b")
+    _, trainer = _trainer(scarce, tmp_path / "b", "mean-teacher", cutmix=0.0)
     views = trainer.semi.views(SEG, 2, torch.Generator().manual_seed(0))
     assert not torch.allclose(views.weak, views.strong)
 
@@ -261,11 +261,10 @@ def test_strong_scale_zero_gives_the_weak_view(scarce, tmp_path):
 def test_strong_geometric_view_and_targets_share_the_extra_warp(scarce, tmp_path):
     from medfleet.train.augment import warp_images
 
-    manifest = Manifest.load(scarce)
-    seed_everything(0)
-    model = build_model(manifest, ModelConfig(image_size=SIZE))
-    config = _config("mean-teacher", strong_scale=0.0, strong_geometric=True, cutmix=0.0)
-    semi = Trainer(model, manifest, config, tmp_path).semi
+    model, trainer = _trainer(
+        scarce, tmp_path, "mean-teacher", strong_scale=0.0, strong_geometric=True, cutmix=0.0
+    )
+    semi = trainer.semi
     views = semi.views(SEG, 4, torch.Generator().manual_seed(2))
     weak, valid, warp = views.weak, views.valid, views.warp
     assert warp is not None and len(warp) == 4
@@ -280,11 +279,8 @@ def test_strong_geometric_view_and_targets_share_the_extra_warp(scarce, tmp_path
 
 
 def test_cutmix_pastes_the_partner_into_the_strong_view_and_its_targets(scarce, tmp_path):
-    manifest = Manifest.load(scarce)
-    seed_everything(0)
-    model = build_model(manifest, ModelConfig(image_size=SIZE))
-    config = _config("mean-teacher", strong_scale=0.0, cutmix=1.0)
-    semi = Trainer(model, manifest, config, tmp_path).semi
+    model, trainer = _trainer(scarce, tmp_path, "mean-teacher", strong_scale=0.0, cutmix=1.0)
+    semi = trainer.semi
     views = semi.views(SEG, 4, torch.Generator().manual_seed(3))
     mix = views.mix
     assert mix is not None and bool(mix.boxes.any(dim=(1, 2)).all())
@@ -301,12 +297,9 @@ def test_cutmix_pastes_the_partner_into_the_strong_view_and_its_targets(scarce, 
 
 
 def test_cutmix_training_runs_and_is_deterministic(scarce, tmp_path):
-    manifest = Manifest.load(scarce)
     weights = []
     for run in ("a", "b"):
-        seed_everything(0)
-        model = build_model(manifest, ModelConfig(image_size=SIZE))
-        trainer = Trainer(model, manifest, _config("fixmatch", cutmix=0.5), tmp_path / run)
+        _, trainer = _trainer(scarce, tmp_path / run, "fixmatch", cutmix=0.5)
         trainer.fit()
         weights.append(trainer.final_module.state_dict())
     for key, value in weights[0].items():
@@ -316,11 +309,8 @@ def test_cutmix_training_runs_and_is_deterministic(scarce, tmp_path):
 def test_feature_perturbed_branch_learns_the_weak_targets(scarce, tmp_path):
     from medfleet.models.heads.base import TaskOutput
 
-    manifest = Manifest.load(scarce)
-    seed_everything(0)
-    model = build_model(manifest, ModelConfig(image_size=SIZE))
-    config = _config("mean-teacher", feature_dropout=0.5, cutmix=1.0)
-    semi = Trainer(model, manifest, config, tmp_path).semi
+    model, trainer = _trainer(scarce, tmp_path, "mean-teacher", feature_dropout=0.5, cutmix=1.0)
+    semi = trainer.semi
     views = semi.views(SEG, 3, torch.Generator().manual_seed(4))
     labelled = views.weak[:2]
     calls = []
