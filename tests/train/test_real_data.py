@@ -7,7 +7,6 @@ images with a tiny model; skipped when the shared data is absent.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import math
 from pathlib import Path
@@ -45,8 +44,8 @@ def test_short_hc18_training_gives_finite_metrics_on_held_out_subjects(
     assert set(subjects) == {"train", "val", "test"}
     test_rows = load_task_rows(manifest, bench.SEG, ("test",))
     assert test_rows
-    args = argparse.Namespace(
-        backbone="vit-tiny", image_size=32, batch_size=4, lr=1e-3, seed=0, threads=1
+    args = bench.parse_args(
+        ["--image-size", "32", "--batch-size", "4", "--lr", "1e-3", "--seed", "0", "--threads", "1"]
     )
     trained = bench.train(manifest, tmp_path / "run", [bench.SEG, bench.HC], args, steps=3)
     assert trained.result.steps == 3
