@@ -159,8 +159,12 @@ def test_semi_supervised_options_reach_the_run(phantoms, tmp_path):
     assert info["train_config"]["semi_supervised"] == "fixmatch"
     assert info["train_config"]["cutmix"] == 0.25
     bad = RUNNER.invoke(app, ["train", "--manifest", str(copy), "--out", str(out / "x"),
-                              "--cutmix", "1.5"])  # fmt: skip
+                              "--semi-supervised", "fixmatch", "--cutmix", "1.5"])  # fmt: skip
     assert bad.exit_code == 2
+    alone = RUNNER.invoke(app, ["train", "--manifest", str(copy), "--out", str(out / "y"),
+                                "--cutmix", "0.5"])  # fmt: skip
+    assert alone.exit_code == 2 and "--semi-supervised" in alone.output
+    assert not (out / "y").exists()
 
 
 def _train_command(manifest: Path, out: Path, *extra: str) -> list[str]:

@@ -164,6 +164,13 @@ def train(
         fail(f"invalid setting: {exc}", code=2)
     except MedfleetError as exc:
         fail(str(exc))
+    if cutmix is not None and train_config.semi_supervised is None:
+        fail(
+            "--cutmix mixes the unlabelled views of semi-supervised training (fix: add "
+            "--semi-supervised mean-teacher|fixmatch, or set augment_cutmix in --config for "
+            "CutMix on labelled batches)",
+            code=2,
+        )
 
     def log(message: str) -> None:
         if text:
