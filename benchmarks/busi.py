@@ -26,7 +26,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hc18 import emit, prepared, require_data_root
+from real_data import (
+    add_common_arguments,
+    cpu_train_config,
+    emit,
+    prepared,
+    require_data_root,
+    settings,
+)
 
 TASK = "busi_cls"
 
@@ -85,7 +92,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from medfleet.models import ModelConfig
     from medfleet.tasks import Manifest
-    from medfleet.train.config import TrainConfig
     from medfleet.train.datasets import TaskDataset, load_task_rows
     from medfleet.train.predict import predict_dataset
     from medfleet.train.run import train_model
@@ -103,19 +109,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for row in load_task_rows(manifest, TASK, (split,)):
             counts[split][row["label"]] += 1
     model_config = ModelConfig(backbone=args.backbone, image_size=args.image_size, in_channels=1)
-    train_config = TrainConfig(
-        epochs=10_000,
-        max_steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        warmup_fraction=0.05,
-        seed=args.seed,
-        threads=args.threads,
-        device="cpu",
-        val_every=0,
-        checkpoint_every=0,
-        tensorboard=False,
-    )
+    train_config = cpu_train_config(args, args.steps)
     tic = time.perf_counter()
     trained = train_model(manifest, model_config, train_config, out / "run", tasks=[TASK])
     test = TaskDataset(manifest, TASK, ("test",), args.image_size, cache=False)
@@ -129,10 +123,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "classes": classes,
         "images_per_split": counts,
         "split_rule": "stratified by class; no patient ids in BUSI (subject-agnostic)",
-        "settings": {
-            k: getattr(args, k)
-            for k in ("backbone", "image_size", "batch_size", "lr", "steps", "threads", "seed")
-        },
+        "settings": settings(args),
         "train_seconds": round(trained.result.train_seconds, 1),
         "steps": trained.result.steps,
         "parameters": trained.info["parameters"],
@@ -163,20 +154,8 @@ def markdown(result: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=None, help="shared data folder (default: auto)")
-    parser.add_argument("--out", default="out/benchmarks/busi", help="work and result folder")
-    parser.add_argument("--backbone", default="vit-tiny")
-    parser.add_argument("--image-size", type=int, default=96)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1: best on a busy machine)"
-    )
-    parser.add_argument("--seed", type=int, default=0)
+    add_common_arguments(parser, out="out/benchmarks/busi", image_size=96, batch_size=16, steps=600)
     parser.add_argument("--limit", type=int, default=None, help="use N images (stratified)")
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
-    parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args(argv)
     if args.quick:
         args.limit, args.image_size, args.steps = 60, 32, 4

@@ -246,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(summary, command.strip(), meta)
     print(text)
     if args.markdown:
-        args.markdown.write_text(text, encoding="utf-8")
+        from medfleet.utils.atomic import write_text_atomic
+
+        write_text_atomic(args.markdown, text)
     return 0
 
 

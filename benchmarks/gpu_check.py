@@ -208,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(markdown(result))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+        from medfleet.utils.atomic import write_text_atomic
+
+        write_text_atomic(args.json, text + "\n")
     return 0
 
 

@@ -29,9 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -39,39 +36,18 @@ from typing import Any
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from real_data import (
+    add_common_arguments,
+    cpu_train_config,
+    emit,
+    prepared,
+    require_data_root,
+    settings,
+)
+
 SEG, HC = "hc18_seg", "hc18_hc"
-
-
-def data_root(explicit: str | Path | None = None) -> Path | None:
-    """The shared data folder: ``explicit``, ``$MEDFLEET_DATA`` or ``../shared/data``."""
-    candidates = [Path(explicit)] if explicit else []
-    if os.environ.get("MEDFLEET_DATA"):
-        candidates.append(Path(os.environ["MEDFLEET_DATA"]))
-    candidates.append(REPO_ROOT.parent / "shared" / "data")
-    return next((c for c in candidates if c.is_dir()), None)
-
-
-def require_data_root(explicit: str | Path | None = None) -> Path:
-    """:func:`data_root`, or exit with what to do when the shared data is not there."""
-    root = data_root(explicit)
-    if root is None:
-        raise SystemExit("shared data not found (fix: set MEDFLEET_DATA or pass --data)")
-    return root
-
-
-def prepared(name: str, root: Path, work: Path, *, limit: int | None = None, seed: int = 0) -> Path:
-    """Prepare data set ``name`` from ``root/name`` into ``work`` once; return the manifest."""
-    from medfleet.data.catalog import MANIFEST_NAME, prepare_dataset
-
-    manifest = work / MANIFEST_NAME
-    stamp = work / "prepared.json"
-    wanted = {"name": name, "limit": limit, "seed": seed, "src": str(root / name)}
-    if manifest.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == wanted:
-        return manifest
-    path = prepare_dataset(name, root / name, work, seed=seed, limit=limit)
-    stamp.write_text(json.dumps(wanted))
-    return path
 
 
 def check_subject_split(manifest: Any, task: str = SEG) -> dict[str, int]:
@@ -155,7 +131,6 @@ def train(
 ) -> Any:
     """Train one model on ``tasks`` for ``steps`` optimiser steps on the CPU."""
     from medfleet.models import ModelConfig
-    from medfleet.train.config import TrainConfig
     from medfleet.train.run import train_model
 
     extra: dict[str, Any] = {"augment_cutmix": args.augment_cutmix}
@@ -168,20 +143,7 @@ def train(
             unlabelled_ratio=args.unlabelled_ratio,
         )
     model_config = ModelConfig(backbone=args.backbone, image_size=args.image_size, in_channels=1)
-    train_config = TrainConfig(
-        epochs=10_000,
-        max_steps=steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        warmup_fraction=0.05,
-        seed=args.seed,
-        threads=args.threads,
-        device="cpu",
-        val_every=0,
-        checkpoint_every=0,
-        tensorboard=False,
-        **extra,
-    )
+    train_config = cpu_train_config(args, steps, **extra)
     return train_model(manifest, model_config, train_config, out, tasks=tasks)
 
 
@@ -260,9 +222,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "images_per_split": {
             s: len(load_task_rows(manifest, SEG, (s,))) for s in ("train", "val", "test")
         },
-        "settings": {
+        "settings": settings(args)
+        | {
             k: getattr(args, k)
-            for k in ("backbone", "image_size", "batch_size", "lr", "steps", "threads", "seed")
+            for k in (
+                "fraction_steps",
+                "mask_fraction",
+                "consistency_weight",
+                "fixmatch_weight",
+                "cutmix",
+                "unlabelled_ratio",
+                "augment_cutmix",
+            )
         },
         "runs": {},
     }
@@ -374,13 +345,14 @@ def markdown(result: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=None, help="shared data folder (default: auto)")
-    parser.add_argument("--out", default="out/benchmarks/hc18", help="work and result folder")
-    parser.add_argument("--backbone", default="vit-tiny")
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--steps", type=int, default=800, help="steps of the joint model")
+    add_common_arguments(
+        parser,
+        out="out/benchmarks/hc18",
+        image_size=128,
+        batch_size=8,
+        steps=800,
+        steps_help="steps of the joint model",
+    )
     parser.add_argument("--fraction-steps", type=int, default=400, help="steps per 10%% run")
     parser.add_argument("--mask-fraction", type=float, default=0.1, help="0 skips the variant")
     parser.add_argument(
@@ -405,33 +377,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="supervised CutMix share on the labelled segmentation batches of every run",
     )
     parser.add_argument("--skip-joint", action="store_true", help="only the fraction variant")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1: best on a busy machine)"
-    )
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="use the first N images only")
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
-    parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args(argv)
     if args.quick:
         args.limit, args.image_size, args.steps, args.fraction_steps = 40, 32, 4, 2
         args.out = str(Path(args.out) / "quick")
     return args
-
-
-def emit(
-    result: dict[str, Any], table: str, script: str, argv: list[str] | None, args: Any
-) -> None:
-    """Print the result as JSON and as a markdown table; also write it to ``args.json``."""
-    result["machine"] = f"{platform.processor() or platform.machine()}, threads={args.threads}"
-    result["command"] = f"python benchmarks/{script} " + shlex.join(
-        sys.argv[1:] if argv is None else argv
-    )
-    text = json.dumps(result, indent=2, default=str)
-    print(text)
-    print(table)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,7 +29,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hc18 import emit, prepared, require_data_root
+from real_data import (
+    add_common_arguments,
+    cpu_train_config,
+    emit,
+    prepared,
+    require_data_root,
+    settings,
+)
 
 DATASETS = ("hc18", "busi", "pneumoniamnist")
 
@@ -41,7 +48,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from medfleet.data.catalog import merge_manifests
     from medfleet.models import ModelConfig
     from medfleet.tasks import Manifest
-    from medfleet.train.config import TrainConfig
     from medfleet.train.datasets import load_task_rows
     from medfleet.train.paradigms import run_paradigm
     from medfleet.train.transfer import analyse_transfer, write_transfer
@@ -65,21 +71,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     model_config = ModelConfig(backbone=args.backbone, image_size=args.image_size, in_channels=1)
 
-    def config(steps: int) -> TrainConfig:
-        return TrainConfig(
-            epochs=10_000,
-            max_steps=steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            warmup_fraction=0.05,
-            sampling="uniform",
-            seed=args.seed,
-            threads=args.threads,
-            device="cpu",
-            val_every=0,
-            checkpoint_every=0,
-            tensorboard=False,
-        )
+    def config(steps: int) -> Any:
+        return cpu_train_config(args, steps, sampling="uniform")
 
     tic = time.perf_counter()
     results = {
@@ -104,10 +97,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "manifest": str(manifest_path),
         "sites": [s.name for s in manifest.sites],
         "rows_per_split": rows,
-        "settings": {
-            k: getattr(args, k)
-            for k in ("backbone", "image_size", "batch_size", "lr", "steps", "threads", "seed")
-        }
+        "settings": settings(args)
         | {"unified_steps": args.steps * len(tasks), "sampling": "uniform"},
         "test_metrics": {
             p: {t: m for run in r.runs for t, m in run.test_metrics.items()}
@@ -147,22 +137,17 @@ def _pct(value: Any) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=None, help="shared data folder (default: auto)")
-    parser.add_argument("--out", default="out/benchmarks/multitask", help="work folder")
-    parser.add_argument("--backbone", default="vit-tiny")
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--steps", type=int, default=250, help="steps per task-specific model")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1: best on a busy machine)"
+    add_common_arguments(
+        parser,
+        out="out/benchmarks/multitask",
+        image_size=64,
+        batch_size=16,
+        steps=250,
+        steps_help="steps per task-specific model",
     )
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit-hc18", type=int, default=None)
     parser.add_argument("--limit-busi", type=int, default=None)
     parser.add_argument("--limit-pmnist", type=int, default=None)
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
-    parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args(argv)
     if args.quick:
         args.limit_hc18, args.limit_busi, args.limit_pmnist = 30, 60, 60

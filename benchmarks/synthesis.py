@@ -177,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
               f"[{r['low']:.3f}, {r['high']:.3f}] n={r['n']}")  # fmt: skip
     print("quality", json.dumps(results["phantoms"]["quality"], indent=1))
     if args.json:
+        from medfleet.utils.atomic import write_text_atomic
+
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2, default=str))
+        write_text_atomic(args.json, json.dumps(results, indent=2, default=str))
     return 0
 
 
