@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +214,31 @@ class Manifest(BaseModel):
     def site_names(self) -> list[str]:
         """Names of the declared sites, in order."""
         return [s.name for s in self.sites]
+
+    def select_tasks(self, tasks: Sequence[str] | None = None) -> list[str]:
+        """Names of the tasks in manifest order, only those in ``tasks`` when it is given.
+
+        Raises:
+            ManifestError: Naming the tasks of ``tasks`` that the manifest does not declare.
+
+        Example:
+            >>> m = Manifest(name="m", sites=[Site(name="s")], tasks=[
+            ...     TaskSpec(name="a", type="classification", table="a.csv", classes=["x", "y"]),
+            ...     TaskSpec(name="b", type="regression", table="b.csv", unit="mm")])
+            >>> m.select_tasks(["b", "a"]), m.select_tasks()
+            (['a', 'b'], ['a', 'b'])
+            >>> m.select_tasks(["z"])
+            Traceback (most recent call last):
+            ...
+            medfleet.errors.ManifestError: task(s) ['z'] are not in the manifest; tasks: ['a', 'b']
+        """
+        names = [t.name for t in self.tasks]
+        if tasks is None:
+            return names
+        unknown = [t for t in tasks if t not in names]
+        if unknown:
+            raise ManifestError(f"task(s) {unknown} are not in the manifest; tasks: {names}")
+        return [n for n in names if n in set(tasks)]
 
     def task(self, name: str) -> TaskSpec:
         """Return the task called ``name``.

@@ -463,18 +463,11 @@ def _federated_done(folder: Path, fed_config: Any, train_config: Any) -> bool:
 
 
 def _study_tasks(manifest: Manifest, tasks: Sequence[str] | None) -> list[str]:
-    known = [t.name for t in manifest.tasks]
-    if tasks is not None:
-        unknown = [t for t in tasks if t not in known]
-        if unknown:
-            raise MedfleetError(f"task(s) {unknown} are not in the manifest; tasks: {known}")
-        chosen = [t for t in known if t in set(tasks)]
-    else:
-        chosen = known
-    chosen = [t for t in chosen if manifest.task(t).type in STUDY_TYPES]
+    named = manifest.select_tasks(tasks)
+    chosen = [t for t in named if manifest.task(t).type in STUDY_TYPES]
     if not chosen:
         raise MedfleetError(
-            f"no classification or segmentation task to study in {tasks or known} "
+            f"no classification or segmentation task to study in {named} "
             "(fix: choose such tasks with --tasks)"
         )
     return chosen

@@ -73,12 +73,7 @@ def plan_models(
     """
     if paradigm not in PARADIGMS:
         raise MedfleetError(f"paradigm {paradigm!r} is not one of {[*PARADIGMS, 'all']}")
-    names = [t.name for t in manifest.tasks]
-    if tasks is not None:
-        unknown = [t for t in tasks if t not in names]
-        if unknown:
-            raise MedfleetError(f"task(s) {unknown} are not in the manifest; tasks: {names}")
-        names = [n for n in names if n in set(tasks)]
+    names = manifest.select_tasks(tasks)
     if paradigm == "task-specific":
         return [ModelPlan(paradigm, n, (n,)) for n in names]
     if paradigm == "unified":
