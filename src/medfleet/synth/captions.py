@@ -149,17 +149,12 @@ class WordVocab:
         seen = sorted({w for c in captions for w in words(c)})
         return cls(list(SPECIAL_TOKENS) + seen, max_words)
 
-    @property
-    def pad_id(self) -> int:
-        """Id of the padding token (0)."""
-        return 0
-
     def encode(self, caption: str) -> list[int]:
         """Ids ``<bos> words <eos> <pad>...`` cut or padded to ``max_words``."""
-        unk = self._index["<unk>"]
+        pad, bos, eos, unk = (self._index[t] for t in SPECIAL_TOKENS)
         ids = [self._index.get(w, unk) for w in words(caption)][: self.max_words - 2]
-        ids = [1, *ids, 2]
-        return ids + [0] * (self.max_words - len(ids))
+        ids = [bos, *ids, eos]
+        return ids + [pad] * (self.max_words - len(ids))
 
     def encode_batch(self, captions: Sequence[str]) -> list[list[int]]:
         """:meth:`encode` for each caption."""

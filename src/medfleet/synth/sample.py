@@ -14,7 +14,6 @@ Synthetic rows are marked by ``synthetic = 1`` and ``source = synth:<model folde
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -284,8 +283,3 @@ def read_captions(path: str | Path) -> list[str]:
     if not lines:
         raise MedfleetError(f"captions file {file} is empty (fix: one caption per line)")
     return lines
-
-
-def json_summary(path: Path) -> dict[str, Any]:
-    """The ``sampling.json`` next to a written manifest."""
-    return json.loads((path.parent / "sampling.json").read_text())
