@@ -28,17 +28,18 @@ from medfleet.cli.run_options import (
     WeightsOption,
     load_configs,
     parse_blocks,
+    split_names,
 )
 
 
-def _names(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    if text.strip().lower() == "all":
+def _shared_heads(text: str | None) -> list[str] | None:
+    """``--shared-heads``: ``all`` (every head), ``none`` or comma-separated task names."""
+    key = (text or "").strip().lower()
+    if key == "all":
         return ["*"]
-    if text.strip().lower() == "none":
+    if key == "none":
         return []
-    return [t.strip() for t in text.split(",") if t.strip()]
+    return split_names(text, "--shared-heads")
 
 
 def federate(
@@ -129,7 +130,7 @@ def federate(
             mu=mu,
             blocks=parse_blocks(blocks),
             rank=rank,
-            shared_heads=_names(shared_heads),
+            shared_heads=_shared_heads(shared_heads),
             fedbn=fedbn,
             min_fit=min_fit,
             min_available=min_available if min_available is not None else min_fit,
