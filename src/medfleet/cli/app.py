@@ -21,6 +21,7 @@ from medfleet.cli import predict as predict_cli
 from medfleet.cli import report as report_cli
 from medfleet.cli import synth as synth_cli
 from medfleet.cli import train as train_cli
+from medfleet.cli.common import MedfleetGroup
 
 app = typer.Typer(
     name="medfleet",
@@ -28,6 +29,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=MedfleetGroup,
 )
 app.add_typer(data_cli.app, name="data")
 app.command("demo")(demo_cli.demo)
