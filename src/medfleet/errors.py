@@ -46,3 +46,27 @@ class ImageReadError(FileError, OSError):
 
 class ManifestError(MedfleetError, ValueError):
     """A manifest or task table is malformed in a way that stops loading it."""
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    r"""A one-line description of ``exc`` for an error message (first problem only).
+
+    Pydantic validation errors give the field and the problem; other exceptions the first
+    line of their text, cut to ``limit`` characters.
+
+    Example:
+        >>> one_line(ValueError("bad value\nmore detail"))
+        'bad value'
+    """
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            first = errors()[0]
+            where = ".".join(str(part) for part in first.get("loc", ())) or "value"
+            text = f"{where}: {first.get('msg', '')}"
+        except Exception:
+            text = str(exc)
+    else:
+        text = str(exc) or type(exc).__name__
+    line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."

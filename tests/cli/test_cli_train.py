@@ -16,6 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 from medfleet.cli.app import app
+from medfleet.utils.tensorfile import read_tensor_file
+
+KINDS = ("training-checkpoint", "unified-model")
 
 RUNNER = CliRunner()
 TASKS = "lesion_cls,head_circumference,intrapartum_seg"
@@ -74,7 +77,7 @@ def test_paradigm_all_writes_the_transfer_table_and_report(experiment):
     assert costs["unified"]["costs"]["parameters"] < costs["task-specific"]["costs"]["parameters"]
     for paradigm in models:
         assert (out / paradigm / "summary.json").is_file()
-    assert (out / "unified" / "unified" / "model.pt").is_file()
+    assert (out / "unified" / "unified" / "model.safetensors").is_file()
     assert (out / "run_config.yaml").is_file()
 
 
@@ -83,7 +86,7 @@ def test_predict_then_evaluate(experiment, phantoms, tmp_path):
     pred = tmp_path / "pred"
     result = RUNNER.invoke(
         app,
-        ["predict", "--checkpoint", str(out / "unified" / "unified" / "model.pt"),
+        ["predict", "--checkpoint", str(out / "unified" / "unified" / "model.safetensors"),
          "--manifest", str(phantoms), "--split", "test", "--out", str(pred), "--format", "json",
          "--threads", "1"],
     )  # fmt: skip
@@ -185,7 +188,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(phantoms, tm
     straight = tmp_path / "straight"
     subprocess.run(_train_command(phantoms, straight), check=True, env=env, capture_output=True)
     killed = tmp_path / "killed"
-    ckpt = killed / "unified" / "unified" / "checkpoints" / "last.pt"
+    ckpt = killed / "unified" / "unified" / "checkpoints" / "last.safetensors"
     proc = subprocess.Popen(_train_command(phantoms, killed), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 300
@@ -193,7 +196,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(phantoms, tm
     while time.time() < deadline and proc.poll() is None:
         if ckpt.is_file():
             try:
-                step = torch.load(ckpt, weights_only=False)["step"]
+                step = read_tensor_file(ckpt, KINDS)["step"]
             except Exception:  # the file is being replaced; try again
                 step = 0
             if step >= 3:
@@ -202,12 +205,13 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(phantoms, tm
         time.sleep(0.05)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training ended before it could be killed"
-    assert 3 <= torch.load(ckpt, weights_only=False)["step"] < 12
+    assert 3 <= read_tensor_file(ckpt, KINDS)["step"] < 12
     subprocess.run(
         _train_command(phantoms, killed, "--resume"), check=True, env=env, capture_output=True
     )
-    a = torch.load(straight / "unified" / "unified" / "model.pt", weights_only=True)["state_dict"]
-    b = torch.load(killed / "unified" / "unified" / "model.pt", weights_only=True)["state_dict"]
+    model = ("unified", "unified", "model.safetensors")
+    a = read_tensor_file(straight.joinpath(*model), KINDS)["state_dict"]
+    b = read_tensor_file(killed.joinpath(*model), KINDS)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -240,4 +244,4 @@ def test_two_process_torchrun_on_cpu(phantoms, tmp_path):
     reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert len(reports) == 2 and all(r["world"] == 2 for r in reports)
     assert reports[0]["digest"] == reports[1]["digest"]  # replicas stay identical
-    assert (tmp_path / "run" / "model.pt").is_file()
+    assert (tmp_path / "run" / "model.safetensors").is_file()

@@ -23,8 +23,8 @@ def test_round_trip_restores_outputs_usage_and_stats(tmp_path, manifest) -> None
     x = torch.randn(2, 1, 32, 32)
     for task in model.tasks:
         model(x, task)
-    path = model.save(tmp_path / "m.pt", extra={"epoch": 3})
-    assert not list(tmp_path.glob(".m.pt*"))  # no temporary file left
+    path = model.save(tmp_path / "m.safetensors", extra={"epoch": 3})
+    assert not list(tmp_path.glob(".m.safetensors*"))  # no temporary file left
     loaded = load_model(path, manifest)
     assert loaded.config == config and loaded.checkpoint_extra == {"epoch": 3}
     for task, usage in model.expert_usage().items():
@@ -43,7 +43,7 @@ def test_round_trip_restores_outputs_usage_and_stats(tmp_path, manifest) -> None
 
 def test_load_without_manifest_uses_stored_specs(tmp_path, manifest) -> None:
     model = build_model(manifest, ModelConfig(image_size=32), tasks=["lm", "seg"])
-    loaded = load_model(model.save(tmp_path / "m.pt"))
+    loaded = load_model(model.save(tmp_path / "m.safetensors"))
     assert loaded.tasks == ["lm", "seg"]
     assert loaded.specs["seg"].labels == {0: "bg", 2: "a", 5: "b"}
 
@@ -52,7 +52,7 @@ def test_checkpoint_from_another_manifest_names_the_tasks(
     tmp_path, manifest, manifest_factory
 ) -> None:
     model = build_model(manifest, ModelConfig(image_size=32), tasks=["seg", "cls", "lm"])
-    path = model.save(tmp_path / "m.pt")
+    path = model.save(tmp_path / "m.safetensors")
     other = manifest_factory(
         "other", cls={"classes": ["x", "y"]}, seg={"labels": {0: "bg", 1: "a"}}
     )
@@ -67,9 +67,9 @@ def test_checkpoint_from_another_manifest_names_the_tasks(
 
 
 def test_not_a_checkpoint(tmp_path) -> None:
-    with pytest.raises(MedfleetError, match="checkpoint not found"):
-        load_model(tmp_path / "missing.pt")
+    with pytest.raises(MedfleetError, match="missing.safetensors: file not found"):
+        load_model(tmp_path / "missing.safetensors")
     junk = tmp_path / "junk.pt"
     torch.save({"weights": torch.zeros(1)}, junk)
-    with pytest.raises(MedfleetError, match="not a medfleet model checkpoint"):
+    with pytest.raises(MedfleetError, match="junk.pt: not a medfleet model"):
         load_model(junk)

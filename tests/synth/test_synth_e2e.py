@@ -106,7 +106,7 @@ def test_sampled_manifest_validates_and_trains(model_dir: Path, tmp_path: Path):
                     device="cpu"),
         tmp_path / "det", tasks=["nodule_det"],
     )  # fmt: skip
-    assert trained.result.steps == 2 and (tmp_path / "det" / "model.pt").is_file()
+    assert trained.result.steps == 2 and (tmp_path / "det" / "model.safetensors").is_file()
 
 
 def test_random_layout_with_captions_file(model_dir: Path, tmp_path: Path):

@@ -123,7 +123,7 @@ def test_union_training_predicts_and_scores_in_mm(union, tmp_path):
         assert 0.0 <= dataset["sdr_2"] <= dataset["sdr_4"] <= 1.0
         rows = read_table(Path(run.tasks[task]["predictions"]))
         assert all(len(r["landmarks"].split(";")) == 3 for r in rows)
-    loaded = load_trained(tmp_path / "run" / "model.pt", manifest)
+    loaded = load_trained(tmp_path / "run" / "model.safetensors", manifest)
     assert loaded.model.config.landmark_spaces == dict.fromkeys(tasks, "spine")
     assert loaded.model.config.heads.landmark_sigma == 2.0
     image = torch.randn(1, 1, SIZE, SIZE)

@@ -23,6 +23,9 @@ from medfleet.train.semi import (
     valid_region,
 )
 from medfleet.train.trainer import Trainer, seed_everything
+from medfleet.utils.tensorfile import read_tensor_file
+
+KINDS = ("training-checkpoint", "unified-model")
 
 SIZE = 32
 SEG = "organ_lesion_seg"
@@ -159,11 +162,15 @@ def test_killed_semi_supervised_run_resumes_exactly(scarce, tmp_path, method):
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    ca = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=False)["semi"]
-    cb = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=False)["semi"]
+    ca = read_tensor_file(tmp_path / "a" / "checkpoints" / "last.safetensors", KINDS)["semi"]
+    cb = read_tensor_file(tmp_path / "b" / "checkpoints" / "last.safetensors", KINDS)["semi"]
     assert ca["method"] == method
-    student_a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=False)["model"]
-    student_b = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    student_a = read_tensor_file(tmp_path / "a" / "checkpoints" / "last.safetensors", KINDS)[
+        "model"
+    ]
+    student_b = read_tensor_file(tmp_path / "b" / "checkpoints" / "last.safetensors", KINDS)[
+        "model"
+    ]
     for key in student_a:
         assert torch.equal(student_a[key], student_b[key]), key
     for key, value in ca["teacher"].items():
@@ -200,7 +207,7 @@ def test_include_labelled_off_keeps_only_unlabelled_rows(scarce, tmp_path):
     ("method", "final"), [("mean-teacher", "teacher"), ("fixmatch", "student")]
 )
 def test_kept_model_is_the_chosen_semi_final(scarce, tmp_path, method, final):
-    """model.pt, the returned model, validation and a reloaded checkpoint use ``semi_final``."""
+    """The model file, returned model, validation and a reloaded checkpoint use ``semi_final``."""
     from medfleet.models import load_model
     from medfleet.train.predict import predict_dataset
     from medfleet.train.run import load_trained
@@ -209,12 +216,14 @@ def test_kept_model_is_the_chosen_semi_final(scarce, tmp_path, method, final):
     manifest = Manifest.load(scarce)
     config = _config(method, semi_final=final)
     trained = train_model(manifest, ModelConfig(image_size=SIZE), config, tmp_path)
-    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    state = read_tensor_file(tmp_path / "checkpoints" / "last.safetensors", KINDS)
     expected = state["semi"]["teacher"] if final == "teacher" else state["model"]
     other = state["model"] if final == "teacher" else state["semi"]["teacher"]
     assert any(not torch.equal(expected[k], other[k]) for k in expected)  # they differ
-    saved = load_model(tmp_path / "model.pt", manifest).state_dict()
-    reloaded = load_trained(tmp_path / "checkpoints" / "last.pt", manifest).model.state_dict()
+    saved = load_model(tmp_path / "model.safetensors", manifest).state_dict()
+    reloaded = load_trained(
+        tmp_path / "checkpoints" / "last.safetensors", manifest
+    ).model.state_dict()
     for key, value in expected.items():
         assert torch.equal(saved[key], value), key
         assert torch.equal(trained.model.state_dict()[key], value), key

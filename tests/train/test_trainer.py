@@ -16,6 +16,9 @@ from medfleet.train.datasets import collate
 from medfleet.train.run import load_trained, train_model
 from medfleet.train.sampling import ScheduledBatch
 from medfleet.train.trainer import Trainer, lr_factor, seed_everything
+from medfleet.utils.tensorfile import read_tensor_file
+
+KINDS = ("training-checkpoint", "unified-model")
 
 SIZE = 32
 
@@ -90,7 +93,7 @@ def test_killed_run_resumes_to_the_same_parameters(tiny_phantoms, tmp_path):
 
     with pytest.raises(Killed):
         train_model(manifest, model_config, config, tmp_path / "b", tasks=tasks, on_step=kill)
-    saved = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=False)
+    saved = read_tensor_file(tmp_path / "b" / "checkpoints" / "last.safetensors", KINDS)
     assert saved["step"] == 3
 
     resumed = train_model(manifest, model_config, config, tmp_path / "b", tasks=tasks, resume=True)
@@ -106,11 +109,11 @@ def test_killed_run_resumes_to_the_same_parameters(tiny_phantoms, tmp_path):
     assert ("lesion_cls", "balanced_accuracy") in val and ("spine_landmarks", "mre") in val
     assert max(int(r["step"]) for r in rows) == 6
 
-    loaded = load_trained(tmp_path / "b" / "model.pt", manifest)
+    loaded = load_trained(tmp_path / "b" / "model.safetensors", manifest)
     assert loaded.tasks == tasks and loaded.image_size == SIZE
     for key, value in loaded.model.state_dict().items():
         assert torch.equal(value, b[key]), key
-    from_checkpoint = load_trained(tmp_path / "b" / "checkpoints" / "last.pt", manifest)
+    from_checkpoint = load_trained(tmp_path / "b" / "checkpoints" / "last.safetensors", manifest)
     for key, value in from_checkpoint.model.state_dict().items():
         assert torch.equal(value, b[key]), key
 
@@ -161,6 +164,6 @@ def test_demo_train_stage_on_tiny_phantoms(tiny_phantoms, tmp_path):
     manifest = Manifest.load(tiny_phantoms)
     assert set(result["test"]) == {t.name for t in manifest.tasks}
     assert set(result["validation"]) == {t.name for t in manifest.tasks}
-    assert (tmp_path / "train" / "unified" / "model.pt").is_file()
+    assert (tmp_path / "train" / "unified" / "model.safetensors").is_file()
     usage = result["expert_usage"]
     assert set(usage) == {t.name for t in manifest.tasks}

@@ -16,7 +16,8 @@ def predict(
         Path,
         typer.Option(
             "--checkpoint",
-            help="model.pt of a training run, its checkpoints/last.pt, or the run folder.",
+            help="Model file of a training run (model.safetensors), its "
+            "checkpoints/last.safetensors, or the run folder.",
         ),
     ],
     manifest: Annotated[Path, typer.Option("--manifest", "-m", help="The manifest YAML.")],

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from medfleet.errors import MedfleetError
+from medfleet.models.files import has_model
 from medfleet.utils.atomic import write_json_atomic
 
 RESULT_FORMAT = "medfleet.federated/1"
@@ -136,12 +137,8 @@ class FederatedResult:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("format") != RESULT_FORMAT:
             raise MedfleetError(f"{path} is not a medfleet federated result")
-        site_dirs = {
-            s: out / "sites" / s
-            for s in data["sites"]
-            if (out / "sites" / s / "model.pt").is_file()
-        }
-        global_dir = out / "global" if (out / "global" / "model.pt").is_file() else None
+        site_dirs = {s: out / "sites" / s for s in data["sites"] if has_model(out / "sites" / s)}
+        global_dir = out / "global" if has_model(out / "global") else None
         return cls(
             out=out,
             strategy=data["strategy"],

@@ -25,6 +25,7 @@ from medfleet.federated.accounting import message_bytes
 from medfleet.federated.client_app import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, numpy_arrays
 from medfleet.federated.job import FederatedJob, job_from_run_config
 from medfleet.federated.results import empty_client, write_results
+from medfleet.models.files import MODEL_FILE
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -371,7 +372,7 @@ def save_global(job: FederatedJob, model: Any, folder: Path) -> Path:
         "format": "medfleet.train.run/1",
         "manifest": {"name": manifest.name, "fingerprint": manifest_fingerprint(manifest)},
         "tasks": list(model.tasks),
-        "model": "model.pt",
+        "model": MODEL_FILE,
         "image_size": config.image_size,
         "normalisation": job.train.normalisation,
         "model_config": config.model_dump(mode="json"),
@@ -380,7 +381,7 @@ def save_global(job: FederatedJob, model: Any, folder: Path) -> Path:
         "federated": {"site": None, "strategy": job.federated.strategy},
     }
     extra = {"training": {k: info[k] for k in ("tasks", "image_size", "normalisation")}}
-    model.save(folder / "model.pt", extra=extra)
+    model.save(folder / MODEL_FILE, extra=extra)
     write_json_atomic(folder / "training.json", info)
     return folder
 

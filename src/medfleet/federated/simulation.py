@@ -56,7 +56,7 @@ def run_federated(
     Each site of the manifest is one Flower client training on its own rows. The run writes
     ``out/federated.json`` (per round and site: status, error, bytes each way, examples,
     training loss, validation metrics), ``out/job.json``, each site's personalised model in
-    ``out/sites/<site>/`` (``model.pt`` + ``training.json``, readable by
+    ``out/sites/<site>/`` (``model.safetensors`` + ``training.json``, readable by
     :func:`medfleet.train.run.load_trained` and ``medfleet predict``) and the global model
     in ``out/global/``.
 

@@ -3,9 +3,9 @@
 A :class:`SiteWorker` trains the unified model on the rows of its own site only (the task
 tables are filtered by their ``site`` column into the site's state folder), keeps what
 never leaves the site (DualLoRA's local adapter, private heads, FedBN norms, regression
-target statistics) in ``<state_dir>/state/local.pt`` (written atomically after each round,
+target statistics) in ``<state_dir>/state/local.safetensors`` (written atomically after each round,
 read back at the start of the next, so it survives a restart of the site), and at the end
-writes the site's personalised model as a run folder (``model.pt`` + ``training.json``)
+writes the site's personalised model as a run folder (``model.safetensors`` + ``training.json``)
 that :func:`medfleet.train.run.load_trained` and ``medfleet predict`` read.
 """
 
@@ -23,11 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from medfleet.errors import MedfleetError
+from medfleet.errors import MedfleetError, one_line
 from medfleet.federated import params as P
 from medfleet.federated.job import FederatedJob
+from medfleet.models.files import MODEL_FILE, SITE_STATE_FILE, SITE_STATE_KIND, find_file
 from medfleet.tasks import Manifest
-from medfleet.utils.atomic import atomic_open, atomic_path, write_json_atomic
+from medfleet.utils.atomic import atomic_open, write_json_atomic
+from medfleet.utils.tensorfile import read_tensor_file, write_tensor_file
 
 STATE_FORMAT = "medfleet.federated.site-state/1"
 
@@ -166,8 +168,8 @@ class SiteWorker:
     # ------------------------------------------------------------------ state
     @property
     def state_path(self) -> Path:
-        """``<state_dir>/state/local.pt``."""
-        return self.state_dir / "state" / "local.pt"
+        """``<state_dir>/state/local.safetensors`` (a medfleet tensor file)."""
+        return self.state_dir / SITE_STATE_FILE
 
     def local_state(self) -> dict[str, torch.Tensor]:
         """Trainable weights and buffers that persist at the site."""
@@ -188,22 +190,31 @@ class SiteWorker:
             "tasks": self.tasks,
             "state": self.local_state(),
         }
-        with atomic_path(self.state_path) as tmp:
-            torch.save(payload, tmp)
-        return self.state_path
+        return write_tensor_file(self.state_path, payload, SITE_STATE_KIND)
 
     def load_local(self) -> int:
-        """Load the saved local state, if any; return its round (0 when none)."""
-        if not self.state_path.is_file():
+        """Load the saved local state, if any; return its round (0 when none).
+
+        The file is read without running code (:mod:`medfleet.utils.tensorfile`).
+
+        Raises:
+            MedfleetError: Naming the file when it is damaged, unsafe or of another run.
+        """
+        path = find_file(self.state_dir, SITE_STATE_FILE)
+        if not path.exists():
             return 0
-        payload = torch.load(self.state_path, map_location="cpu", weights_only=False)
+        fix = "give this run its own state folder, or delete the old one"
+        payload = read_tensor_file(path, (SITE_STATE_KIND,), what="site state", fix=fix)
         if payload.get("format") != STATE_FORMAT or payload.get("tasks") != self.tasks:
+            raise MedfleetError(f"{path} holds the state of another run or task list (fix: {fix})")
+        state = payload.get("state")
+        try:
+            self.model.load_state_dict(state, strict=False)
+            return int(payload.get("round", 0))
+        except (TypeError, ValueError, RuntimeError, AttributeError) as exc:
             raise MedfleetError(
-                f"{self.state_path} holds the state of another run or task list "
-                "(fix: give this run its own state folder or delete the old one)"
-            )
-        self.model.load_state_dict(payload["state"], strict=False)
-        return int(payload.get("round", 0))
+                f"cannot read {path}: a damaged site state ({one_line(exc)}) (fix: {fix})"
+            ) from None
 
     # ------------------------------------------------------------------ faults
     def _maybe_fail(self, server_round: int, phase: str) -> None:
@@ -333,7 +344,7 @@ class SiteWorker:
         return results, count
 
     def save_model(self, server_round: int, val_metrics: dict[str, Any]) -> Path:
-        """Write the personalised model as a run folder (``model.pt`` + ``training.json``)."""
+        """Write the personalised model as a run folder (model file + ``training.json``)."""
         from medfleet.train.run import count_parameters
         from medfleet.train.trainer import manifest_fingerprint
 
@@ -345,7 +356,7 @@ class SiteWorker:
                 "fingerprint": manifest_fingerprint(self.full_manifest, self.tasks),
             },
             "tasks": self.tasks,
-            "model": "model.pt",
+            "model": MODEL_FILE,
             "image_size": model_config.image_size,
             "normalisation": self.job.train.normalisation,
             "model_config": model_config.model_dump(mode="json"),
@@ -360,7 +371,7 @@ class SiteWorker:
             "val_metrics": val_metrics,
         }
         extra = {"training": {k: info[k] for k in ("tasks", "image_size", "normalisation")}}
-        path = self.model.save(self.state_dir / "model.pt", extra=extra)
+        path = self.model.save(self.state_dir / MODEL_FILE, extra=extra)
         write_json_atomic(self.state_dir / "training.json", info)
         return path
 

@@ -48,6 +48,7 @@ from medfleet.federated.study_record import (
     curve_rows,
     read_federated,
 )
+from medfleet.models.files import has_model
 from medfleet.tasks import Manifest, TaskType
 
 STUDY_FORMAT = "medfleet.federated.study/1"
@@ -363,7 +364,7 @@ def run_study(
             )
         record = read_federated(folder)
         federated[arm] = record
-        missing = [s for s in sites if not (folder / "sites" / s / "model.pt").is_file()]
+        missing = [s for s in sites if not has_model(folder / "sites" / s)]
         if missing:
             raise MedfleetError(
                 f"federated run {arm!r} in {folder} has no model for site(s) {missing} "
@@ -436,7 +437,7 @@ def run_study(
 def _trained(folder: Path, model_config: Any, train_config: Any, tasks: Sequence[str]) -> bool:
     """Whether ``folder`` holds a finished training run with exactly these settings."""
     path = folder / "training.json"
-    if not (folder / "model.pt").is_file() or not path.is_file():
+    if not has_model(folder) or not path.is_file():
         return False
     try:
         info = json.loads(path.read_text(encoding="utf-8"))

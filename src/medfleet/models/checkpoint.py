@@ -1,4 +1,8 @@
-"""Saving and loading unified models (one file, written atomically).
+"""Saving and loading unified models (one file, written atomically, read without running code).
+
+The file is a medfleet tensor file (:mod:`medfleet.utils.tensorfile`, kind ``unified-model``):
+safetensors holding the weights, with everything else as JSON in its header. A
+``torch.save`` file of an earlier medfleet is still read, with ``weights_only=True``.
 
 A checkpoint holds the model configuration, the task specifications and
 their fingerprints, the manifest name, the weights (including regression
@@ -12,14 +16,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
+from pydantic import ValidationError
 
 from medfleet import __version__
-from medfleet.errors import MedfleetError
+from medfleet.errors import MedfleetError, one_line
 from medfleet.models.config import ModelConfig
+from medfleet.models.files import MODEL_KIND
 from medfleet.models.unified import UnifiedModel, build_model
 from medfleet.tasks import Manifest, Site, TaskSpec
-from medfleet.utils.atomic import atomic_path
+from medfleet.utils.tensorfile import read_tensor_file, write_tensor_file
 
 FORMAT = "medfleet-unified-model"
 """Value of the ``format`` field of a checkpoint."""
@@ -48,30 +53,24 @@ def save_model(model: UnifiedModel, path: str | Path, extra: dict[str, Any] | No
 
     Args:
         model: The model.
-        path: Destination file (``.pt`` by convention).
-        extra: Additional picklable-by-torch data (tensors, numbers, strings, lists, dicts).
+        path: Destination file (``model.safetensors`` by convention).
+        extra: Additional data: tensors, arrays, numbers, strings, lists, tuples and dicts.
     """
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint_payload(model, extra), tmp)
-    return path
+    return write_tensor_file(path, checkpoint_payload(model, extra), MODEL_KIND)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read and validate a checkpoint file.
 
+    No code in the file runs: see :mod:`medfleet.utils.tensorfile`.
+
     Raises:
-        MedfleetError: When the file is missing, unreadable or not a medfleet model.
+        MedfleetError: When the file is missing, unreadable, unsafe or not a medfleet model.
     """
     path = Path(path)
-    if not path.is_file():
-        raise MedfleetError(f"{path}: checkpoint not found (fix: check the path)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise MedfleetError(
-            f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})"
-        ) from exc
+    payload = read_tensor_file(
+        path, (MODEL_KIND,), what="medfleet model", fix="give a model file written by medfleet"
+    )
     return _checked(payload, path)
 
 
@@ -79,8 +78,16 @@ def _checked(payload: Any, path: Path) -> dict[str, Any]:
     """``payload`` if it is a model checkpoint this medfleet reads, else raise."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise MedfleetError(
-            f"{path}: not a medfleet model checkpoint (fix: give a file written by model.save)"
+            f"cannot read {path}: not a medfleet model (fix: give a file written by model.save)"
         )
+    missing = [k for k in ("config", "tasks", "state_dict") if not payload.get(k)]
+    if missing or not isinstance(payload["state_dict"], dict):
+        raise MedfleetError(
+            f"cannot read {path}: a damaged medfleet model (no {', '.join(missing) or 'weights'})"
+            " (fix: copy the file again or use the run's previous model)"
+        )
+    if not isinstance(payload.get("format_version", 0), int):
+        raise MedfleetError(f"cannot read {path}: a damaged medfleet model (format_version)")
     if int(payload.get("format_version", 0)) > FORMAT_VERSION:
         raise MedfleetError(
             f"{path}: checkpoint format {payload['format_version']} is newer than this medfleet "
@@ -124,8 +131,14 @@ def load_model(
     """
     path = Path(path)
     payload = read_checkpoint(path) if payload is None else _checked(payload, path)
-    config = ModelConfig.model_validate(payload["config"])
-    specs = [TaskSpec.model_validate(t) for t in payload["tasks"]]
+    try:
+        config = ModelConfig.model_validate(payload["config"])
+        specs = [TaskSpec.model_validate(t) for t in payload["tasks"]]
+    except (ValidationError, TypeError) as exc:
+        raise MedfleetError(
+            f"cannot read {path}: its model configuration is invalid for this medfleet "
+            f"({one_line(exc)}) (fix: use the medfleet version that wrote it)"
+        ) from None
     stored = Manifest(
         name=payload.get("manifest_name") or "checkpoint",
         sites=[Site(name="checkpoint")],

@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medfleet.errors import MedfleetError
+from medfleet.errors import MedfleetError, one_line
 from medfleet.models.backbones import (
     BackboneSpec,
     ViTBackbone,
@@ -53,6 +53,7 @@ from medfleet.models.backbones import (
     set_in_channels,
     wrap_backbone,
 )
+from medfleet.utils.tensorfile import read_legacy_torch_file
 
 KeyMapping = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 """A function from a checkpoint's state dict to one with transformers' key names."""
@@ -175,18 +176,19 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     Raises:
         MedfleetError: When the file cannot be read or holds no tensors.
     """
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
 
+        try:
             raw = load_file(str(path))
-        else:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise MedfleetError(
-            f"{path}: cannot read weights ({type(exc).__name__}: {exc}) "
-            "(fix: give a .safetensors file or a torch state dict saved with torch.save)"
-        ) from exc
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise MedfleetError(
+                f"cannot read {path}: not a readable safetensors file ({one_line(exc)}) "
+                "(fix: copy the weights again)"
+            ) from None
+    else:
+        raw = read_legacy_torch_file(path)  # weights_only: a pickle that would run code is refused
     for _ in range(3):
         if isinstance(raw, dict) and not any(isinstance(v, torch.Tensor) for v in raw.values()):
             inner = next((raw[k] for k in _CONTAINER_KEYS if isinstance(raw.get(k), dict)), None)

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from medfleet.errors import MedfleetError
+from medfleet.errors import MedfleetError, one_line
 from medfleet.synth.captions import WordVocab
 from medfleet.synth.config import SynthConfig
 
@@ -323,19 +323,24 @@ def load_synth(path: str | Path, device: str | torch.device = "cpu") -> SynthMod
     if meta.get("format") != FORMAT:
         raise MedfleetError(f"{meta_file}: format {meta.get('format')!r}, expected {FORMAT!r}")
     config = SynthConfig.model_validate(meta["config"])
+    # weights only from safetensors files in the folder itself: no pickle, no download
+    safe = {"local_files_only": True, "use_safetensors": True}
     try:
-        vae = AutoencoderKL.from_pretrained(path / "vae")
-        unet = UNet2DConditionModel.from_pretrained(path / "unet")
-        controlnet = ControlNetModel.from_pretrained(path / "controlnet")
-        text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder")
+        vae = AutoencoderKL.from_pretrained(path / "vae", **safe)
+        unet = UNet2DConditionModel.from_pretrained(path / "unet", **safe)
+        controlnet = ControlNetModel.from_pretrained(path / "controlnet", **safe)
+        text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder", **safe)
     except (OSError, ValueError) as exc:
-        raise MedfleetError(f"cannot load synthesis model {path}: {exc}") from exc
+        raise MedfleetError(
+            f"cannot load synthesis model {path}: {one_line(exc)} "
+            "(fix: give the --out folder of 'medfleet synth train', copied whole)"
+        ) from None
     if "vocab" in meta:
         tokenizer: Any = WordVocab.from_dict(meta["vocab"])
     else:
         from transformers import CLIPTokenizer
 
-        tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer")
+        tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
     scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
     model = SynthModel(
         vae, unet, controlnet, text_encoder, tokenizer, scheduler_config, config, meta

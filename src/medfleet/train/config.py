@@ -64,7 +64,7 @@ class TrainConfig(BaseModel):
             (sigmoid-shaped, from 0).
         confidence_threshold: FixMatch: smallest teacher probability of a pseudo-label.
         unlabelled_ratio: Unlabelled images per labelled image of a segmentation batch.
-        semi_final: Weights of the trained model of a semi-supervised run (``model.pt``,
+        semi_final: Weights of the trained model of a semi-supervised run (``model.safetensors``,
             validation, prediction): ``teacher``, the EMA of the student's weights (kept
             for both methods), or ``student``, the last optimiser iterate.
         strong_scale: Strength of the strong view's intensity jitter relative to

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from medfleet.models.files import MODEL_FILE
 from medfleet.utils.progress import ProgressCallback
 
 
@@ -76,7 +77,7 @@ class TrainStage:
         usage = _expert_usage(trained.model)
         return {
             "run": str(run_dir),
-            "model": str(run_dir / "model.pt"),
+            "model": str(run_dir / MODEL_FILE),
             "backbone": model_config.backbone,
             "image_size": model_config.image_size,
             "parameters": trained.info["parameters"],

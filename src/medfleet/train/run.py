@@ -2,10 +2,13 @@
 
 A run folder holds::
 
-    checkpoints/last.pt   the training state (resume with resume=True)
-    metrics.csv           step, epoch, split, task, metric, value
-    model.pt              the trained model (``UnifiedModel.save``)
-    training.json         tasks, configurations, parameters, steps, time, last validation
+    checkpoints/last.safetensors   the training state (resume with resume=True)
+    metrics.csv                    step, epoch, split, task, metric, value
+    model.safetensors              the trained model (``UnifiedModel.save``)
+    training.json                  tasks, configurations, parameters, steps, time, last validation
+
+Models and checkpoints are medfleet tensor files: they open without running code
+(:mod:`medfleet.utils.tensorfile`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,14 @@ from typing import Any
 
 import torch
 
-from medfleet.errors import MedfleetError
+from medfleet.errors import MedfleetError, one_line
+from medfleet.models.files import (
+    CHECKPOINT_FILE,
+    CHECKPOINT_KIND,
+    MODEL_FILE,
+    MODEL_KIND,
+    find_file,
+)
 from medfleet.tasks import Manifest
 from medfleet.train.config import TrainConfig
 from medfleet.train.trainer import (
@@ -30,6 +40,7 @@ from medfleet.train.trainer import (
     seed_everything,
 )
 from medfleet.utils.atomic import write_json_atomic
+from medfleet.utils.tensorfile import read_tensor_file
 
 
 def count_parameters(model: Any) -> int:
@@ -119,8 +130,8 @@ def train_model(
                 "fingerprint": manifest_fingerprint(manifest, names),
             },
             "tasks": names,
-            "model": "model.pt",
-            "checkpoint": "checkpoints/last.pt",
+            "model": MODEL_FILE,
+            "checkpoint": CHECKPOINT_FILE,
             "image_size": model_config.image_size,
             "normalisation": train_config.normalisation,
             "model_config": model_config.model_dump(mode="json"),
@@ -134,7 +145,7 @@ def train_model(
         }
         if trainer.dist.is_main:
             extra = {"training": {k: info[k] for k in ("tasks", "image_size", "normalisation")}}
-            model.save(out / "model.pt", extra=extra)
+            model.save(out / MODEL_FILE, extra=extra)
             write_json_atomic(out / "training.json", info)
     finally:
         trainer.close()
@@ -164,31 +175,35 @@ class LoadedModel:
 def load_trained(
     checkpoint: str | Path, manifest: Manifest, device: str | torch.device = "cpu"
 ) -> LoadedModel:
-    """Load ``model.pt`` (``UnifiedModel.save``) or a training checkpoint for prediction.
+    """Load a trained model (``UnifiedModel.save``) or a training checkpoint for prediction.
 
-    The input size and normalisation come from the checkpoint (``zscore`` for a model saved
-    outside a training run).
+    ``checkpoint`` is the model file, a training checkpoint, or a run folder (its model
+    file). The input size and normalisation come from the checkpoint (``zscore`` for a model
+    saved outside a training run). The file is read once and without running code.
 
     Raises:
-        MedfleetError: Missing file, unreadable checkpoint or one trained on another manifest.
+        MedfleetError: Missing, unreadable, unsafe checkpoint, or one trained on another
+            manifest.
     """
     path = Path(checkpoint)
     if path.is_dir():
-        path = path / "model.pt"
-    if not path.is_file():
-        raise MedfleetError(
-            f"checkpoint {path} not found (fix: give the model.pt or checkpoints/last.pt "
-            "of a training run)"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise MedfleetError(f"cannot read checkpoint {path}: {exc}") from exc
+        path = find_file(path, MODEL_FILE)
+    state = read_tensor_file(
+        path,
+        (MODEL_KIND, CHECKPOINT_KIND),
+        what="medfleet model or training checkpoint",
+        fix="give the model file or checkpoints/last.safetensors of a training run, or its folder",
+    )
     if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
         from medfleet.models import ModelConfig
         from medfleet.models.checkpoint import rebuild_model
 
-        tasks = list(state["tasks"])
+        tasks = [str(t) for t in state.get("tasks") or [] if isinstance(t, str)]
+        if not tasks:
+            raise MedfleetError(
+                f"cannot read {path}: a damaged training checkpoint (no tasks) "
+                "(fix: give the run's model file instead)"
+            )
         missing = [t for t in tasks if t not in {s.name for s in manifest.tasks}]
         saved = state.get("manifest", {})
         if missing or saved.get("fingerprint") != manifest_fingerprint(manifest, tasks):
@@ -198,13 +213,19 @@ def load_trained(
                 + (f" or lacks {missing}" if missing else "")
                 + " (fix: predict with the manifest the model was trained on)"
             )
-        config = ModelConfig.model_validate(state["model_config"])
-        model = rebuild_model(manifest, config, tasks, state.get("backbone_config"))
-        semi = state.get("semi") or {}
-        final = semi.get("teacher") if semi.get("final", "student") == "teacher" else None
-        model.load_state_dict(final if final is not None else state["model"])
-        normalisation = state["train_config"].get("normalisation", "zscore")
-        image_size = int(state.get("image_size") or config.image_size)
+        try:
+            config = ModelConfig.model_validate(state["model_config"])
+            model = rebuild_model(manifest, config, tasks, state.get("backbone_config"))
+            semi = state.get("semi") or {}
+            final = semi.get("teacher") if semi.get("final", "student") == "teacher" else None
+            model.load_state_dict(final if final is not None else state["model"])
+            normalisation = state["train_config"].get("normalisation", "zscore")
+            image_size = int(state.get("image_size") or config.image_size)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise MedfleetError(
+                f"cannot read {path}: a damaged training checkpoint ({one_line(exc)}) "
+                "(fix: give the run's model file instead)"
+            ) from None
     else:
         from medfleet.models import load_model
 

@@ -25,7 +25,7 @@ so pseudo-labels stay aligned with the student's pixels):
 Both methods keep a teacher, an exponential moving average (EMA) of the student over every
 parameter and buffer, ``theta_t <- d * theta_t + (1 - d) * theta_s`` after every optimiser
 step with ``d = min(ema_decay, (k + 1) / (k + 10))`` at step ``k``. By default
-(``semi_final="teacher"``) the teacher is the model a run keeps: validation, ``model.pt``
+(``semi_final="teacher"``) the teacher is the model a run keeps: validation, ``model.safetensors``
 and prediction use it, as in the mean-teacher and FixMatch papers.
 
 Methods:

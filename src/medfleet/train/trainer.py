@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from medfleet.errors import MedfleetError
+from medfleet.errors import MedfleetError, one_line
+from medfleet.models.files import CHECKPOINT_FILE, CHECKPOINT_KIND, find_file
 from medfleet.tasks import Manifest, TaskType
 from medfleet.train.augment import augment_batch, settings_for
 from medfleet.train.config import TrainConfig
@@ -52,8 +53,9 @@ from medfleet.train.predict import predict_dataset
 from medfleet.train.sampling import MultiTaskSchedule, ScheduledBatch
 from medfleet.train.semi import SemiSupervision, step_generator
 from medfleet.train.validation import task_metrics
-from medfleet.utils.atomic import atomic_open, atomic_path
+from medfleet.utils.atomic import atomic_open
 from medfleet.utils.progress import ProgressCallback
+from medfleet.utils.tensorfile import read_tensor_file, write_tensor_file
 
 CHECKPOINT_FORMAT = "medfleet.train.checkpoint/1"
 LogCallback = Callable[[str], None]
@@ -424,8 +426,8 @@ class Trainer:
 
     @property
     def checkpoint_path(self) -> Path:
-        """``out/checkpoints/last.pt``."""
-        return self.out / "checkpoints" / "last.pt"
+        """``out/checkpoints/last.safetensors`` (a medfleet tensor file)."""
+        return self.out / CHECKPOINT_FILE
 
     @property
     def final_module(self) -> torch.nn.Module:
@@ -477,7 +479,10 @@ class Trainer:
                 training configuration.
         """
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise MedfleetError(f"{source} is not a medfleet training checkpoint")
+            raise MedfleetError(
+                f"cannot read {source}: not a medfleet training checkpoint (fix: start a new "
+                "--out folder, or delete the file to train from scratch)"
+            )
         fingerprint = manifest_fingerprint(self.manifest, self.tasks)
         saved = state.get("manifest", {})
         if state.get("tasks") != self.tasks or saved.get("fingerprint") != fingerprint:
@@ -497,23 +502,28 @@ class Trainer:
                 f"{source} was written with other training settings ({listing}) "
                 "(fix: resume with the same settings, or start a new --out folder)"
             )
-        self.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        if self.semi is not None and state.get("semi"):
-            self.semi.load_state_dict(state["semi"])
-        self.step = int(state["step"])
-        self.train_seconds = float(state.get("train_seconds", 0.0))
-        self.history = list(state.get("history", []))
-        self.val_metrics = dict(state.get("val_metrics", {}))
-        restore_rng(state["rng"], self.device)
+        try:
+            self.module.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            if self.semi is not None and state.get("semi"):
+                self.semi.load_state_dict(state["semi"])
+            self.step = int(state["step"])
+            self.train_seconds = float(state.get("train_seconds", 0.0))
+            self.history = list(state.get("history", []))
+            self.val_metrics = dict(state.get("val_metrics", {}))
+            restore_rng(state["rng"], self.device)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            raise MedfleetError(
+                f"cannot read {source}: a damaged training checkpoint ({one_line(exc)}) "
+                "(fix: start a new --out folder, or delete the file to train from scratch)"
+            ) from None
 
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/last.pt`` and ``metrics.csv`` atomically (rank 0 only)."""
+        """Write ``checkpoints/last.safetensors`` and ``metrics.csv`` atomically (rank 0 only)."""
         if self.dist.is_main:
-            with atomic_path(self.checkpoint_path) as tmp:
-                torch.save(self.state_dict(), tmp)
+            write_tensor_file(self.checkpoint_path, self.state_dict(), CHECKPOINT_KIND)
             self.write_metrics()
         self._barrier()
         return self.checkpoint_path
@@ -538,15 +548,23 @@ class Trainer:
     # ------------------------------------------------------------------ training
 
     def fit(self, resume: bool = False) -> TrainResult:
-        """Train until ``total_steps``; with ``resume`` continue from ``checkpoints/last.pt``.
+        """Train until ``total_steps``; with ``resume`` continue from the last checkpoint.
 
         A missing checkpoint with ``resume`` starts a fresh run (the kill came before the
-        first save).
+        first save). The checkpoint is read without running code
+        (:func:`~medfleet.utils.tensorfile.read_tensor_file`); an empty, truncated, foreign or
+        unsafe one stops the run with an error naming the file.
         """
         resumed_from = None
-        if resume and self.checkpoint_path.is_file():
-            state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
-            self.load_state_dict(state, str(self.checkpoint_path))
+        saved = find_file(self.out, CHECKPOINT_FILE)
+        if resume and saved.exists():
+            state = read_tensor_file(
+                saved,
+                (CHECKPOINT_KIND,),
+                what="medfleet training checkpoint",
+                fix=f"start a new --out folder, or delete {saved} to train from scratch",
+            )
+            self.load_state_dict(state, str(saved))
             resumed_from = self.step
             self.log(f"resumed at step {self.step} of {self.total_steps}")
         elif resume:
