@@ -87,16 +87,26 @@ def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float 
     raise AssertionError(f"server at {url} did not answer /healthz within {timeout} s")
 
 
-def start_server(db: Path, keys: Path, cfg: Path, port: int) -> subprocess.Popen:
-    """``medfleet monitor serve`` in a child process, answering on 127.0.0.1:port."""
+def start_server(db: Path | str, keys: Path, cfg: Path, port: int) -> subprocess.Popen:
+    """``medfleet monitor serve`` in a child process, answering on 127.0.0.1:port.
+
+    A database URL travels in ``MEDFLEET_MONITOR_DB`` (as a deployment would pass one with a
+    password), a SQLite path as ``--db``.
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if "://" in str(db):
+        env["MEDFLEET_MONITOR_DB"] = str(db)
+        where = []
+    else:
+        env.pop("MEDFLEET_MONITOR_DB", None)
+        where = ["--db", str(db)]
     cmd = [
         sys.executable,
         "-m",
         "medfleet",
         "monitor",
         "serve",
-        "--db",
-        str(db),
+        *where,
         "--port",
         str(port),
         "--host",
@@ -108,7 +118,6 @@ def start_server(db: Path, keys: Path, cfg: Path, port: int) -> subprocess.Popen
         "--log-level",
         "warning",
     ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )

@@ -124,15 +124,21 @@ def test_resending_a_stored_batch_returns_it_and_stores_nothing(client: TestClie
         "/sites/site_a/batches", json=batch_body("b1", seed=1), headers=headers("site_a")
     )
     assert first.status_code == 201
-    # Same id, different outputs: the stored verdict stands, nothing is re-judged.
-    again = client.post(
+    # Same id, same outputs (another timestamp): the stored verdict, nothing is re-judged.
+    resent = batch_body("b1", seed=1, day=9)
+    again = client.post("/sites/site_a/batches", json=resent, headers=headers("site_a"))
+    assert again.status_code == 200
+    assert again.json()["duplicate"] is True
+    assert again.json()["statistic"] == first.json()["statistic"]
+    assert again.json()["timestamp"] == first.json()["timestamp"]
+    # Same id, different outputs: refused (409), the stored verdict stands.
+    other = client.post(
         "/sites/site_a/batches",
         json=batch_body("b1", seed=2, shift=5.0),
         headers=headers("site_a"),
     )
-    assert again.status_code == 200
-    assert again.json()["duplicate"] is True
-    assert again.json()["statistic"] == first.json()["statistic"]
+    assert other.status_code == 409
+    assert other.json()["field"] == "batch_id"
     assert _stored(client) == (1, 0)
 
 

@@ -67,6 +67,24 @@ def test_bad_mappings_are_refused_with_the_reason(mapping: dict, fragment: str) 
         ApiKeys(mapping)
 
 
+@pytest.mark.parametrize(
+    "mapping",
+    [
+        {KEY_A: "site_a"},  # site and key swapped: the "site name" is a key
+        {KEY_A: "site_a", KEY_B: "site_b"},
+        {"site_a": KEY_B, KEY_A: KEY_B},
+        {"site a" + KEY_A: "x" * 20},
+    ],
+    ids=["swapped", "swapped-two", "duplicate-key-named-by-key", "invalid-name-holding-a-key"],
+)
+def test_errors_never_show_a_key_written_where_a_site_name_belongs(mapping: dict) -> None:
+    with pytest.raises(ApiKeyError) as info:
+        ApiKeys(mapping)
+    for secret in (KEY_A, KEY_B):
+        assert secret not in str(info.value)
+    assert "entry" in str(info.value)
+
+
 def test_not_a_mapping_is_refused() -> None:
     with pytest.raises(ApiKeyError, match="mapping of site -> key"):
         ApiKeys(["site_a", KEY_A])  # type: ignore[arg-type]
@@ -98,3 +116,44 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     assert ApiKeys.load(empty).sites == ()
+
+
+SECRET = "Vx3m0cQy5b7l2Qd0p8Yb1nY4uZ6rW9tKc2hJ5sE8aF0"
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (f'site_a: "{SECRET}\nsite_b: "{KEY_B}"\n', None),
+        (f"site_b: {KEY_B}\nsite_a: {SECRET}: {SECRET}\n", 2),
+        (f"site_a: {SECRET}\n- {KEY_B}\n", 2),
+        (f"site_a: [{SECRET}\n", None),
+        (f"site_a: !secret {SECRET}\n", 1),
+        (f"site_a: *{SECRET}\n", 1),
+    ],
+    ids=["unclosed-quote", "colon-in-key", "stray-list", "unclosed-list", "unknown-tag", "alias"],
+)
+def test_a_yaml_error_names_file_and_line_but_never_the_content(
+    tmp_path: Path, text: str, line: int | None
+) -> None:
+    path = tmp_path / "keys.yaml"
+    path.write_text(text)
+    with pytest.raises(ApiKeyError) as info:
+        ApiKeys.load(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "line " in message and "column " in message
+    if line is not None:
+        assert f"line {line}," in message
+    for secret in (SECRET, KEY_B, SECRET[:8], KEY_B[:8]):
+        assert secret not in message
+
+
+def test_a_json_error_names_file_and_line_but_never_the_content(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    path.write_text('{"site_a": "' + SECRET + '",\n "site_b": ' + KEY_B + "}\n")
+    with pytest.raises(ApiKeyError) as info:
+        ApiKeys.load(path)
+    message = str(info.value)
+    assert str(path) in message and "line 2" in message
+    assert SECRET not in message and KEY_B not in message

@@ -1,5 +1,7 @@
 """Kill-and-restart: a live ``medfleet monitor serve`` killed mid-stream loses no accepted batch.
 
+Runs on SQLite and on PostgreSQL (when ``MEDFLEET_TEST_POSTGRES_URL`` names a server).
+
 A client posts batches of two sites as fast as the server takes them; after a number have
 been acknowledged the server gets SIGKILL (no shutdown of any kind) while requests are in
 flight. Restarted on the same database, the server must hold every batch that got a 2xx
@@ -76,9 +78,9 @@ def _histories(url: str) -> dict[str, list[dict]]:
     }
 
 
-def test_killed_server_keeps_every_accepted_batch_exactly_once(tmp_path: Path) -> None:
+def test_killed_server_keeps_every_accepted_batch_exactly_once(tmp_path: Path, target: str) -> None:
     keys, cfg = write_keys_and_config(tmp_path)
-    db = tmp_path / "monitor.sqlite"
+    db = target  # an SQLite file, or a PostgreSQL URL (passed in MEDFLEET_MONITOR_DB)
     batches = _all_batches()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -112,8 +114,9 @@ def test_killed_server_keeps_every_accepted_batch_exactly_once(tmp_path: Path) -
     assert len(acked) < len(batches), "every batch was acknowledged before the kill took effect"
     assert len(failed) == 1, "the kill did not cut the client's stream of requests"
 
-    with sqlite3.connect(db) as con:
-        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    if "://" not in db:
+        with sqlite3.connect(db) as con:
+            assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"

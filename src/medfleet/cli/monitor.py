@@ -34,7 +34,12 @@ def run(
         ),
     ] = None,
     db: Annotated[
-        Path | None, typer.Option("--db", help="SQLite store [default: the config's db].")
+        str | None,
+        typer.Option(
+            "--db",
+            envvar="MEDFLEET_MONITOR_DB",
+            help="SQLite file or postgresql+psycopg:// URL [default: the config's db].",
+        ),
     ] = None,
     fail_on_alert: Annotated[
         bool,
@@ -177,9 +182,13 @@ _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 @app.command("serve")
 def serve(
     db: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            "--db", help="SQLite database, created when missing (default: the config's db)."
+            "--db",
+            envvar="MEDFLEET_MONITOR_DB",
+            help="SQLite file (created when missing) or postgresql+psycopg://user:password@"
+            "host/db URL; put a URL with a password in MEDFLEET_MONITOR_DB rather than on the "
+            "command line [default: the config's db].",
         ),
     ] = None,
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
@@ -208,6 +217,7 @@ def serve(
     """Serve the HTTP API (each site posts batches with its key) and the dashboard page."""
     from medfleet.errors import MedfleetError
     from medfleet.monitor.config import MonitorConfig
+    from medfleet.monitor.store_target import display_target
 
     if log_level not in _LOG_LEVELS:
         fail(f"--log-level {log_level!r}: choose one of {', '.join(_LOG_LEVELS)}", code=2)
@@ -220,14 +230,16 @@ def serve(
         cfg = MonitorConfig.load(config) if config is not None else MonitorConfig()
         if db is None and config is None:
             fail("give --db PATH (or a --config whose db entry names the database)", code=2)
-        db_path = db if db is not None else cfg.db
+        target = db if db is not None else cfg.db
         mode = f"keys from {keys}" if keys is not None else "read-only: no --keys"
         console.print(
-            f"medfleet monitor: dashboard at http://{host}:{port}/ · db {db_path} · {mode}",
+            f"medfleet monitor: dashboard at http://{host}:{port}/ · db "
+            f"{display_target(target)} · {mode}",
             highlight=False,
+            markup=False,
         )
         run_service(
-            db_path,
+            target,
             cfg,
             keys,
             host=host,

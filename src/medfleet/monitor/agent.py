@@ -46,8 +46,10 @@ from medfleet.monitor.batches import (
     BatchError,
     OutputBatch,
     OutputKind,
+    check_against,
     output_columns,
     output_kind,
+    outputs_digest,
     validate_outputs,
 )
 from medfleet.monitor.config import MonitorConfig
@@ -70,9 +72,9 @@ from medfleet.monitor.severity import (
     stable_seed,
     total_variation,
 )
-from medfleet.monitor.store import AgentState, MonitorStore
+from medfleet.monitor.store import AgentState, MonitorStore, Revision, StaleStateError, StoreError
 
-__all__ = ["AgentStep", "Alert", "BatchReport", "Coordinator", "SiteAgent"]
+__all__ = ["AgentStep", "Alert", "BatchReport", "Coordinator", "SiteAgent", "Submission"]
 
 CONTINUOUS_TESTS = ("ks", "wasserstein", "psi", "js", "kl")
 LABEL_TESTS = ("chi2",)
@@ -131,6 +133,19 @@ class _Snapshot:
     fingerprint: int = 0
 
 
+@dataclass(frozen=True)
+class Submission:
+    """What :meth:`Coordinator.submit` did with a batch.
+
+    Attributes:
+        report: The batch's report (the stored one when the batch was already stored).
+        new: True when this call stored the batch; False when it was stored before.
+    """
+
+    report: BatchReport
+    new: bool
+
+
 @dataclass
 class AgentStep:
     """An agent's verdict on a batch and the state it would move to.
@@ -167,6 +182,8 @@ class SiteAgent:
         self.site = site
         self.config = config
         self._snap = _Snapshot(scheme, fingerprint=initial_fingerprint)
+        #: The store revision the agent's state was loaded at (None: not tracked).
+        self.revision: Revision | None = None
 
     @property
     def scheme(self) -> ReferenceScheme:
@@ -281,21 +298,8 @@ class SiteAgent:
         cfg = self.config
         snap = self._snap
         ref = snap.scheme.current()
-        required = list(ref) if ref is not None else None
-        outputs = validate_outputs(
-            batch.outputs, cfg.outputs, site=batch.site, batch_id=batch.batch_id, required=required
-        )
-        if ref is not None:
-            outputs = {k: outputs[k] for k in ref}
-            for name in ref:
-                if outputs[name].shape[1:] != np.asarray(ref[name]).shape[1:]:
-                    raise BatchError(
-                        f"has shape {outputs[name].shape} but the reference has "
-                        f"{np.asarray(ref[name]).shape[1:] or 'one column'} per row",
-                        site=batch.site,
-                        batch_id=batch.batch_id,
-                        field=name,
-                    )
+        outputs = self.checked_outputs(batch)
+        digest = outputs_digest(outputs)
         n = int(next(iter(outputs.values())).shape[0])
         nxt = _Snapshot(
             snap.scheme,
@@ -320,13 +324,34 @@ class SiteAgent:
                 alert=False,
                 status="warmup",
                 created=utc_now(),
+                digest=digest,
             )
             nxt.scheme = snap.scheme.observe(outputs, drift=False)
             return AgentStep(report, None, self._state_of(nxt), nxt)
-        return self._decide(batch, outputs, ref, n, nxt)
+        return self._decide(batch, outputs, ref, n, nxt, digest)
+
+    def checked_outputs(self, batch: OutputBatch) -> Outputs:
+        """The batch's validated outputs, which must match the reference's names and shapes.
+
+        Raises:
+            BatchError: Invalid values, or an output missing, unexpected or shaped unlike
+                the reference (or, while the reference forms, unlike its first batch).
+        """
+        where = {"site": batch.site, "batch_id": batch.batch_id}
+        outputs = validate_outputs(batch.outputs, self.config.outputs, **where)
+        template = self._snap.scheme.template()
+        if template is not None:
+            check_against(outputs, template, **where)
+        return outputs
 
     def _decide(
-        self, batch: OutputBatch, outputs: Outputs, ref: Outputs, n: int, nxt: _Snapshot
+        self,
+        batch: OutputBatch,
+        outputs: Outputs,
+        ref: Outputs,
+        n: int,
+        nxt: _Snapshot,
+        digest: str,
     ) -> AgentStep:
         cfg = self.config
         kinds = cfg.outputs
@@ -470,6 +495,7 @@ class SiteAgent:
             thresholds=thresholds,
             columns=columns,
             statistics=recorded,
+            digest=digest,
         )
         nxt.scheme = nxt.scheme.observe(outputs, drift=drift)
         return AgentStep(report, alert_obj, self._state_of(nxt), nxt)
@@ -505,11 +531,20 @@ class SiteAgent:
 class Coordinator:
     """Routes batches to site agents, persists their verdicts, raises alerts.
 
+    Several coordinators (processes, machines) may share one store: when the store
+    tracks revisions (``state_revision``), each commit carries the revision its agent's
+    state was loaded at, and a commit from a state another coordinator has moved on
+    since is refused by the store; the agent is then reloaded and the batch judged
+    again, so every batch is judged against the latest committed state.
+
     Args:
         config: Monitoring configuration (sites, scheme, tests, thresholds).
         store: Where references, agent state, reports and alerts live; agents
             resume from the state stored there.
     """
+
+    #: Times a batch is judged again after another writer moved the site's state on.
+    MAX_STALE_RETRIES = 20
 
     def __init__(self, config: MonitorConfig, store: MonitorStore) -> None:
         self.config = config
@@ -517,6 +552,7 @@ class Coordinator:
         self._agents: dict[str, SiteAgent] = {}
         self._pool: Outputs | None = None
         self._pool_ready = False
+        self._pool_revision: int | None = None
         self._lock = threading.RLock()
 
     # ---------------------------------------------------------------- references
@@ -590,6 +626,12 @@ class Coordinator:
             if site in self._agents:
                 return self._agents[site]
             self._check_site(site, None)
+            # The revision is read before the reference and state it guards, so a change
+            # made in between shows as a stale revision at commit, never the reverse.
+            revision = self._revision(site)
+            if revision is not None and revision[1] != self._pool_revision:
+                self._pool_ready = False  # another writer may have changed a reference
+                self._pool_revision = revision[1]
             initial = self.reference_for(site)
             needs = self.config.scheme in ("site", "global") or (
                 self.config.scheme == "adaptive" and self.config.adaptive.initial == "site"
@@ -609,8 +651,27 @@ class Coordinator:
                 agent = SiteAgent(
                     site, self.config, self._new_scheme(site, initial), fingerprint(initial)
                 )
+            agent.revision = revision
             self._agents[site] = agent
             return agent
+
+    def _revision(self, site: str) -> Revision | None:
+        reader = getattr(self.store, "state_revision", None)
+        return tuple(reader(site)) if reader is not None else None  # type: ignore[return-value]
+
+    def _commit(self, agent: SiteAgent, step: AgentStep) -> bool:
+        """Commit ``step`` with the agent's revision (when tracked); adopt it when stored."""
+        if agent.revision is None:
+            stored = self.store.commit_batch(step.report, step.state, step.alert)
+        else:
+            stored = self.store.commit_batch(
+                step.report, step.state, step.alert, expected_revision=agent.revision
+            )
+        if stored:
+            agent.apply(step)
+            if agent.revision is not None:
+                agent.revision = (agent.revision[0] + 1, agent.revision[1])
+        return stored
 
     # ---------------------------------------------------------------- processing
 
@@ -641,24 +702,7 @@ class Coordinator:
         """
         with self._lock:
             self._check_ids(batch)
-            agent = self._batch_agent(batch)
-            ref = agent.scheme.current()
-            outputs = validate_outputs(
-                batch.outputs,
-                self.config.outputs,
-                site=batch.site,
-                batch_id=batch.batch_id,
-                required=list(ref) if ref is not None else None,
-            )
-            for name in ref or {}:
-                if outputs[name].shape[1:] != np.asarray(ref[name]).shape[1:]:
-                    raise BatchError(
-                        f"has shape {outputs[name].shape} but the reference has "
-                        f"{np.asarray(ref[name]).shape[1:] or 'one column'} per row",
-                        site=batch.site,
-                        batch_id=batch.batch_id,
-                        field=name,
-                    )
+            self._batch_agent(batch).checked_outputs(batch)
 
     def process(self, batch: OutputBatch) -> BatchReport:
         """Judge one batch, store the verdict atomically, and return its report.
@@ -670,21 +714,52 @@ class Coordinator:
             BatchError: Unknown site, missing reference, or invalid outputs; nothing
                 is stored.
         """
+        return self.submit(batch).report
+
+    def submit(self, batch: OutputBatch) -> Submission:
+        """:meth:`process`, also telling whether this call stored the batch.
+
+        The answer is exact with several processes on one store: the store's commit
+        inserts the report under the unique ``(site, batch_id)`` inside the transaction, so
+        exactly one writer gets ``new=True`` and every other one gets the stored report.
+
+        Example:
+            >>> import numpy as np
+            >>> from medfleet.monitor.store import MemoryStore
+            >>> coord = Coordinator(MonitorConfig(scheme="production"), MemoryStore())
+            >>> batch = OutputBatch("a", "b1", 0, {"prob": np.array([0.2, 0.4])})
+            >>> coord.submit(batch).new, coord.submit(batch).new
+            (True, False)
+        """
         with self._lock:
             self._check_ids(batch)
-            stored = self.store.get_report(batch.site, batch.batch_id)
-            if stored is not None:
-                return stored
-            agent = self._batch_agent(batch)
-            step = agent.evaluate(batch)
-            if not self.store.commit_batch(step.report, step.state, step.alert):
+            for _ in range(self.MAX_STALE_RETRIES):
+                stored = self.store.get_report(batch.site, batch.batch_id)
+                if stored is not None:
+                    return Submission(stored, new=False)
+                agent = self._batch_agent(batch)
+                step = agent.evaluate(batch)
+                try:
+                    committed = self._commit(agent, step)
+                except StaleStateError:
+                    # Another writer moved this site on: reload its state and judge again.
+                    self._agents.pop(batch.site, None)
+                    continue
+                if committed:
+                    return Submission(step.report, new=True)
                 # Another writer stored this batch in the meantime: reload that agent state.
                 self._agents.pop(batch.site, None)
                 stored = self.store.get_report(batch.site, batch.batch_id)
-                assert stored is not None
-                return stored
-            agent.apply(step)
-            return step.report
+                if stored is None:  # pragma: no cover - a store that lost a committed row
+                    raise StoreError(
+                        f"site {batch.site!r} batch {batch.batch_id!r}: the store refused the "
+                        "batch as already stored but does not return it"
+                    )
+                return Submission(stored, new=False)
+            raise StoreError(
+                f"site {batch.site!r} batch {batch.batch_id!r}: other writers changed the "
+                f"site's state {self.MAX_STALE_RETRIES} times while it was judged; send it again"
+            )
 
     def process_many(self, batches: Iterable[OutputBatch]) -> list[BatchReport]:
         """Process batches in order; stops at the first invalid batch (earlier ones stay stored)."""

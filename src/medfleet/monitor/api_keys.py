@@ -76,6 +76,68 @@ def check_site_name(site: str) -> str:
     return site
 
 
+def _entry(number: int, site: object) -> str:
+    """How an error names a key file entry: by number, and by site only when it is short.
+
+    A name as long as a key is not shown: in a file with site and key swapped it is a key.
+
+    Example:
+        >>> _entry(2, "site_b"), _entry(3, "x" * 40)
+        ("entry 2 (site 'site_b')", 'entry 3 (site name not shown: as long as a key)')
+    """
+    if isinstance(site, str) and len(site) < MIN_KEY_LENGTH:
+        return f"entry {number} (site {site!r})"
+    return f"entry {number} (site name not shown: as long as a key)"
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`")
+_PARSER_TOKEN = re.compile(r"^.?$|^<[a-z ]+>$")
+
+
+def _masked(text: str) -> str:
+    """``text`` with quoted fragments masked, except the parser's tokens (``','``, ``'<...>'``)."""
+    return _QUOTED.sub(lambda m: m[0] if _PARSER_TOKEN.match(m[0][1:-1]) else "...", text)
+
+
+def _at(mark: yaml.Mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+def syntax_error_summary(err: Exception) -> str:
+    r"""Where and what a YAML/JSON syntax error is, without any text of the file.
+
+    Parsers quote the offending text (a YAML error prints the whole line, key included);
+    this keeps the position and the parser's words with every quoted fragment masked.
+
+    Example:
+        >>> try:
+        ...     yaml.safe_load('site_a: "abcdefghijklmnopqrst\nsite_b: x')
+        ... except yaml.YAMLError as err:
+        ...     print(syntax_error_summary(err).replace("; ", "\n"))
+        line 1, column 9: while scanning a quoted scalar
+        line 2, column 10: found unexpected end of stream
+    """
+    if isinstance(err, json.JSONDecodeError):
+        return f"line {err.lineno}, column {err.colno}: {_masked(err.msg)}"
+    if isinstance(err, yaml.MarkedYAMLError):
+        parts = []
+        context, problem = err.context_mark, err.problem_mark
+        if (
+            err.context
+            and context is not None
+            and (problem is None or context.line != problem.line)
+        ):
+            parts.append(f"{_at(context)}: {_masked(err.context)}")
+            if err.problem:
+                parts.append(f"{_at(problem)}: {_masked(err.problem)}" if problem else err.problem)
+        else:
+            words = ": ".join(_masked(w) for w in (err.context, err.problem) if w)
+            mark = problem or context
+            parts.append(f"{_at(mark)}: {words}" if mark is not None else words)
+        return "; ".join(parts) or type(err).__name__
+    return type(err).__name__
+
+
 class ApiKeys:
     """Which site each API key may write.
 
@@ -95,16 +157,20 @@ class ApiKeys:
                 f"{source}: expected a mapping of site -> key, got {type(keys).__name__}"
             )
         digests: dict[str, str] = {}
-        for site, key in keys.items():
+        for number, (site, key) in enumerate(keys.items(), start=1):
+            entry = _entry(number, site)
             try:
                 check_site_name(site)
-            except ApiKeyError as err:
-                raise ApiKeyError(f"{source}: {err}") from None
-            digest = self._digest_of(site, key, source)
+            except ApiKeyError:
+                raise ApiKeyError(
+                    f"{source}: {entry} has an invalid site name: use 1-128 letters, digits, "
+                    "'_', '.' or '-', starting with a letter or digit, as 'site: key'"
+                ) from None
+            digest = self._digest_of(entry, key, source)
             if digest in digests:
                 raise ApiKeyError(
-                    f"{source}: sites {digests[digest]!r} and {site!r} share one key; "
-                    "give every site its own key"
+                    f"{source}: {_entry(list(keys).index(digests[digest]) + 1, digests[digest])}"
+                    f" and {entry} share one key; give every site its own key"
                 )
             digests[digest] = site
         self._site_by_digest = digests
@@ -112,19 +178,17 @@ class ApiKeys:
         self.source = source
 
     @staticmethod
-    def _digest_of(site: str, key: object, source: str) -> str:
+    def _digest_of(entry: str, key: object, source: str) -> str:
         if not isinstance(key, str) or not key:
-            raise ApiKeyError(f"{source}: site {site!r} has no key (expected a text key)")
+            raise ApiKeyError(f"{source}: {entry} has no key (expected a text key)")
         if key.startswith(_HASH_PREFIX):
             digest = key[len(_HASH_PREFIX) :].lower()
             if not _HEX64.match(digest):
-                raise ApiKeyError(
-                    f"{source}: site {site!r}: 'sha256:' must be followed by 64 hex digits"
-                )
+                raise ApiKeyError(f"{source}: {entry}: 'sha256:' must be followed by 64 hex digits")
             return digest
         if len(key) < MIN_KEY_LENGTH:
             raise ApiKeyError(
-                f"{source}: the key of site {site!r} has {len(key)} characters; use at least "
+                f"{source}: the key of {entry} has {len(key)} characters; use at least "
                 f"{MIN_KEY_LENGTH}, e.g. one from medfleet.monitor.api_keys.generate_api_key()"
             )
         return hash_api_key(key)[len(_HASH_PREFIX) :]
@@ -164,7 +228,10 @@ class ApiKeys:
         try:
             data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
         except (ValueError, yaml.YAMLError) as err:
-            raise ApiKeyError(f"API key file {path} is not valid YAML/JSON: {err}") from None
+            raise ApiKeyError(
+                f"API key file {path} is not valid YAML/JSON: {syntax_error_summary(err)} "
+                "(the file's content is not shown, as it holds keys)"
+            ) from None
         if data is None:
             data = {}
         return cls(data, source=f"API key file {path}")

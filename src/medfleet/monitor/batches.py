@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,7 +33,39 @@ from typing import Any
 
 import numpy as np
 
-from medfleet.errors import MedfleetError
+from medfleet.errors import MedfleetError, one_line
+from medfleet.monitor.values import (
+    MAX_CLASS_LABEL,
+    ValueProblem,
+    check_labels,
+    check_probabilities,
+    epoch_to_iso,
+    numeric_array,
+    printable_text,
+    short_repr,
+)
+
+__all__ = [
+    "MAX_CLASS_LABEL",
+    "MAX_OUTPUT_NAME",
+    "BatchError",
+    "OutputBatch",
+    "OutputKind",
+    "check_against",
+    "normalise_timestamp",
+    "output_columns",
+    "output_kind",
+    "outputs_digest",
+    "read_batches",
+    "read_reference",
+    "read_table_file",
+    "table_outputs",
+    "validate_outputs",
+]
+
+
+MAX_OUTPUT_NAME = 100
+"""Longest output name accepted (in characters)."""
 
 
 class BatchError(MedfleetError, ValueError):
@@ -112,6 +145,10 @@ def output_kind(name: str, kinds: Mapping[str, str] | None = None) -> OutputKind
 def normalise_timestamp(value: Any) -> str:
     """ISO-8601 text for a timestamp given as text, datetime, pandas Timestamp or epoch seconds.
 
+    Raises:
+        BatchError: Text that is not ISO-8601, epoch seconds that are not finite or fall
+            outside the years 1-9999, or a missing pandas time (``NaT``); field ``timestamp``.
+
     Example:
         >>> normalise_timestamp(0)
         '1970-01-01T00:00:00+00:00'
@@ -120,19 +157,34 @@ def normalise_timestamp(value: Any) -> str:
     """
     if value is None:
         return datetime.now(UTC).isoformat()
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(float(value), UTC).isoformat()
+    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    ):
+        try:
+            return epoch_to_iso(value)
+        except ValueProblem as exc:
+            raise BatchError(exc.reason, field="timestamp", fix=exc.fix) from None
     if hasattr(value, "isoformat"):
-        return value.isoformat()
-    text = str(value).strip()
+        text = value.isoformat()
+        if text == "NaT":
+            raise BatchError("timestamp is missing (NaT)", field="timestamp")
+        return text
+    if isinstance(value, np.datetime64):
+        value = str(value)
+    if not isinstance(value, str):
+        raise BatchError(
+            f"timestamp must be ISO-8601 text or epoch seconds, got {type(value).__name__}",
+            field="timestamp",
+        )
+    text = value.strip()
     try:
         return datetime.fromisoformat(text).isoformat()
-    except ValueError as exc:
+    except ValueError:
         raise BatchError(
-            f"timestamp {text!r} is not ISO-8601",
+            f"timestamp {short_repr(text)} is not ISO-8601",
             field="timestamp",
             fix="use e.g. 2024-05-01T12:00",
-        ) from exc
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -175,9 +227,11 @@ def validate_outputs(
 ) -> dict[str, np.ndarray]:
     """Check and convert outputs; raise :class:`BatchError` on the first problem.
 
-    Checks: at least one output and one row; every output has the same number
-    of rows; probabilities are finite and in [0, 1]; scores and embeddings are
-    finite; labels are whole numbers; the ``required`` outputs are present.
+    Checks: at least one output and one row; every output is a list (or array) of numbers
+    with one value or one row per case, the same number of rows for all (booleans, text,
+    objects and ragged or deeper nesting are refused); values are finite; probabilities are
+    in [0, 1] and rows of class probabilities sum to 1; class labels are whole numbers in
+    ``[0, MAX_CLASS_LABEL]``; the ``required`` outputs are present.
 
     Returns:
         Output name -> float64 array (labels as int64).
@@ -190,12 +244,12 @@ def validate_outputs(
         prob | 1 value(s) outside [0, 1] (first at row 1: 1.5)
     """
     where = {"site": site, "batch_id": batch_id}
-    if not outputs:
+    if not isinstance(outputs, Mapping) or not outputs:
         raise BatchError("no outputs given", field="outputs", **where)
     for name in required or []:
         if name not in outputs:
             raise BatchError(
-                f"output is missing (have: {', '.join(sorted(outputs))})",
+                f"output is missing (have: {', '.join(sorted(map(str, outputs)))})",
                 field=name,
                 fix="send the same outputs as the reference",
                 **where,
@@ -203,57 +257,119 @@ def validate_outputs(
     result: dict[str, np.ndarray] = {}
     rows: int | None = None
     for name, raw in outputs.items():
-        kind = output_kind(name, kinds)
-        try:
-            arr = np.asarray(raw, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise BatchError(f"values are not numeric ({exc})", field=name, **where) from exc
-        if arr.ndim == 0 or arr.ndim > 2:
+        if (
+            not isinstance(name, str)
+            or not 0 < len(name) <= MAX_OUTPUT_NAME
+            or not printable_text(name)
+        ):
             raise BatchError(
-                f"expected one row per case (1-D or 2-D), got shape {arr.shape}",
-                field=name,
+                f"output names must be 1-{MAX_OUTPUT_NAME} printable characters, "
+                f"got {short_repr(name)}",
+                field="outputs",
                 **where,
             )
-        if arr.shape[0] == 0:
-            raise BatchError(
-                "batch is empty (0 rows)", field=name, fix="send at least one case", **where
-            )
+        try:
+            result[name] = arr = _checked_values(name, raw, kinds)
+        except ValueProblem as exc:
+            raise BatchError(exc.reason, field=name, fix=exc.fix, **where) from None
         if rows is None:
             rows = arr.shape[0]
         elif arr.shape[0] != rows:
             raise BatchError(
                 f"has {arr.shape[0]} rows but other outputs have {rows}", field=name, **where
             )
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            first = int(np.argwhere(bad)[0][0])
+    return result
+
+
+def _checked_values(name: str, raw: Any, kinds: Mapping[str, str] | None) -> np.ndarray:
+    kind = output_kind(name, kinds)
+    arr = numeric_array(raw)
+    if arr.ndim == 0 or arr.ndim > 2:
+        raise ValueProblem(f"expected one row per case (1-D or 2-D), got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueProblem("batch is empty (0 rows)", fix="send at least one case")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        first = int(np.argwhere(bad)[0][0])
+        raise ValueProblem(
+            f"{int(bad.sum())} value(s) are NaN or infinite (first at row {first})",
+            fix="drop or repair those cases before sending",
+        )
+    if kind is OutputKind.probability:
+        check_probabilities(arr)
+    if kind is OutputKind.label:
+        arr = check_labels(arr)
+    return arr
+
+
+def check_against(
+    outputs: Mapping[str, np.ndarray],
+    template: Mapping[str, np.ndarray],
+    *,
+    site: str | None = None,
+    batch_id: str | None = None,
+) -> None:
+    """Refuse outputs whose names or per-row shapes differ from ``template``'s (the reference).
+
+    Every output of the reference must be there (none is dropped) and no other: a batch
+    is compared with its reference output by output.
+
+    Raises:
+        BatchError: Naming the first missing, unexpected or differently shaped output.
+
+    Example:
+        >>> ref = {"prob": np.zeros(3), "pred_class": np.zeros(3)}
+        >>> try:
+        ...     check_against({"prob": np.zeros(2)}, ref, site="a", batch_id="b")
+        ... except BatchError as err:
+        ...     print(err.field, "|", err.reason)
+        pred_class | output is missing (have: prob; the reference has: pred_class, prob)
+    """
+    where = {"site": site, "batch_id": batch_id}
+    expected = ", ".join(sorted(template))
+    for name in template:
+        if name not in outputs:
             raise BatchError(
-                f"{int(bad.sum())} value(s) are NaN or infinite (first at row {first})",
+                f"output is missing (have: {', '.join(sorted(outputs))}; "
+                f"the reference has: {expected})",
                 field=name,
-                fix="drop or repair those cases before sending",
+                fix="send the same outputs as the reference",
                 **where,
             )
-        if kind is OutputKind.probability:
-            out = (arr < 0) | (arr > 1)
-            if out.any():
-                first = tuple(np.argwhere(out)[0])
-                raise BatchError(
-                    f"{int(out.sum())} value(s) outside [0, 1] (first at row {first[0]}: "
-                    f"{arr[first]:g})",
-                    field=name,
-                    fix="send probabilities, not logits or percentages",
-                    **where,
-                )
-        if kind is OutputKind.label:
-            if arr.ndim != 1:
-                raise BatchError(
-                    f"class labels must be 1-D, got shape {arr.shape}", field=name, **where
-                )
-            if np.any(arr != np.round(arr)):
-                raise BatchError("class labels must be whole numbers", field=name, **where)
-            arr = arr.astype(np.int64)
-        result[str(name)] = arr
-    return result
+    for name in outputs:
+        if name not in template:
+            raise BatchError(
+                f"output is not in the reference (the reference has: {expected})",
+                field=name,
+                fix="send the same outputs as the reference, or replace the reference",
+                **where,
+            )
+    for name, ref in template.items():
+        per_row = np.asarray(ref).shape[1:]
+        if np.asarray(outputs[name]).shape[1:] != per_row:
+            raise BatchError(
+                f"has shape {np.asarray(outputs[name]).shape} but the reference has "
+                f"{per_row or 'one column'} per row",
+                field=name,
+                **where,
+            )
+
+
+def outputs_digest(outputs: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 of validated outputs (names, dtypes, shapes, values): tells re-sent batches apart.
+
+    Example:
+        >>> a = outputs_digest({"prob": np.array([0.1, 0.2])})
+        >>> b = outputs_digest({"prob": np.array([0.2, 0.1])})
+        >>> a == outputs_digest({"prob": np.array([0.1, 0.2])}), a == b
+        (True, False)
+    """
+    h = hashlib.sha256()
+    for name in sorted(outputs):
+        arr = np.ascontiguousarray(outputs[name])
+        h.update(f"{name}\0{arr.dtype.str}\0{arr.shape}\0".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
 
 
 def output_columns(
@@ -420,11 +536,14 @@ def read_batches(
     if frame.empty:
         raise BatchError(f"{path}: table has no rows", field="n")
     try:
-        times = pd.to_datetime(frame[time_column])
-    except (ValueError, TypeError) as exc:
+        # ISO 8601 in any precision and with or without a zone; no per-element guessing
+        times = pd.to_datetime(frame[time_column], format="ISO8601")
+    except (ValueError, TypeError, OverflowError) as exc:
         raise BatchError(
-            f"{path}: column {time_column!r} has unreadable times ({exc})", field=time_column
-        ) from exc
+            f"{path}: column {time_column!r} has unreadable times ({one_line(exc)})",
+            field=time_column,
+            fix="write times as ISO 8601, e.g. 2026-03-01T14:30:00",
+        ) from None
     frame = frame.assign(_time=times)
     has_batch = batch_column in frame.columns
     if not has_batch:

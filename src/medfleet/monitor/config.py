@@ -12,7 +12,7 @@ Example YAML::
     thresholds: {method: shift, moderate: 0.5, severe: 1.0}
     adaptive: {mode: window, window: 5, warmup: 3, initial: global}
     input: {paths: [outputs.csv], time_column: time, batch_freq: 1D}
-    db: monitor.sqlite
+    db: monitor.sqlite          # or postgresql+psycopg://user:password@host:5432/monitor
 
 Relative paths are resolved against the YAML file's folder by
 :meth:`MonitorConfig.load`.
@@ -165,7 +165,8 @@ class MonitorConfig(_Model):
         production: Production-only settings.
         alert: Alert rule.
         input: Batch input for ``medfleet monitor run``.
-        db: SQLite database path.
+        db: SQLite database path, or a database URL (``postgresql+psycopg://...``; see
+            :mod:`medfleet.monitor.store_target`).
     """
 
     sites: list[str] = Field(default_factory=list)
@@ -184,7 +185,17 @@ class MonitorConfig(_Model):
     production: ProductionConfig = Field(default_factory=ProductionConfig)
     alert: AlertConfig = Field(default_factory=AlertConfig)
     input: InputConfig = Field(default_factory=InputConfig)
-    db: Path = Path("monitor.sqlite")
+    db: Path | str = Path("monitor.sqlite")
+
+    @field_validator("db", mode="before")
+    @classmethod
+    def _path_or_url(cls, v: object) -> object:
+        """A database URL (``postgresql+psycopg://...``) stays text; anything else is a path."""
+        from medfleet.monitor.store_target import is_store_url
+
+        if isinstance(v, str) and not is_store_url(v):
+            return Path(v)
+        return v
 
     @field_validator("tests")
     @classmethod
@@ -230,7 +241,7 @@ class MonitorConfig(_Model):
                 "input": self.input.model_copy(
                     update={"paths": [fix(q) for q in self.input.paths]}
                 ),
-                "db": fix(self.db),
+                "db": self.db if isinstance(self.db, str) else fix(self.db),
             }
         )
 

@@ -109,6 +109,13 @@ class ReferenceScheme(ABC):
         """Whether the next batch gets a drift decision (False during warm-up)."""
         return self.current() is not None
 
+    def template(self) -> Outputs | None:
+        """What every batch must carry (names and per-row shapes); None before the first batch.
+
+        The reference in force, or, while it forms from batches, what those batches carry.
+        """
+        return self.current()
+
     @abstractmethod
     def observe(self, outputs: Outputs, drift: bool) -> ReferenceScheme:
         """Return the scheme after seeing a batch judged ``drift`` (self is unchanged)."""
@@ -200,6 +207,17 @@ class ProductionReference(ReferenceScheme):
         if self._cache is None:
             self._cache = concat_outputs(self.collected)
         return self._cache
+
+    def template(self) -> Outputs | None:
+        """The reference, or while it forms the first collected batch (None before any).
+
+        Example:
+            >>> list(ProductionReference(3).observe({"p": np.zeros(2)}, False).template())
+            ['p']
+        """
+        if len(self.collected) >= self.batches:
+            return self.current()
+        return self.collected[0] if self.collected else None
 
     def observe(self, outputs: Outputs, drift: bool) -> ProductionReference:
         """Collect the batch while the reference is still forming."""

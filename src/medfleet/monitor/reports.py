@@ -50,6 +50,8 @@ class BatchReport:
         columns: Per column: ``test``, ``statistic``, ``p_value`` (adjusted),
             ``raw_p_value``, ``drift``, ``severity``.
         statistics: Every configured test's statistic per column (recorded, not deciding).
+        digest: SHA-256 of the batch's validated outputs (tells a re-sent batch from
+            another batch under the same id); None in reports stored before it existed.
     """
 
     site: str
@@ -69,6 +71,7 @@ class BatchReport:
     thresholds: dict[str, float] = field(default_factory=dict)
     columns: dict[str, dict[str, Any]] = field(default_factory=dict)
     statistics: dict[str, dict[str, float]] = field(default_factory=dict)
+    digest: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (severity as text)."""

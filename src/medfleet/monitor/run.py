@@ -32,10 +32,17 @@ from typing import Any
 import numpy as np
 
 from medfleet.monitor.agent import Coordinator
-from medfleet.monitor.batches import BatchError, OutputBatch, read_batches, read_reference
+from medfleet.monitor.batches import (
+    BatchError,
+    OutputBatch,
+    check_against,
+    read_batches,
+    read_reference,
+)
 from medfleet.monitor.config import MonitorConfig
 from medfleet.monitor.reports import BatchReport
-from medfleet.monitor.store import MonitorStore, SQLiteStore
+from medfleet.monitor.store import MonitorStore
+from medfleet.monitor.store_target import display_target, open_store
 from medfleet.utils.progress import ProgressCallback
 
 
@@ -157,7 +164,7 @@ def run_config(
     config: MonitorConfig,
     *,
     paths: list[Path] | None = None,
-    db: Path | None = None,
+    db: Path | str | None = None,
     store: MonitorStore | None = None,
     progress: ProgressCallback | None = None,
 ) -> RunSummary:
@@ -166,7 +173,8 @@ def run_config(
     Args:
         config: Configuration.
         paths: Input files (default ``config.input.paths``).
-        db: Store path (default ``config.db``); ignored when ``store`` is given.
+        db: Store path or database URL (default ``config.db``); ignored when ``store``
+            is given.
         store: A store to use instead of opening SQLite.
         progress: ``(done, total)`` callback.
 
@@ -175,11 +183,11 @@ def run_config(
             processed then (references already set stay set).
     """
     own = store is None
-    db_path = Path(db or config.db)
-    st = store if store is not None else SQLiteStore(db_path)
+    target = db or config.db
+    st = store if store is not None else open_store(target)
     try:
         coord = Coordinator(config, st)
-        summary = RunSummary(db=str(db_path) if own else type(st).__name__)
+        summary = RunSummary(db=display_target(target) if own else type(st).__name__)
         summary.references_set = load_references(config, coord)
         batches = read_inputs(config, paths)
         if not batches:
@@ -189,11 +197,17 @@ def run_config(
                 fix="list output tables under input.paths or pass --input",
             )
         pending = []
+        first: dict[str, OutputBatch] = {}
         for b in batches:
             if st.get_report(b.site, b.batch_id) is not None:
                 summary.already_stored += 1
             else:
                 coord.check(b)
+                # A site's batches must carry the same outputs (a reference still forming
+                # from them would otherwise refuse one midway through the run).
+                check_against(
+                    b.outputs, first.setdefault(b.site, b).outputs, site=b.site, batch_id=b.batch_id
+                )
                 pending.append(b)
         for i, b in enumerate(pending):
             summary.reports.append(coord.process(b))

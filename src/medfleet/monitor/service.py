@@ -1,7 +1,8 @@
 """HTTP service of the drift monitor: sites post batches of model outputs, anyone reads.
 
-``create_app(db_path, config, api_keys)`` builds a FastAPI app around a
-:class:`~medfleet.monitor.agent.Coordinator` over an SQLite store:
+``create_app(db, config, api_keys)`` builds a FastAPI app around a
+:class:`~medfleet.monitor.agent.Coordinator` over a store: an SQLite file, or PostgreSQL
+when ``db`` is a ``postgresql+psycopg://`` URL (:mod:`medfleet.monitor.store_target`):
 
 ========================================  ==========  ===============================
 endpoint                                   key         answer
@@ -18,17 +19,22 @@ endpoint                                   key         answer
 Writes carry the site's key in the ``X-API-Key`` header (see
 :mod:`medfleet.monitor.api_keys`); a key writes its own site only. A batch is
 answered 201 only after its report, the agent's new state and any alert are
-committed in one SQLite transaction (WAL, ``synchronous=FULL``), so a batch
-that got a 2xx survives a killed server; re-sending a stored batch id returns
-the stored report with 200 and ``"duplicate": true`` and changes nothing, so
-clients can simply retry everything that did not get a 2xx.
+committed in one transaction (SQLite: WAL, ``synchronous=FULL``), so a batch
+that got a 2xx survives a killed server; re-sending a stored batch id (with the
+same outputs) returns the stored report with 200 and ``"duplicate": true`` and
+changes nothing, so clients can simply retry everything that did not get a 2xx.
+The answer is exact with several service processes on one database: the commit
+inserts under the unique ``(site, batch_id)`` inside its transaction, so exactly
+one process answers 201 for a batch and every other one 200.
 
 Errors are JSON ``{"error": message, "field": name or null, "status": code}``:
 401 missing or unknown key, 403 key of another site, 404 unknown site, 409 no
-reference yet (or replacing one without ``?replace=true``), 413 body too large,
-422 malformed body or invalid outputs (NaN, probabilities outside [0, 1],
-empty batch, outputs that differ from the reference). Nothing is stored for a
-request that gets an error.
+reference yet (or replacing one without ``?replace=true``, or a stored batch id
+sent with other outputs), 413 body too large (checked while the body streams in),
+415 a body that is not JSON, 422 malformed body or invalid outputs (NaN,
+probabilities outside [0, 1], booleans, labels out of range, empty batch,
+outputs that differ from the reference, a query value out of range), 503 the
+store is unreachable. Nothing is stored for a request that gets an error.
 
 Example:
     >>> import tempfile, pathlib
@@ -43,7 +49,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
@@ -51,7 +56,6 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -64,11 +68,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from medfleet.errors import MedfleetError
 from medfleet.monitor.agent import Coordinator
 from medfleet.monitor.api_keys import ApiKeyError, ApiKeys
-from medfleet.monitor.batches import BatchError, OutputBatch, validate_outputs
+from medfleet.monitor.batches import BatchError, outputs_digest
 from medfleet.monitor.config import MonitorConfig
 from medfleet.monitor.dashboard import AlertRow, SeriesPoint, SiteSeries, render_dashboard
+from medfleet.monitor.payloads import PayloadError, parse_batch, parse_json, parse_reference
 from medfleet.monitor.reports import BatchReport
-from medfleet.monitor.store import SQLiteStore
+from medfleet.monitor.store import MAX_LIMIT, MonitorStore, StoreError
+from medfleet.monitor.store_target import StoreTarget, display_target, open_store
 
 API_KEY_HEADER = "X-API-Key"
 """Header that carries a site's API key."""
@@ -80,9 +86,8 @@ ApiKeyHeader = Annotated[
     str | None, Header(alias=API_KEY_HEADER, description="The site's API key.")
 ]
 
-_BATCH_FIELDS = ("batch_id", "timestamp", "outputs")
-_REFERENCE_FIELDS = ("outputs",)
-_MAX_BATCH_ID = 200
+JSON_MEDIA_TYPES = ("application/json",)
+"""Content types a body may declare (besides any ``+json`` type, or none)."""
 
 
 class ServiceError(MedfleetError):
@@ -101,8 +106,14 @@ class ServiceError(MedfleetError):
         super().__init__(message)
 
     def payload(self) -> dict[str, Any]:
-        """JSON body of the error answer."""
-        return {"error": self.message, "field": self.field, "status": self.status}
+        """JSON body of the error answer (text that is not valid Unicode is escaped)."""
+        return {"error": _clean(self.message), "field": _clean(self.field), "status": self.status}
+
+
+def _clean(text: str | None) -> str | None:
+    if text is None:
+        return None
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def json_safe(value: Any) -> Any:
@@ -132,6 +143,8 @@ def status_of(error: BatchError) -> int:
         >>> status_of(BatchError("no reference", field="reference"))
         409
     """
+    if isinstance(error, PayloadError):
+        return 422
     if error.field == "site":
         return 404
     if error.field == "reference":
@@ -163,7 +176,8 @@ class MonitorService:
     """The service's state: store, coordinator and keys; one write at a time.
 
     Args:
-        db_path: SQLite database file (created when missing).
+        db: SQLite database file (created when missing), a database URL
+            (``postgresql+psycopg://...``), or an open store.
         config: Monitoring configuration.
         api_keys: Site keys.
         settings: Service settings.
@@ -174,7 +188,7 @@ class MonitorService:
 
     def __init__(
         self,
-        db_path: str | os.PathLike[str],
+        db: StoreTarget | MonitorStore,
         config: MonitorConfig,
         api_keys: ApiKeys,
         settings: ServiceSettings | None = None,
@@ -189,8 +203,12 @@ class MonitorService:
                     f"{api_keys.source}: site(s) {', '.join(stray)} have a key but are not in "
                     f"the monitor config's sites ({', '.join(config.sites)}); add them there"
                 )
-        self.db_path = Path(db_path)
-        self.store = SQLiteStore(self.db_path)
+        if isinstance(db, str | os.PathLike):
+            self.target = display_target(db)
+            self.store: Any = open_store(db)
+        else:
+            self.target = type(db).__name__
+            self.store = db
         self.coordinator = Coordinator(config, self.store)
         self._write = threading.Lock()
         if self.settings.load_config_references:
@@ -253,9 +271,9 @@ class MonitorService:
 
     # ------------------------------------------------------------------ writes
 
-    def set_reference(self, site: str, body: Any, replace: bool) -> dict[str, Any]:
-        """Validate and store a site's reference outputs."""
-        outputs = _outputs_of(_fields(body, _REFERENCE_FIELDS, required=("outputs",)))
+    def set_reference(self, site: str, raw: bytes, replace: bool) -> dict[str, Any]:
+        """Validate and store a site's reference outputs (``raw``: the JSON body)."""
+        arrays = self._checked(lambda: parse_reference(parse_json(raw), site, self.config.outputs))
         with self._write:
             if not replace and site in self.store.reference_sites():
                 raise ServiceError(
@@ -264,11 +282,6 @@ class MonitorService:
                     "(this restarts the site's agent; its history is kept)",
                     "reference",
                 )
-            arrays = self._checked(
-                lambda: validate_outputs(
-                    outputs, self.config.outputs, site=site, batch_id="reference"
-                )
-            )
             self._checked(lambda: self.coordinator.set_reference(site, arrays))
         return {
             "site": site,
@@ -277,26 +290,33 @@ class MonitorService:
             "replaced": replace,
         }
 
-    def submit_batch(self, site: str, body: Any) -> tuple[int, dict[str, Any]]:
-        """Process a batch; (201, report) when new, (200, stored report) when already stored."""
-        data = _fields(body, _BATCH_FIELDS, required=("batch_id", "outputs"))
-        batch_id = _batch_id(data["batch_id"])
-        timestamp = data.get("timestamp")
-        if timestamp is None:
-            timestamp = datetime.now(UTC).isoformat()
-        elif not isinstance(timestamp, str | int | float) or isinstance(timestamp, bool):
-            raise ServiceError(422, "timestamp must be ISO-8601 text or epoch seconds", "timestamp")
-        outputs = _outputs_of(data)
-        arrays = self._checked(
-            lambda: validate_outputs(outputs, self.config.outputs, site=site, batch_id=batch_id)
-        )
-        batch = self._checked(lambda: OutputBatch(site, batch_id, timestamp, arrays))
+    def submit_batch(self, site: str, raw: bytes) -> tuple[int, dict[str, Any]]:
+        """Process a batch (``raw``: the JSON body).
+
+        Returns:
+            (201, report) when this call stored it; (200, stored report) when it was stored
+            before, by this process or another one on the same database.
+
+        Raises:
+            ServiceError: 409 when the stored batch of that id has other outputs; 4xx for
+                anything wrong with the batch.
+        """
+        batch = self._checked(lambda: parse_batch(parse_json(raw), site, self.config.outputs))
         with self._write:
-            stored = self.store.get_report(site, batch_id)
-            if stored is not None:
-                return 200, _report_json(stored, duplicate=True)
-            report = self._checked(lambda: self.coordinator.process(batch))
-        return 201, _report_json(report, duplicate=False)
+            stored = self.store.get_report(site, batch.batch_id)
+            if stored is None:
+                submission = self._checked(lambda: self.coordinator.submit(batch))
+                if submission.new:
+                    return 201, _report_json(submission.report, duplicate=False)
+                stored = submission.report
+        if stored.digest is not None and stored.digest != outputs_digest(batch.outputs):
+            raise ServiceError(
+                409,
+                f"site {site!r} batch_id {batch.batch_id!r} is already stored with different "
+                "outputs; a batch id names one batch: send new batches under new ids",
+                "batch_id",
+            )
+        return 200, _report_json(stored, duplicate=True)
 
     @staticmethod
     def _checked(action: Any) -> Any:
@@ -370,7 +390,7 @@ class MonitorService:
         """Liveness plus a store query."""
         return {
             "status": "ok",
-            "db": str(self.db_path),
+            "db": self.target,
             "sites": len(self.known_sites()),
             "reports": self.store.count_reports(),
         }
@@ -412,66 +432,45 @@ def _report_json(report: BatchReport, duplicate: bool | None = None) -> dict[str
     return data
 
 
-def _fields(body: Any, allowed: tuple[str, ...], required: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise ServiceError(422, f"body must be a JSON object with {', '.join(allowed)}", "body")
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
+def _check_content_type(request: Request) -> None:
+    declared = request.headers.get("content-type")
+    if declared is None:
+        return
+    media = declared.split(";", 1)[0].strip().lower()
+    if media not in JSON_MEDIA_TYPES and not media.endswith("+json"):
         raise ServiceError(
-            422,
-            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}",
-            unknown[0],
+            415,
+            f"body must be JSON: send Content-Type: application/json (got {media[:60]!r})",
+            "Content-Type",
         )
-    for name in required:
-        if name not in body:
-            raise ServiceError(422, f"missing field {name!r}", name)
-    return body
 
 
-def _batch_id(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ServiceError(422, "batch_id must be text or an integer", "batch_id")
-    text = str(value)
-    if not text.strip():
-        raise ServiceError(422, "batch_id is empty", "batch_id")
-    if len(text) > _MAX_BATCH_ID or any(ord(c) < 32 for c in text):
-        raise ServiceError(
-            422,
-            f"batch_id must be at most {_MAX_BATCH_ID} printable characters",
-            "batch_id",
-        )
-    return text
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, read as it streams in and refused with 413 once beyond ``limit``.
 
+    A declared Content-Length beyond the limit is refused before reading anything; a
+    chunked upload (no Content-Length) is cut off at the first chunk that crosses it,
+    so no more than ``limit`` bytes plus one chunk are ever held.
 
-def _outputs_of(data: Mapping[str, Any]) -> dict[str, Any]:
-    outputs = data["outputs"]
-    if not isinstance(outputs, dict) or not outputs:
-        raise ServiceError(
-            422,
-            'outputs must be a non-empty object of name -> list of values, e.g. {"prob": [0.2]}',
-            "outputs",
-        )
-    for name, values in outputs.items():
-        if not isinstance(values, list):
-            raise ServiceError(
-                422, f"output {name!r} must be a list (one value or row per case)", name
-            )
-    return outputs
-
-
-async def _json_body(request: Request, limit: int) -> Any:
+    Raises:
+        ServiceError: 413 naming ``body``.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ServiceError(413, f"body of {declared} bytes exceeds the limit of {limit}", "body")
-    raw = await request.body()
-    if len(raw) > limit:
-        raise ServiceError(413, f"body of {len(raw)} bytes exceeds the limit of {limit}", "body")
-    if not raw.strip():
-        raise ServiceError(422, "body is empty; send a JSON object", "body")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ServiceError(422, f"body is not valid JSON: {err}", "body") from err
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServiceError(
+                413,
+                f"body of more than {limit} bytes exceeds the limit of {limit} "
+                f"(stopped reading at {size} bytes)",
+                "body",
+            )
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _as_keys(api_keys: ApiKeys | Mapping[str, str] | str | os.PathLike[str] | None) -> ApiKeys:
@@ -493,7 +492,7 @@ def _as_config(config: MonitorConfig | str | os.PathLike[str] | None) -> Monitor
 
 
 def create_app(
-    db_path: str | os.PathLike[str],
+    db: StoreTarget | MonitorStore,
     config: MonitorConfig | str | os.PathLike[str] | None,
     api_keys: ApiKeys | Mapping[str, str] | str | os.PathLike[str] | None,
     settings: ServiceSettings | None = None,
@@ -501,7 +500,8 @@ def create_app(
     """Build the monitoring service's FastAPI app; the store opens now and closes on shutdown.
 
     Args:
-        db_path: SQLite database (created when missing; reopened with its history).
+        db: SQLite database file (created when missing; reopened with its history), a
+            database URL (``postgresql+psycopg://user:password@host/db``), or an open store.
         config: A :class:`MonitorConfig`, a YAML path, or None for the defaults.
         api_keys: :class:`ApiKeys`, a site -> key mapping, a key file path, or None
             (read-only: every write answers 401).
@@ -519,7 +519,7 @@ def create_app(
         >>> sorted(r.path for r in create_app(db, None, None).routes if "sites" in r.path)
         ['/sites', '/sites/{site}/batches', '/sites/{site}/history', '/sites/{site}/reference']
     """
-    service = MonitorService(db_path, _as_config(config), _as_keys(api_keys), settings)
+    service = MonitorService(db, _as_config(config), _as_keys(api_keys), settings)
     limit = service.settings.max_body_bytes
 
     @asynccontextmanager
@@ -541,6 +541,11 @@ def create_app(
     async def _service_error(_: Request, err: ServiceError) -> JSONResponse:
         headers = {"WWW-Authenticate": API_KEY_HEADER} if err.status == 401 else None
         return JSONResponse(err.payload(), status_code=err.status, headers=headers)
+
+    @app.exception_handler(StoreError)
+    async def _store_error(_: Request, err: StoreError) -> JSONResponse:
+        error = ServiceError(503, f"the monitor store is unavailable: {err}; retry later", "db")
+        return JSONResponse(error.payload(), status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
@@ -601,7 +606,8 @@ def create_app(
     def history(
         site: str,
         limit: Annotated[
-            int | None, Query(ge=1, description="Only the most recent N reports.")
+            int | None,
+            Query(ge=1, le=MAX_LIMIT, description="Only the most recent N reports."),
         ] = None,
     ) -> dict[str, Any]:
         """A site's batch reports, oldest first."""
@@ -625,23 +631,25 @@ def create_app(
     ) -> JSONResponse:
         """Store the site's reference outputs (e.g. its validation outputs)."""
         await run_in_threadpool(service.authorise, site, x_api_key)
-        body = await _json_body(request, limit)
-        result = await run_in_threadpool(service.set_reference, site, body, replace)
+        _check_content_type(request)
+        raw = await read_body(request, limit)
+        result = await run_in_threadpool(service.set_reference, site, raw, replace)
         return JSONResponse(result, status_code=201)
 
     @app.post("/sites/{site}/batches", status_code=201, openapi_extra=batch_schema)
     async def batches(site: str, request: Request, x_api_key: ApiKeyHeader = None) -> JSONResponse:
         """Judge a batch of outputs; 201 once its report is committed, 200 for a stored one."""
         await run_in_threadpool(service.authorise, site, x_api_key)
-        body = await _json_body(request, limit)
-        status, result = await run_in_threadpool(service.submit_batch, site, body)
+        _check_content_type(request)
+        raw = await read_body(request, limit)
+        status, result = await run_in_threadpool(service.submit_batch, site, raw)
         return JSONResponse(result, status_code=status)
 
     return app
 
 
 def serve(
-    db_path: str | os.PathLike[str],
+    db: StoreTarget | MonitorStore,
     config: MonitorConfig | str | os.PathLike[str] | None,
     api_keys: ApiKeys | Mapping[str, str] | str | os.PathLike[str] | None,
     *,
@@ -653,7 +661,7 @@ def serve(
     """Run the service with Uvicorn until interrupted (Ctrl-C or SIGTERM).
 
     Args:
-        db_path: SQLite database.
+        db: SQLite database file or database URL (see :func:`create_app`).
         config: Monitoring configuration (object, YAML path or None).
         api_keys: Site keys (object, mapping, key file or None).
         host: Interface to bind; ``0.0.0.0`` for every interface.
@@ -663,5 +671,5 @@ def serve(
     """
     import uvicorn
 
-    app = create_app(db_path, config, api_keys, settings)
+    app = create_app(db, config, api_keys, settings)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")

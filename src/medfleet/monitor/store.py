@@ -6,11 +6,19 @@ in a single transaction, keyed by ``(site, batch_id)``. A process killed at
 any moment therefore leaves either all of a batch or none of it, and
 re-sending a batch that was stored is recognised and not applied twice.
 
+Several processes may share one store. Each site has a *revision*, bumped by every
+commit and reference change (:meth:`SQLiteStore.state_revision`); a coordinator
+commits with the revision its agent state was loaded at, and a commit made from a
+state another process has since moved on raises :class:`StaleStateError` inside the
+transaction, writing nothing, so the coordinator reloads the state and judges again.
+
 :class:`SQLiteStore` is the embedded default (WAL journal, ``synchronous=FULL``,
 one connection guarded by a lock, usable from several threads).
-:class:`MemoryStore` keeps everything in dicts (simulations, tests). Any
-object with the same methods - for example one backed by a server database -
-can replace them.
+:class:`MemoryStore` keeps everything in dicts (simulations, tests).
+:class:`~medfleet.monitor.pgstore.PostgresStore` keeps it on a PostgreSQL server.
+Any object with the same methods can replace them (``state_revision`` and
+``commit_batch``'s ``expected_revision`` are optional: without them a coordinator
+assumes it is the store's only writer).
 
 Example:
     >>> import tempfile, pathlib
@@ -40,6 +48,31 @@ from medfleet.monitor.reports import Alert, BatchReport, utc_now
 
 class StoreError(MedfleetError):
     """The monitoring store cannot be opened or written."""
+
+
+class StaleStateError(StoreError):
+    """A commit was made from an agent state that another writer has since replaced."""
+
+
+Revision = tuple[int, int]
+"""A site's revision: (commits and reference changes of the site, reference changes anywhere)."""
+
+REFERENCES_KEY = " references"
+"""Revision row counting reference changes of every site (no site name starts with a space)."""
+
+
+MAX_LIMIT = 2**63 - 1
+"""Largest row count a store query takes (SQL's 64-bit integers)."""
+
+
+def clamp_limit(limit: int) -> int:
+    """``limit`` as a row count SQL accepts: at least 0, at most :data:`MAX_LIMIT`.
+
+    Example:
+        >>> clamp_limit(10**30) == MAX_LIMIT, clamp_limit(-5)
+        (True, 0)
+    """
+    return max(0, min(int(limit), MAX_LIMIT))
 
 
 @dataclass
@@ -131,6 +164,7 @@ CREATE TABLE IF NOT EXISTS alert (
     UNIQUE (site, batch_id)
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS site_revision (site TEXT PRIMARY KEY, revision INTEGER NOT NULL);
 """
 
 SCHEMA_VERSION = "1"
@@ -179,6 +213,9 @@ class SQLiteStore:
             self.store._lock.acquire()
             try:
                 self.store._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                self.store._lock.release()
+                raise _busy(self.store.path, exc) from None
             except BaseException:
                 self.store._lock.release()
                 raise
@@ -198,32 +235,80 @@ class SQLiteStore:
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            return self._db.execute(sql, params).fetchall()
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                raise _busy(self.path, exc) from None
 
     def get_report(self, site: str, batch_id: str) -> BatchReport | None:
         """The stored report of ``(site, batch_id)``, or None."""
         rows = self._query("SELECT body FROM report WHERE site=? AND batch_id=?", (site, batch_id))
         return BatchReport.from_dict(json.loads(rows[0][0])) if rows else None
 
+    @staticmethod
+    def _revision(db: sqlite3.Connection, site: str) -> Revision:
+        rows = dict(
+            db.execute(
+                "SELECT site, revision FROM site_revision WHERE site IN (?, ?)",
+                (site, REFERENCES_KEY),
+            ).fetchall()
+        )
+        return int(rows.get(site, 0)), int(rows.get(REFERENCES_KEY, 0))
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection, *sites: str) -> None:
+        for site in sites:
+            db.execute(
+                "INSERT INTO site_revision (site, revision) VALUES (?, 1)"
+                " ON CONFLICT (site) DO UPDATE SET revision = revision + 1",
+                (site,),
+            )
+
+    def state_revision(self, site: str) -> Revision:
+        """``site``'s revision now; read it before the state it guards.
+
+        Example:
+            >>> store = SQLiteStore(":memory:")
+            >>> store.state_revision("a")
+            (0, 0)
+            >>> store.save_reference("a", {"prob": np.array([0.5])})
+            >>> store.state_revision("a"), store.state_revision("b")
+            ((1, 1), (0, 1))
+        """
+        with self._lock:
+            return self._revision(self._db, site)
+
     def commit_batch(
-        self, report: BatchReport, state: AgentState | None, alert: Alert | None = None
+        self,
+        report: BatchReport,
+        state: AgentState | None,
+        alert: Alert | None = None,
+        expected_revision: Revision | None = None,
     ) -> bool:
         """Insert the report, replace the agent state and insert the alert in one transaction.
 
+        Args:
+            report: The batch's report.
+            state: The agent's state after the batch (None: leave the stored one).
+            alert: The alert the batch raised, if any.
+            expected_revision: The site's revision the agent state was loaded at; None
+                skips the check.
+
         Returns:
             False (and nothing written) when ``(site, batch_id)`` was already stored.
+
+        Raises:
+            StaleStateError: The site's revision is no longer ``expected_revision`` (another
+                writer committed in between); nothing is written.
         """
         body = json.dumps(report.to_dict(), sort_keys=True)
         with self._transaction() as db:
-            exists = db.execute(
-                "SELECT 1 FROM report WHERE site=? AND batch_id=?", (report.site, report.batch_id)
-            ).fetchone()
-            if exists:
-                return False
-            db.execute(
+            # BEGIN IMMEDIATE holds the write lock; the unique (site, batch_id) decides.
+            inserted = db.execute(
                 "INSERT INTO report"
                 " (site, batch_id, timestamp, created, drift, severity, alert, body)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (site, batch_id) DO NOTHING",
                 (
                     report.site,
                     report.batch_id,
@@ -234,7 +319,17 @@ class SQLiteStore:
                     int(report.alert),
                     body,
                 ),
-            )
+            ).rowcount
+            if not inserted:
+                return False
+            if expected_revision is not None:
+                current = self._revision(db, report.site)
+                if current != tuple(expected_revision):
+                    raise StaleStateError(
+                        f"site {report.site!r}: agent state of revision {expected_revision} "
+                        f"is stale (the store is at {current})"
+                    )
+            self._bump(db, report.site)
             if state is not None:
                 db.execute(
                     "INSERT OR REPLACE INTO agent_state (site, meta, arrays, updated)"
@@ -269,6 +364,7 @@ class SQLiteStore:
                 (site, outputs_to_bytes(outputs), n, utc_now()),
             )
             db.execute("DELETE FROM agent_state WHERE site=?", (site,))
+            self._bump(db, site, REFERENCES_KEY)
 
     def load_reference(self, site: str) -> dict[str, np.ndarray] | None:
         """``site``'s reference outputs, or None."""
@@ -287,7 +383,7 @@ class SQLiteStore:
             rows = self._query(
                 "SELECT body FROM (SELECT seq, body FROM report WHERE site=? ORDER BY seq DESC"
                 " LIMIT ?) ORDER BY seq",
-                (site, int(limit)),
+                (site, clamp_limit(limit)),
             )
         return [BatchReport.from_dict(json.loads(r[0])) for r in rows]
 
@@ -325,6 +421,18 @@ class SQLiteStore:
         self.close()
 
 
+def _busy(path: str, exc: sqlite3.OperationalError) -> StoreError:
+    """A lock held past the timeout (or another operational failure) as a :class:`StoreError`.
+
+    The service answers it with 503 (retry later) instead of 500.
+
+    Example:
+        >>> str(_busy("m.sqlite", sqlite3.OperationalError("database is locked")))
+        'monitor store m.sqlite is busy or unavailable (database is locked); retry later'
+    """
+    return StoreError(f"monitor store {path} is busy or unavailable ({exc}); retry later")
+
+
 class MemoryStore:
     """A store in plain dicts: same behaviour as :class:`SQLiteStore`, nothing persisted.
 
@@ -341,19 +449,40 @@ class MemoryStore:
         self._states: dict[str, AgentState] = {}
         self._reports: dict[str, dict[str, BatchReport]] = {}
         self._alerts: list[Alert] = []
+        self._revisions: dict[str, int] = {}
 
     def get_report(self, site: str, batch_id: str) -> BatchReport | None:
         """The stored report of ``(site, batch_id)``, or None."""
         return self._reports.get(site, {}).get(batch_id)
 
+    def state_revision(self, site: str) -> Revision:
+        """``site``'s revision (see :meth:`SQLiteStore.state_revision`)."""
+        with self._lock:
+            return self._revisions.get(site, 0), self._revisions.get(REFERENCES_KEY, 0)
+
     def commit_batch(
-        self, report: BatchReport, state: AgentState | None, alert: Alert | None = None
+        self,
+        report: BatchReport,
+        state: AgentState | None,
+        alert: Alert | None = None,
+        expected_revision: Revision | None = None,
     ) -> bool:
-        """Store report, state and alert together; False if the batch was already stored."""
+        """Store report, state and alert together; False if the batch was already stored.
+
+        Raises:
+            StaleStateError: As :meth:`SQLiteStore.commit_batch`.
+        """
         with self._lock:
             reports = self._reports.setdefault(report.site, {})
             if report.batch_id in reports:
                 return False
+            current = self.state_revision(report.site)
+            if expected_revision is not None and current != tuple(expected_revision):
+                raise StaleStateError(
+                    f"site {report.site!r}: agent state of revision {expected_revision} "
+                    f"is stale (the store is at {current})"
+                )
+            self._revisions[report.site] = current[0] + 1
             reports[report.batch_id] = report
             if state is not None:
                 self._states[report.site] = state
@@ -370,6 +499,8 @@ class MemoryStore:
         with self._lock:
             self._references[site] = {k: np.asarray(v).copy() for k, v in outputs.items()}
             self._states.pop(site, None)
+            for key in (site, REFERENCES_KEY):
+                self._revisions[key] = self._revisions.get(key, 0) + 1
 
     def load_reference(self, site: str) -> dict[str, np.ndarray] | None:
         """``site``'s reference outputs, or None."""
@@ -382,7 +513,10 @@ class MemoryStore:
     def history(self, site: str, limit: int | None = None) -> list[BatchReport]:
         """``site``'s reports in processing order; with ``limit``, only the most recent ones."""
         reports = list(self._reports.get(site, {}).values())
-        return reports if limit is None else reports[-int(limit) :] if limit else []
+        if limit is None:
+            return reports
+        limit = clamp_limit(limit)
+        return reports[-limit:] if limit else []
 
     def alerts(self, site: str | None = None) -> list[Alert]:
         """Alerts in the order raised, for ``site`` or for every site."""
