@@ -12,7 +12,7 @@ pytest.importorskip("flwr")
 import torch
 
 from medfleet.errors import MedfleetError
-from medfleet.federated import Fault, FederatedConfig, run_federated
+from medfleet.federated import Fault, FederatedConfig, FederatedResult, run_federated
 from medfleet.federated import params as P
 
 
@@ -112,11 +112,12 @@ def test_exchange_keys_per_strategy(fed_manifest) -> None:
     assert rkeys and all(k.startswith("heads.") or "layer.3." in k for k in rkeys)
 
 
-def test_secagg_is_refused_with_a_reason(fed_manifest, tiny_settings, tmp_path: Path) -> None:
-    with pytest.raises(MedfleetError, match="SecAgg"):
-        run_federated(
-            fed_manifest, *tiny_settings, FederatedConfig(secagg=True, rounds=1), tmp_path
-        )
+def test_secure_aggregation_is_not_offered() -> None:
+    assert "secagg" not in FederatedConfig.model_fields
+    # job files of earlier versions ("secagg": false) still load; asking for it is refused
+    assert FederatedConfig.model_validate({"secagg": False}) == FederatedConfig()
+    with pytest.raises(ValueError, match="secure aggregation is not offered"):
+        FederatedConfig.model_validate({"secagg": True})
 
 
 def test_dp_noise_needs_clipping() -> None:
@@ -200,6 +201,95 @@ def test_messages_leaving_clients_hold_only_arrays_and_scalars(dual_run, fed_man
         assert set(content.keys()) <= {"arrays", "metrics"}
 
 
+CASE_MARKER = "CASE_ZX81QK"
+PATH_MARKER = "PATIENT_FOLDER_QW93"
+
+
+@pytest.fixture(scope="module")
+def corrupt_run(fed_phantoms, tmp_path_factory):
+    """A federation in which one training image of site_b is corrupt (marked case and path)."""
+    import csv
+    import shutil
+
+    from medfleet.models import ModelConfig
+    from medfleet.tasks import Manifest
+    from medfleet.train.config import TrainConfig
+
+    data = tmp_path_factory.mktemp("marked") / "data"
+    shutil.copytree(fed_phantoms.parent, data)
+    table = data / "lesion_cls.csv"
+    with table.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = list(reader.fieldnames or []), list(reader)
+    row = next(r for r in rows if r["site"] == "site_b" and r["split"] == "train")
+    row["case_id"] = f"{CASE_MARKER}_001"
+    image = data / PATH_MARKER / "scan_001.png"
+    image.parent.mkdir()
+    image.write_bytes(b"\x89PNG truncated")
+    row["image"] = f"{PATH_MARKER}/scan_001.png"
+    with table.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    log: list[dict] = []
+    out = tmp_path_factory.mktemp("corrupt") / "out"
+    try:
+        run_federated(
+            Manifest.load(data / fed_phantoms.name),
+            ModelConfig(image_size=32),
+            TrainConfig(batch_size=4, threads=1, lr=1e-3),
+            FederatedConfig(strategy="lora", rounds=2, local_steps=1, blocks=[-1]),
+            out,
+            client_mods=[_inspector(log)],
+        )
+    except MedfleetError as exc:  # site_b never trains: the run fails, and says so
+        assert "site_b" in str(exc) and "data/unreadable-image" in str(exc)
+        assert CASE_MARKER not in str(exc) and PATH_MARKER not in str(exc)
+    return FederatedResult.load(out), log, str(image.resolve())
+
+
+def _wire_bytes(message) -> bytes:
+    """Everything Flower puts on the wire for a message: the protobuf and every object."""
+    from flwr.common.serde import message_to_proto
+    from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+
+    parts = [message_to_proto(message).SerializeToString()]
+    parts += [obj.deflate() for obj in get_all_nested_objects(message).values()]
+    return b"".join(parts)
+
+
+def test_error_replies_carry_only_a_category_and_code(corrupt_run) -> None:
+    from flwr.app import Error, Message
+
+    from medfleet.federated.failures import SITE_FAILURES
+
+    result, log, image = corrupt_run
+    forbidden = [CASE_MARKER, PATH_MARKER, image, "Traceback", "DataError", "scan_001"]
+    # the check can see text in an error reply (positive control)
+    probe = Message(Error(code=2, reason=f"{CASE_MARKER} {image}"), reply_to=log[0]["in"])
+    assert CASE_MARKER.encode() in _wire_bytes(probe) and image.encode() in _wire_bytes(probe)
+    errors = [e for e in log if e["out"].has_error()]
+    assert errors and all(e["site"] == "site_b" for e in errors)
+    assert {e["in"].metadata.message_type for e in errors} == {"train"}
+    for entry in log:
+        wire = _wire_bytes(entry["out"])
+        for text in forbidden:
+            assert text.encode() not in wire, (text, entry["site"])
+    for entry in errors:
+        assert entry["out"].error.reason == "data/unreadable-image"
+        assert entry["out"].error.reason in SITE_FAILURES
+        assert not entry["out"].has_content()
+    written = (result.out / "federated.json").read_text()
+    for text in forbidden:
+        assert text not in written, text
+    for record in result.rounds:
+        assert record["clients"]["site_b"]["status"] == "failed"
+        assert record["clients"]["site_b"]["error"] == "data/unreadable-image"
+    # the full text (case, path, traceback) stays at the site, in its own log
+    site_log = (result.out / "sites" / "site_b" / "logs" / "errors.log").read_text()
+    assert CASE_MARKER in site_log and image in site_log and "Traceback" in site_log
+
+
 def test_local_adapter_stays_and_persists_across_restarts(dual_run, fed_manifest) -> None:
     from medfleet.federated.job import FederatedJob
     from medfleet.federated.site import SiteWorker, clear_workers
@@ -207,8 +297,12 @@ def test_local_adapter_stays_and_persists_across_restarts(dual_run, fed_manifest
     result, _ = dual_run
     job = FederatedJob.load(result.out)
     states = {}
+    from medfleet.models.files import SITE_STATE_FILE, SITE_STATE_KIND
+    from medfleet.utils.tensorfile import read_tensor_file
+
     for site in fed_manifest.site_names:
-        payload = torch.load(result.out / "sites" / site / "state" / "local.pt", weights_only=False)
+        path = result.out / "sites" / site / SITE_STATE_FILE
+        payload = read_tensor_file(path, (SITE_STATE_KIND,), what="site state", fix="-")
         assert payload["round"] == 2 and payload["site"] == site
         states[site] = {k: v for k, v in payload["state"].items() if P.is_local_adapter(k)}
         assert states[site]
@@ -248,7 +342,8 @@ def test_fedprox_survives_a_failing_site_and_it_rejoins(
     )
     first, second = result.rounds
     assert first["clients"][failing]["status"] == "failed"
-    assert "injected raise fault" in first["clients"][failing]["error"]
+    assert first["clients"][failing]["error"] == "fault/injected"
+    assert result.data["status"] == "degraded"
     assert first["aggregated"] is True
     others = [s for s in fed_manifest.site_names if s != failing]
     assert all(first["clients"][s]["status"] == "ok" for s in others)
@@ -262,26 +357,30 @@ def test_round_below_min_fit_keeps_the_global_weights(
     from medfleet.federated.job import FederatedJob
     from medfleet.federated.site import build_federated_model
     from medfleet.models import load_model
+    from medfleet.models.files import MODEL_FILE
 
     sites = fed_manifest.site_names
-    result = run_federated(
-        fed_manifest,
-        *tiny_settings,
-        FederatedConfig(
-            strategy="lora",
-            rounds=1,
-            local_steps=1,
-            min_fit=3,
-            min_available=3,
-            faults=[Fault(site=sites[0], round=1)],
-        ),
-        tmp_path / "out",
-    )
+    with pytest.raises(MedfleetError, match="round 1 was not aggregated") as info:
+        run_federated(
+            fed_manifest,
+            *tiny_settings,
+            FederatedConfig(
+                strategy="lora",
+                rounds=1,
+                local_steps=1,
+                min_fit=3,
+                min_available=3,
+                faults=[Fault(site=sites[0], round=1)],
+            ),
+            tmp_path / "out",
+        )
+    result = info.value.result  # type: ignore[attr-defined]
+    assert result.data["status"] == "failed"
     record = result.rounds[0]
     assert record["aggregated"] is False and "min_fit=3" in record["note"]
     job = FederatedJob.load(result.out)
     initial = build_federated_model(job, fed_manifest, None)
-    final = load_model(result.out / "global" / "model.pt", fed_manifest)
+    final = load_model(result.out / "global" / MODEL_FILE, fed_manifest)
     keys = P.exchange_keys(initial, job.federated)
     before, after = P.get_arrays(initial, keys), P.get_arrays(final, keys)
     for key in keys:
@@ -289,6 +388,8 @@ def test_round_below_min_fit_keeps_the_global_weights(
 
 
 def test_dp_clips_every_update_and_adds_noise(fed_manifest, tiny_settings, tmp_path: Path) -> None:
+    from medfleet.federated.privacy import dp_epsilon
+
     log: list[dict] = []
     clip, noise = 0.01, 0.5
     result = run_federated(
@@ -303,10 +404,16 @@ def test_dp_clips_every_update_and_adds_noise(fed_manifest, tiny_settings, tmp_p
     for entry in trained:
         sent = {k: v.numpy() for k, v in entry["out"].content["arrays"].items()}
         got = {k: v.numpy() for k, v in entry["in"].content["arrays"].items()}
-        assert P.update_norm(sent, got) <= clip * (1 + 1e-4)
+        assert P.update_norm(sent, got) <= clip
         assert entry["out"].content["metrics"]["update-norm"] > clip  # clipping did act
-    # Flower's compute_stdv: noise multiplier * clipping norm / sampled clients
-    assert result.rounds[0]["dp_noise_std"] == pytest.approx(noise * clip / 3)
+    # every site holds every travelling key: std = noise multiplier * clip / 3 sites
+    dp = result.rounds[0]["dp"]
+    assert dp["weighting"] == "equal per site" and set(dp["noise_std_by_holders"]) == {"3"}
+    assert dp["noise_std_by_holders"]["3"] == pytest.approx(noise * clip / 3)
+    assert dp["replies_over_clip"] == 0  # the sites clipped (float32 included)
+    privacy = result.data["privacy"]
+    assert privacy["enabled"] is True and privacy["sampling_amplification"] is False
+    assert privacy["epsilon"] == pytest.approx(dp_epsilon(noise, 1, 1e-5))
 
 
 def test_fedprox_adds_the_proximal_term_to_the_client_loss(fed_manifest) -> None:

@@ -10,7 +10,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -68,11 +68,14 @@ class FederatedConfig(BaseModel):
         min_fit: Successful training replies a round needs to aggregate.
         min_available: Connected sites required before a round starts.
         round_timeout: Seconds a round waits for replies.
-        dp_clip: Clip each client's update to this L2 norm (``None``: no clipping).
-        dp_noise: Gaussian noise multiplier added to the aggregate (needs ``dp_clip``).
-        secagg: Secure aggregation (SecAgg+); refused with an explanation (see
-            docs/federated.md).
-        seed: Seed of initialisation and local training.
+        dp_clip: Clip each site's update (all travelling weights jointly) to this L2 norm
+            (``None``: no clipping).
+        dp_noise: Gaussian noise multiplier ``z`` (needs ``dp_clip``): with ``z > 0`` the
+            server averages the sites with equal weights and adds noise of standard
+            deviation ``z * dp_clip / n_k`` to each key held by ``n_k`` sites
+            (:mod:`medfleet.federated.privacy`).
+        dp_delta: The ``delta`` of the (epsilon, delta) guarantee the run records.
+        seed: Seed of initialisation (local training takes ``TrainConfig.seed``).
         faults: Injected faults (drills).
 
     Example:
@@ -96,9 +99,23 @@ class FederatedConfig(BaseModel):
     round_timeout: float = Field(default=3600.0, gt=0.0)
     dp_clip: float | None = Field(default=None, gt=0.0)
     dp_noise: float = Field(default=0.0, ge=0.0)
-    secagg: bool = False
+    dp_delta: float = Field(default=1e-5, gt=0.0, lt=1.0)
     seed: int = Field(default=0, ge=0)
     faults: list[Fault] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secagg(cls, data: Any) -> Any:
+        # job files of earlier versions hold "secagg": false; secure aggregation itself is
+        # not offered (docs/federated.md says why)
+        if isinstance(data, dict) and "secagg" in data:
+            data = dict(data)
+            if data.pop("secagg"):
+                raise ValueError(
+                    "secure aggregation is not offered by medfleet (see docs/federated.md, "
+                    "'Secure aggregation') (fix: remove 'secagg')"
+                )
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> FederatedConfig:

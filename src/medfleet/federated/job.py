@@ -173,6 +173,9 @@ def job_from_run_config(run_config: dict[str, Any]) -> FederatedJob:
         ...                            "strategy": "lora", "blocks": "-1"})
         >>> job.federated.strategy, job.federated.blocks
         ('lora', [-1])
+        >>> job_from_run_config({"manifest": str(d / "m.yaml"), "out": str(d / "o"),
+        ...                      "seed": 7}).train.seed
+        7
     """
     path = str(run_config.get("job", "") or "")
     if path:
@@ -190,6 +193,9 @@ def job_from_run_config(run_config: dict[str, Any]) -> FederatedJob:
         if value is None or value == "" or (key in ("local-steps", "threads") and value == 0):
             continue
         sections[section][field] = kind(value)
+    if "seed" in sections["federated"]:
+        # one seed: the initial weights and each site's local training
+        sections["train"]["seed"] = sections["federated"]["seed"]
     blocks = str(run_config.get("blocks", "") or "").strip()
     if blocks:
         sections["federated"]["blocks"] = [int(b) for b in blocks.split(",") if b.strip()]

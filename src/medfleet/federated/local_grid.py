@@ -5,8 +5,10 @@ machine. :class:`LocalGrid` implements Flower's ``Grid`` interface directly: eve
 the ServerApp sends is handed to the real ClientApp (with its mods) in a worker thread, with
 the node's own ``Context`` (``node_config`` carries the site), one node after the other so
 that runs are reproducible. Messages and replies go through Flower's protobuf serialisation
-(each side gets its own copy, as on the wire). An exception in the ClientApp becomes an
-error reply (as Flower's runtimes do), and a node that does not answer within ``timeout``
+(each side gets its own copy, as on the wire). An exception escaping the ClientApp
+(medfleet's handlers never let one escape; a client mod might) becomes an error reply
+built as Flower's runtimes build it (``"<class '...'>:<'message'>"``), and a node that
+does not answer within ``timeout``
 seconds (counted per node, since nodes run one after the other) gets no reply. The
 strategy, the ClientApp and the ServerApp are the ones the Ray simulation and the
 deployment engine run.
@@ -15,7 +17,6 @@ deployment engine run.
 from __future__ import annotations
 
 import threading
-import traceback
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -150,7 +151,7 @@ class LocalGrid(Grid):
                 reply = self.client_app(message, context)
                 box["reply"] = message_from_proto(message_to_proto(reply))
             except Exception as exc:  # the ClientApp failed: an error reply, as Flower does
-                reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+                reason = str(type(exc)) + ":<'" + str(exc) + "'>"
                 box["reply"] = Message(
                     Error(code=CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message
                 )

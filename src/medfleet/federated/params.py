@@ -9,7 +9,8 @@ A site's model keeps three kinds of weights:
 * **frozen** weights: identical everywhere (same seed or same pretrained file).
 
 Averages are key-wise: a key is averaged over the sites that sent it, weighted by their
-training examples, so task heads that only some sites have are averaged among those sites.
+training examples, so task heads that only some sites have are averaged among those sites
+(with differential privacy the weights are equal instead: :mod:`medfleet.federated.privacy`).
 
 Example:
     >>> import numpy as np
@@ -21,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -172,22 +174,37 @@ def update_norm(new: dict[str, np.ndarray], old: dict[str, np.ndarray]) -> float
 def clip_update(
     new: dict[str, np.ndarray], old: dict[str, np.ndarray], clip: float
 ) -> tuple[dict[str, np.ndarray], float]:
-    """Scale the update ``new - old`` down to L2 norm ``clip`` (DP clipping).
+    """Scale the update ``new - old`` down to L2 norm ``clip`` (DP clipping), jointly over keys.
+
+    The norm is taken over every key that travels, together; a key without a value in
+    ``old`` has no update to clip and is left out (it must not travel). The float32 arrays
+    returned are checked: the update they actually carry (``out - old``, computed in float64
+    from the float32 values) has norm at most ``clip``, rounding included (when rounding
+    alone would exceed it, the update sent is zero).
 
     Returns:
-        The clipped arrays and the norm before clipping.
+        The clipped float32 arrays and the norm before clipping.
 
     Example:
-        >>> out, norm = clip_update({"a": np.array([3.0, 4.0])}, {"a": np.zeros(2)}, 1.0)
-        >>> norm, [round(float(x), 2) for x in out["a"]]
-        (5.0, [0.6, 0.8])
+        >>> out, norm = clip_update({"a": np.array([3.0, 4.0]), "b": np.ones(1)},
+        ...                         {"a": np.zeros(2)}, 1.0)
+        >>> norm, sorted(out), [round(float(x), 2) for x in out["a"]]
+        (5.0, ['a'], [0.6, 0.8])
     """
-    norm = update_norm(new, old)
+    base = {k: np.asarray(old[k], dtype=np.float32) for k in new if k in old}
+    delta = {k: np.asarray(new[k], np.float64) - base[k].astype(np.float64) for k in base}
+    norm = math.sqrt(sum(float(np.sum(d * d)) for d in delta.values()))
     scale = min(1.0, clip / norm) if norm > 0 else 1.0
-    out = {}
-    for key, value in new.items():
-        if key in old:
-            out[key] = (old[key] + scale * (np.asarray(value) - old[key])).astype(np.float32)
-        else:
-            out[key] = np.asarray(value, dtype=np.float32)
-    return out, norm
+    for _ in range(20):
+        out = {k: (base[k] + scale * delta[k]).astype(np.float32) for k in base}
+        sent = _norm_between(out, base)
+        if sent <= clip:
+            return out, norm
+        scale *= (clip / sent) * (1.0 - 1e-6)
+    return {k: v.copy() for k, v in base.items()}, norm
+
+
+def _norm_between(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    return math.sqrt(
+        sum(float(np.sum((a[k].astype(np.float64) - b[k].astype(np.float64)) ** 2)) for k in a)
+    )

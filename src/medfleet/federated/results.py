@@ -3,17 +3,23 @@
 ``federated.json``::
 
     {"format": "medfleet.federated/1", "strategy": ..., "config": {...}, "sites": [...],
-     "rounds": [{"round": r,
-                 "clients": {site: {"status": "ok" | "failed", "error": str | None,
+     "rounds": [{"round": r, "sampled": [site, ...],
+                 "clients": {site: {"status": "ok" | "failed", "error": code | None,
+                                    "eval_error": code (when evaluation failed),
+                                    "model": true (the site wrote its model, last round),
                                     "bytes_sent": int, "bytes_received": int,
                                     "num_examples": int, "train_loss": float}},
                  "metrics": {site: {task: {metric: value}}},
-                 "aggregated": bool}],
+                 "aggregated": bool, "dp": {...} (with --dp-clip)}],
      "bytes_per_round": {"<round>": {"sent": int, "received": int, "total": int}},
-     "status": "running" | "finished"}
+     "privacy": {...}, "site_status": {site: {...}}, "problems": [str, ...],
+     "status": "running" | "finished" | "degraded" | "failed"}
 
 ``bytes_sent`` is what the site sent to the server in the round (training and evaluation
 replies), ``bytes_received`` what it received; both are serialised Flower message sizes.
+``error`` and ``eval_error`` are codes of :data:`medfleet.federated.failures.FAILURE_CODES`
+(``state/corrupt``, ``data/unreadable-image``, ``network/no-reply``, ...), never a site's
+error text. :func:`run_outcome` sets ``status`` and ``site_status``.
 """
 
 from __future__ import annotations
@@ -46,12 +52,12 @@ def empty_client() -> dict[str, Any]:
     """A client's record before anything happened in the round.
 
     Example:
-        >>> empty_client()["status"]
-        'failed'
+        >>> empty_client()["error"]
+        'server/not-sampled'
     """
     return {
         "status": "failed",
-        "error": "not sampled",
+        "error": "server/not-sampled",
         "bytes_sent": 0,
         "bytes_received": 0,
         "num_examples": 0,
@@ -73,6 +79,113 @@ def bytes_per_round(rounds: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
         received = sum(int(c.get("bytes_received", 0)) for c in record["clients"].values())
         out[str(record["round"])] = {"sent": sent, "received": received, "total": sent + received}
     return out
+
+
+def _rounds_text(rounds: list[int]) -> str:
+    return ("round " if len(rounds) == 1 else "rounds ") + ", ".join(str(r) for r in rounds)
+
+
+def run_outcome(
+    rounds: list[dict[str, Any]], sites: list[str], planned_rounds: int
+) -> tuple[str, dict[str, dict[str, Any]], list[str]]:
+    """The run's status, each site's status and one line per problem.
+
+    The rule (docs/federated.md, "Faults"):
+
+    * a site's ``status`` is ``not-sampled`` when no round sampled it; ``failed`` when it
+      never trained successfully in a round that sampled it, or wrote no model in the last
+      round; ``degraded`` when it failed some rounds or evaluations but trained in at least
+      one and wrote its model; ``ok`` otherwise;
+    * the run is ``failed`` when any sampled site failed or the last round did not aggregate
+      (the global weights are not this run's last round's); ``degraded`` when anything else
+      went wrong (a failed round, a failed evaluation, a site never sampled); else
+      ``finished``.
+
+    Example:
+        >>> ok = {"status": "ok", "error": None, "model": True}
+        >>> bad = {"status": "failed", "error": "state/corrupt"}
+        >>> rounds = [{"round": 1, "sampled": ["a", "b"], "aggregated": True,
+        ...            "clients": {"a": ok, "b": bad}}]
+        >>> status, sites, problems = run_outcome(rounds, ["a", "b"], 1)
+        >>> status, sites["b"]["status"], problems
+        ('failed', 'failed', ['b failed in round 1 (state/corrupt) and has no model'])
+    """
+    names = list(sites)
+    for record in rounds:
+        for name in list(record.get("sampled", [])) + list(record.get("clients", {})):
+            if name not in names:
+                names.append(name)
+    out: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    last = rounds[-1] if rounds else None
+    for name in names:
+        sampled = [r["round"] for r in rounds if name in r.get("sampled", [])]
+        clients = {r["round"]: r.get("clients", {}).get(name, {}) for r in rounds}
+        ok_rounds = [r for r in sampled if clients[r].get("status") == "ok"]
+        failed = {
+            r: str(clients[r].get("error") or "network/no-reply")
+            for r in sampled
+            if clients[r].get("status") != "ok"
+        }
+        eval_errors = {r: str(c["eval_error"]) for r, c in clients.items() if c.get("eval_error")}
+        model = bool(last is not None and clients[last["round"]].get("model"))
+        if not sampled:
+            status = "not-sampled"
+        elif not ok_rounds or not model:
+            status = "failed"
+        elif failed or eval_errors:
+            status = "degraded"
+        else:
+            status = "ok"
+        out[name] = {
+            "status": status,
+            "sampled_rounds": sampled,
+            "ok_rounds": ok_rounds,
+            "failed_rounds": {str(r): code for r, code in failed.items()},
+            "eval_errors": {str(r): code for r, code in eval_errors.items()},
+            "model": model,
+        }
+        if status == "ok" or (status == "not-sampled" and name not in sites):
+            continue
+        parts = []
+        by_code: dict[str, list[int]] = {}
+        for r, code in failed.items():
+            by_code.setdefault(code, []).append(r)
+        if by_code:
+            parts.append(
+                f"{name} failed in "
+                + ", ".join(f"{_rounds_text(rs)} ({code})" for code, rs in by_code.items())
+            )
+        if status == "not-sampled":
+            parts.append(f"{name} was never sampled (not connected)")
+        elif not model:
+            final_error = eval_errors.get(last["round"]) if last is not None else None
+            text = "has no model" + (
+                f" (evaluate round {last['round']}: {final_error})" if final_error else ""
+            )
+            parts.append(f"and {text}" if parts else f"{name} {text}")
+        elif eval_errors and not by_code:
+            parts.append(
+                f"{name} failed evaluation in "
+                + ", ".join(f"round {r} ({c})" for r, c in eval_errors.items())
+            )
+        problems.append(" ".join(parts))
+    not_aggregated = last is not None and not last.get("aggregated")
+    if not_aggregated:
+        problems.append(
+            f"round {last['round']} was not aggregated ({last.get('note', 'no reply')})"
+        )
+    if len(rounds) < planned_rounds:
+        problems.append(f"only {len(rounds)} of {planned_rounds} rounds ran")
+    if (
+        any(v["status"] == "failed" for v in out.values())
+        or not_aggregated
+        or len(rounds) < planned_rounds
+    ):
+        return "failed", out, problems
+    if problems or any(v["status"] != "ok" for v in out.values()):
+        return "degraded", out, problems
+    return "finished", out, problems
 
 
 def write_results(
@@ -137,7 +250,12 @@ class FederatedResult:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("format") != RESULT_FORMAT:
             raise MedfleetError(f"{path} is not a medfleet federated result")
-        site_dirs = {s: out / "sites" / s for s in data["sites"] if has_model(out / "sites" / s)}
+        status = data.get("site_status") or {}
+        site_dirs = {
+            s: out / "sites" / s
+            for s in data["sites"]
+            if has_model(out / "sites" / s) and status.get(s, {}).get("model", True)
+        }
         global_dir = out / "global" if has_model(out / "global") else None
         return cls(
             out=out,
@@ -149,6 +267,11 @@ class FederatedResult:
             global_dir=global_dir,
             data=data,
         )
+
+    @property
+    def site_status(self) -> dict[str, dict[str, Any]]:
+        """Per-site status of the run (``federated.json``'s ``site_status``)."""
+        return dict(self.data.get("site_status") or {})
 
     def summary(self) -> dict[str, Any]:
         """A compact JSON-able summary (for ``--format json``)."""
@@ -163,6 +286,9 @@ class FederatedResult:
             "rounds": len(self.rounds),
             "bytes_per_round": self.bytes_per_round,
             "failures": failures,
+            "status": self.data.get("status"),
+            "site_status": {s: v.get("status") for s, v in self.site_status.items()},
+            "problems": list(self.data.get("problems") or []),
             "site_models": {s: str(p) for s, p in self.site_dirs.items()},
             "global_model": None if self.global_dir is None else str(self.global_dir),
             "last_metrics": self.rounds[-1]["metrics"] if self.rounds else {},

@@ -2,11 +2,15 @@
 
 Flower's ``FedAvg.aggregate_train`` requires every reply to hold the same keys; medfleet's
 replies differ (a site without a task has no head for it), so :class:`RecordingMixin`
-replaces the aggregation with a key-wise average weighted by ``num-examples``, skips a
-round's aggregation when fewer than ``min_fit`` sites answered, adds the optional DP noise
-and records, per round and site, status, error, serialised bytes each way, examples,
-training loss and validation metrics. Sampling, message construction, FedProx's
-``proximal-mu`` and the round loop (``Strategy.start``) are Flower's.
+replaces the aggregation with a key-wise average weighted by ``num-examples`` (with
+differential privacy: clipped updates, equal weights and per-key Gaussian noise,
+:mod:`medfleet.federated.privacy`), skips a round's aggregation when fewer than ``min_fit``
+sites answered and records, per round and site, status, error code, serialised bytes each
+way, examples, training loss and validation metrics. A failed site is recorded by its code
+only (:mod:`medfleet.federated.failures`); at the end the run's status (``finished``,
+``degraded`` or ``failed``) and each site's status are written (:func:`run_outcome`).
+Sampling, message construction, FedProx's ``proximal-mu`` and the round loop
+(``Strategy.start``) are Flower's.
 """
 
 from __future__ import annotations
@@ -23,24 +27,23 @@ from medfleet.errors import MedfleetError
 from medfleet.federated import params as P
 from medfleet.federated.accounting import message_bytes
 from medfleet.federated.client_app import ARRAYS_KEY, CONFIG_KEY, METRICS_KEY, numpy_arrays
+from medfleet.federated.failures import failure_code
 from medfleet.federated.job import FederatedJob, job_from_run_config
-from medfleet.federated.results import empty_client, write_results
+from medfleet.federated.privacy import (
+    clip_to_norm,
+    dp_average,
+    dp_enabled,
+    noise_rng,
+    privacy_record,
+)
+from medfleet.federated.results import empty_client, run_outcome, write_results
 from medfleet.models.files import MODEL_FILE
 
 ProgressCallback = Callable[[int, int], None]
 
-SECAGG_UNSUPPORTED = (
-    "secure aggregation (SecAgg+) is not available with flwr 1.42's Message-API strategies "
-    "that medfleet uses: Flower ships it only as the legacy SecAggPlusWorkflow "
-    "(flwr.server.workflow) + secaggplus_mod, which drives its own round loop and cannot "
-    "wrap FedAvg/FedProx message strategies nor medfleet's key-wise aggregation "
-    "(fix: run without --secagg; use --dp-clip/--dp-noise to bound what one site's update "
-    "reveals)"
-)
-
 
 class RecordingMixin:
-    """Key-wise aggregation, fault tolerance, DP noise and per-round records.
+    """Key-wise aggregation, fault tolerance, differential privacy and per-round records.
 
     Args:
         job: The federated job.
@@ -55,7 +58,8 @@ class RecordingMixin:
         self.rounds: list[dict[str, Any]] = []
         self.current: dict[str, np.ndarray] = {}
         self.sampled: dict[int, set[int]] = {}
-        self.rng = np.random.default_rng(job.federated.seed + 17)
+        # DP noise comes from the operating system's entropy, never from the job's seed
+        self.dp_rng = noise_rng()
 
     # -------------------------------------------------------------- identity
     def _identify(self, grid: Any, server_round: int) -> None:
@@ -143,7 +147,8 @@ class RecordingMixin:
             client = self._client(server_round, node)
             client["bytes_sent"] += message_bytes(reply)
             if reply.has_error():
-                client.update({"status": "failed", "error": str(reply.error.reason)})
+                # only a code is recorded, whatever text the error carries
+                client.update({"status": "failed", "error": failure_code(reply.error)})
                 continue
             metrics = reply.content[METRICS_KEY]
             arrays = {k: v.numpy() for k, v in reply.content[ARRAYS_KEY].items()}
@@ -158,10 +163,9 @@ class RecordingMixin:
                 }
             )
             contributions.append((arrays, float(max(examples, 1))))
-        timeout = self.job.federated.round_timeout
         for node in self.sampled.get(server_round, set()) - answered:
             self._client(server_round, node).update(
-                {"status": "failed", "error": f"no reply within {timeout:g} s (timeout or lost)"}
+                {"status": "failed", "error": "network/no-reply"}
             )
         fed = self.job.federated
         if len(contributions) < fed.min_fit:
@@ -172,18 +176,7 @@ class RecordingMixin:
             )
             logging.getLogger(__name__).warning(record["note"])
             return None, None
-        averaged = P.keywise_average(contributions)
-        if fed.dp_noise > 0 and fed.dp_clip is not None:
-            from flwr.supercore.differential_privacy import add_gaussian_noise_inplace, compute_stdv
-
-            stdv = compute_stdv(fed.dp_noise, fed.dp_clip, len(contributions))
-            keys = list(averaged)
-            noisy = [averaged[k] for k in keys]
-            add_gaussian_noise_inplace(noisy, stdv)
-            averaged = {
-                k: np.asarray(v, dtype=np.float32) for k, v in zip(keys, noisy, strict=True)
-            }
-            record["dp_noise_std"] = float(stdv)
+        averaged = self._average(contributions, record)
         merged = {**self.current, **{k: v for k, v in averaged.items() if k in self.current}}
         record["aggregated"] = True
         losses = [c["train_loss"] for c in record["clients"].values() if c["status"] == "ok"]
@@ -192,6 +185,57 @@ class RecordingMixin:
             {"train-loss": float(np.mean(finite)) if finite else 0.0, "sites": len(contributions)}
         )
         return ArrayRecord(numpy_arrays(merged)), metrics
+
+    def _average(
+        self, contributions: list[tuple[dict[str, np.ndarray], float]], record: dict[str, Any]
+    ) -> dict[str, np.ndarray]:
+        """The round's new global weights for the keys the sites sent.
+
+        Without DP: the key-wise average weighted by examples. With ``dp_clip``: every
+        reply's update (its weights minus the global weights sent) is clipped again here,
+        jointly over its keys, to ``dp_clip``. With noise: equal weight per site and, per
+        key held by ``n_k`` sites, Gaussian noise of std ``dp_noise * dp_clip / n_k``
+        (:func:`medfleet.federated.privacy.dp_average`).
+        """
+        fed = self.job.federated
+        if fed.dp_clip is None:
+            return P.keywise_average(contributions)
+        clip = float(fed.dp_clip)
+        updates = []
+        over = 0
+        for arrays, _ in contributions:
+            update, norm = clip_to_norm(arrays, self.current, clip)
+            over += int(norm > clip * (1 + 1e-6))
+            updates.append(update)
+        if not dp_enabled(fed):
+            clipped = [
+                ({k: self.current[k] + u for k, u in update.items()}, weight)
+                for update, (_, weight) in zip(updates, contributions, strict=True)
+            ]
+            record["dp"] = {"clip": clip, "noise_multiplier": 0.0, "replies_over_clip": over}
+            return P.keywise_average(clipped)
+        mean, std = dp_average(updates, fed.dp_noise, clip, self.dp_rng)
+        holders: dict[str, int] = {}
+        for update in updates:
+            for key in update:
+                holders[key] = holders.get(key, 0) + 1
+        by_holders: dict[str, float] = {}
+        keys_by: dict[str, int] = {}
+        for key, n in holders.items():
+            by_holders[str(n)] = std[key]
+            keys_by[str(n)] = keys_by.get(str(n), 0) + 1
+        record["dp"] = {
+            "weighting": "equal per site",
+            "clip": clip,
+            "noise_multiplier": float(fed.dp_noise),
+            "noise_std_by_holders": dict(sorted(by_holders.items())),
+            "keys_by_holders": dict(sorted(keys_by.items())),
+            "replies_over_clip": over,
+        }
+        return {
+            k: (np.asarray(self.current[k], np.float64) + u).astype(np.float32)
+            for k, u in mean.items()
+        }
 
     # ------------------------------------------------------------ evaluation
     def configure_evaluate(  # type: ignore[override]
@@ -213,14 +257,19 @@ class RecordingMixin:
         from flwr.app import MetricRecord
 
         record = self._round(server_round)
+        final = server_round == self.job.federated.rounds
         values: dict[str, list[float]] = {}
+        answered: set[int] = set()
         for reply in replies:
+            answered.add(reply.metadata.src_node_id)
             client = self._client(server_round, reply.metadata.src_node_id)
             client["bytes_sent"] += message_bytes(reply)
             site = self._site(reply.metadata.src_node_id)
             if reply.has_error():
-                client["eval_error"] = str(reply.error.reason)
+                client["eval_error"] = failure_code(reply.error)
                 continue
+            if final:
+                client["model"] = True  # the site wrote its model before it answered
             metrics: dict[str, dict[str, float]] = {}
             for key, value in reply.content[METRICS_KEY].items():
                 if not key.startswith("val/"):
@@ -229,12 +278,14 @@ class RecordingMixin:
                 metrics.setdefault(task, {})[name] = float(value)  # type: ignore[arg-type]
                 values.setdefault(key, []).append(float(value))  # type: ignore[arg-type]
             record["metrics"][site] = metrics
+        for node in self.sampled.get(-server_round, set()) - answered:
+            self._client(server_round, node)["eval_error"] = "network/no-reply"
         if not values:
             return None
         return MetricRecord({k: _mean(v) for k, v in values.items()})
 
     # ------------------------------------------------------------- records
-    def flush(self, status: str = "running") -> Path:
+    def flush(self, status: str = "running", extra: dict[str, Any] | None = None) -> Path:
         """Write ``federated.json`` with the rounds recorded so far."""
         return write_results(
             Path(self.job.out),
@@ -247,6 +298,8 @@ class RecordingMixin:
                 "model": self.job.effective_model().model_dump(mode="json"),
                 "train": self.job.train.model_dump(mode="json"),
                 "nodes": {str(k): v for k, v in self.node_site.items()},
+                "privacy": privacy_record(self.job.federated),
+                **(extra or {}),
             },
         )
 
@@ -309,16 +362,21 @@ def make_strategy(job: FederatedJob, progress: ProgressCallback | None = None) -
 
 
 def run_server(grid: Any, job: FederatedJob, progress: ProgressCallback | None = None) -> Any:
-    """The body of the ServerApp: initial weights, Flower's round loop, final records."""
+    """The body of the ServerApp: initial weights, Flower's round loop, final records.
+
+    ``federated.json`` ends with ``status`` ``finished``, ``degraded`` or ``failed`` and a
+    ``site_status`` per site (:func:`medfleet.federated.results.run_outcome`); a run that
+    stops on an error is recorded as ``failed`` before the error propagates.
+    """
     from flwr.app import ArrayRecord, ConfigRecord
 
-    from medfleet.federated.site import build_federated_model
+    from medfleet.federated.site import build_federated_model, retire_earlier_run
 
     fed = job.federated
-    if fed.secagg:
-        raise MedfleetError(SECAGG_UNSUPPORTED)
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
+    # an earlier run's global model must not look like this run's
+    retire_earlier_run(out / "global")
     manifest = job.manifest()
     model = build_federated_model(job, manifest, None)
     keys = P.exchange_keys(model, fed)
@@ -326,38 +384,35 @@ def run_server(grid: Any, job: FederatedJob, progress: ProgressCallback | None =
     strategy.flush()
     tic = time.perf_counter()
     initial = P.get_arrays(model, keys)
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=ArrayRecord(numpy_arrays(initial)),
-        num_rounds=fed.rounds,
-        timeout=fed.round_timeout,
-        train_config=ConfigRecord({"rounds": fed.rounds}),
-        evaluate_config=ConfigRecord(),
-        evaluate_fn=lambda r, arrays: strategy.after_round(r, arrays),
-    )
+    try:
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=ArrayRecord(numpy_arrays(initial)),
+            num_rounds=fed.rounds,
+            timeout=fed.round_timeout,
+            train_config=ConfigRecord({"rounds": fed.rounds}),
+            evaluate_config=ConfigRecord(),
+            evaluate_fn=lambda r, arrays: strategy.after_round(r, arrays),
+        )
+    except BaseException as exc:
+        strategy.flush("failed", extra={"stopped": f"the server stopped: {type(exc).__name__}"})
+        raise
     # no aggregated round (every round below min_fit) keeps the initial global weights
     final = {k: v.numpy() for k, v in result.arrays.items()} if len(result.arrays) else initial
     P.set_arrays(model, final)
     global_dir = save_global(job, model, out / "global")
-    strategy.flush("finished")
-    path = write_results(
-        out,
-        fed.strategy,
-        fed.model_dump(mode="json"),
-        strategy.sites,
-        strategy.rounds,
-        "finished",
+    status, sites, problems = run_outcome(strategy.rounds, strategy.sites, fed.rounds)
+    return strategy.flush(
+        status,
         extra={
-            "model": job.effective_model().model_dump(mode="json"),
-            "train": job.train.model_dump(mode="json"),
-            "nodes": {str(k): v for k, v in strategy.node_site.items()},
+            "site_status": sites,
+            "problems": problems,
             "exchanged_keys": len(keys),
             "exchanged_parameters": int(sum(np.asarray(v).size for v in final.values())),
             "global_model": global_dir.name,
             "seconds": round(time.perf_counter() - tic, 3),
         },
     )
-    return path
 
 
 def save_global(job: FederatedJob, model: Any, folder: Path) -> Path:
@@ -387,9 +442,15 @@ def save_global(job: FederatedJob, model: Any, folder: Path) -> Path:
 
 
 def make_server_app(
-    job: FederatedJob | None = None, progress: ProgressCallback | None = None
+    job: FederatedJob | None = None,
+    progress: ProgressCallback | None = None,
+    raise_on_failure: bool = True,
 ) -> Any:
     """Build the ServerApp (the job comes from the run config when not given).
+
+    With ``raise_on_failure`` (deployment), a run whose status is ``failed`` ends the
+    ServerApp with an error, so that Flower reports the run as failed too; the local engines
+    read the status from ``federated.json`` instead.
 
     Example:
         >>> type(make_server_app()).__name__
@@ -407,6 +468,28 @@ def make_server_app(
             import torch
 
             torch.set_num_threads(current.train.threads)
-        run_server(grid, current, progress)
+        path = run_server(grid, current, progress)
+        if raise_on_failure:
+            import json
+
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            if data.get("status") == "failed":
+                raise MedfleetError(failure_message(data, Path(path)))
 
     return app
+
+
+def failure_message(data: dict[str, Any], path: Path) -> str:
+    """One line saying why a run failed (from its ``federated.json``).
+
+    Example:
+        >>> line = failure_message({"problems": ["site_a failed in round 1 (state/corrupt)"]},
+        ...                        Path("out/federated.json"))
+        >>> line[:67]
+        'federated run failed: site_a failed in round 1 (state/corrupt) (det'
+    """
+    problems = "; ".join(data.get("problems") or []) or "see the record"
+    return (
+        f"federated run failed: {problems} (details: {path}; each site logs the full error "
+        "in <state-dir>/logs/errors.log)"
+    )

@@ -23,8 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from medfleet.errors import MedfleetError, one_line
+from medfleet.errors import ManifestError, MedfleetError, one_line
 from medfleet.federated import params as P
+from medfleet.federated.failures import (
+    InjectedFault,
+    NoTrainingRowsError,
+    SiteConfigError,
+    SiteStateError,
+    SiteWriteError,
+)
 from medfleet.federated.job import FederatedJob
 from medfleet.models.files import MODEL_FILE, SITE_STATE_FILE, SITE_STATE_KIND, find_file
 from medfleet.tasks import Manifest
@@ -32,10 +39,6 @@ from medfleet.utils.atomic import atomic_open, write_json_atomic
 from medfleet.utils.tensorfile import read_tensor_file, write_tensor_file
 
 STATE_FORMAT = "medfleet.federated.site-state/1"
-
-
-class InjectedFault(MedfleetError):
-    """A fault injected by ``FederatedConfig.faults`` (drills and tests)."""
 
 
 def site_manifest(manifest: Manifest, site: str, folder: Path) -> tuple[Manifest, list[str]]:
@@ -48,7 +51,9 @@ def site_manifest(manifest: Manifest, site: str, folder: Path) -> tuple[Manifest
         The site manifest and the tasks for which the site has training rows.
 
     Raises:
-        MedfleetError: When the site is not declared or has no training row.
+        SiteConfigError: When the site is not declared.
+        ManifestError: When a table is missing or has no ``site`` column.
+        NoTrainingRowsError: When the site has no training row.
 
     Example:
         >>> import tempfile, pathlib
@@ -64,7 +69,7 @@ def site_manifest(manifest: Manifest, site: str, folder: Path) -> tuple[Manifest
         (['t'], ['c2', 'c3'])
     """
     if site not in manifest.site_names:
-        raise MedfleetError(
+        raise SiteConfigError(
             f"site {site!r} is not declared in manifest {manifest.name!r} (sites: "
             f'{manifest.site_names}) (fix: give the SuperNode node-config site="<one of them>")'
         )
@@ -74,12 +79,12 @@ def site_manifest(manifest: Manifest, site: str, folder: Path) -> tuple[Manifest
     for spec in manifest.tasks:
         source = manifest.table_path(spec)
         if not source.is_file():
-            raise MedfleetError(f"task {spec.name!r}: table {source} not found")
+            raise ManifestError(f"task {spec.name!r}: table {source} not found")
         with source.open(newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
             fields = list(reader.fieldnames or [])
             if "site" not in fields:
-                raise MedfleetError(
+                raise ManifestError(
                     f"task {spec.name!r}: table {source} has no 'site' column, so its rows "
                     "cannot be given to sites (fix: add a site column naming each row's site)"
                 )
@@ -93,7 +98,7 @@ def site_manifest(manifest: Manifest, site: str, folder: Path) -> tuple[Manifest
         if any((r.get("split") or "").strip() == "train" for r in rows):
             tasks.append(spec.name)
     if not tasks:
-        raise MedfleetError(
+        raise NoTrainingRowsError(
             f"site {site!r} has no training row in any task of manifest {manifest.name!r} "
             "(fix: check the 'site' and 'split' columns, or leave this site out)"
         )
@@ -216,6 +221,33 @@ class SiteWorker:
                 f"cannot read {path}: a damaged site state ({one_line(exc)}) (fix: {fix})"
             ) from None
 
+    def restore_local(self) -> int:
+        """:meth:`load_local`, with any failure raised as a :class:`SiteStateError`.
+
+        The error names the state file (it is logged at the site, never sent).
+        """
+        try:
+            return self.load_local()
+        except Exception as exc:
+            path = str(find_file(self.state_dir, SITE_STATE_FILE))
+            reason = one_line(exc, limit=600)
+            if path not in reason:
+                reason = f"cannot use its state file {path}: {reason}"
+            raise SiteStateError(
+                f"site {self.site!r}: {reason} (to start this site afresh, delete "
+                f"{self.state_dir / 'state'})"
+            ) from exc
+
+    def store_local(self, server_round: int) -> Path:
+        """:meth:`save_local`, with any failure raised as a :class:`SiteWriteError`."""
+        try:
+            return self.save_local(server_round)
+        except Exception as exc:
+            raise SiteWriteError(
+                f"site {self.site!r}: cannot write its state file {self.state_path} "
+                f"({one_line(exc, limit=400)})"
+            ) from exc
+
     # ------------------------------------------------------------------ faults
     def _maybe_fail(self, server_round: int, phase: str) -> None:
         for fault in self.job.federated.faults:
@@ -241,9 +273,13 @@ class SiteWorker:
 
         self._maybe_fail(server_round, "train")
         tic = time.perf_counter()
-        self.load_local()
+        self.restore_local()
         P.set_arrays(self.model, global_arrays)
-        received = {k: np.asarray(v) for k, v in global_arrays.items() if k in self.keys}
+        # what travels back: the site's exchanged weights that the server sent (a key the
+        # server does not hold would not be aggregated, and has no update to clip)
+        received = {
+            k: np.asarray(v, dtype=np.float32) for k, v in global_arrays.items() if k in self.keys
+        }
         fed = self.job.federated
         config = self.job.train.model_copy(
             update={
@@ -278,12 +314,13 @@ class SiteWorker:
             # the round's optimiser checkpoint is not needed: the local state is saved below
             shutil.rmtree(self.state_dir / "work" / "checkpoints", ignore_errors=True)
         losses = [r["value"] for r in trainer.history if r["metric"] == "loss"]
-        arrays = P.get_arrays(self.model, self.keys)
+        arrays = P.get_arrays(self.model, [k for k in self.keys if k in received])
         norm = P.update_norm(arrays, received)
         if clip is not None:
+            # one joint clip over every array that travels
             arrays, norm = P.clip_update(arrays, received, clip)
             P.set_arrays(self.model, arrays)
-        self.save_local(server_round)
+        self.store_local(server_round)
         return TrainOutcome(
             arrays=arrays,
             num_examples=int(sum(len(ds) for ds in trainer.train_sets.values())),
@@ -317,7 +354,7 @@ class SiteWorker:
         from medfleet.train.validation import task_metrics
 
         self._maybe_fail(server_round, "evaluate")
-        self.load_local()
+        self.restore_local()
         P.set_arrays(self.model, global_arrays)
         split = self.job.train.val_split
         results: dict[str, dict[str, float]] = {}
@@ -340,7 +377,13 @@ class SiteWorker:
             results[task] = {k: float(v) for k, v in metrics.items()}
             count += len(ds)
         if final:
-            self.save_model(server_round, results)
+            try:
+                self.save_model(server_round, results)
+            except OSError as exc:
+                raise SiteWriteError(
+                    f"site {self.site!r}: cannot write its model in {self.state_dir} "
+                    f"({one_line(exc, limit=400)})"
+                ) from exc
         return results, count
 
     def save_model(self, server_round: int, val_metrics: dict[str, Any]) -> Path:
@@ -374,6 +417,47 @@ class SiteWorker:
         path = self.model.save(self.state_dir / MODEL_FILE, extra=extra)
         write_json_atomic(self.state_dir / "training.json", info)
         return path
+
+
+PREVIOUS_DIR = "previous"
+"""Where :func:`retire_earlier_run` moves what an earlier run left at a site."""
+
+
+def retire_earlier_run(state_dir: str | Path) -> list[Path]:
+    """Move an earlier run's personalised model and local state out of the way.
+
+    Called at the start of a run, so that a site that produces no model in this run is not
+    left with an older one that looks current, and so that this run's first round does not
+    start from an earlier run's local adapter. The model file, ``training.json`` and the
+    state file (current or legacy names) move to ``<state_dir>/previous/`` (replacing what
+    was there). A site restarted later in the same run keeps its state: only round 1 calls
+    this.
+
+    Returns:
+        The files moved (their new paths).
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> _ = (d / "training.json").write_text("{}")
+        >>> [p.relative_to(d).as_posix() for p in retire_earlier_run(d)]
+        ['previous/training.json']
+        >>> retire_earlier_run(d)
+        []
+    """
+    from medfleet.models.files import LEGACY_NAMES
+
+    folder = Path(state_dir)
+    moved = []
+    names = (MODEL_FILE, "training.json", SITE_STATE_FILE)
+    for name in (*names, *(LEGACY_NAMES[n] for n in names if n in LEGACY_NAMES)):
+        source = folder / name
+        if source.is_file():
+            target = folder / PREVIOUS_DIR / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source.replace(target)
+            moved.append(target)
+    return moved
 
 
 _WORKERS: dict[tuple[str, str, str], SiteWorker] = {}
