@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,10 @@ settings.register_profile("medfleet", deadline=None, suppress_health_check=[Heal
 settings.load_profile("medfleet")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Shared test helpers import as ``tests.<package>.<module>`` (e.g. tests.bad_input.harness)
+# under plain ``pytest`` too, which puts only the test folders on sys.path.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
 
 
 def shared_data_dir() -> Path | None:

@@ -1,4 +1,4 @@
-"""What every bad-input case checks: a clean refusal, one line naming the thing, nothing half-written.
+"""What every bad-input case checks: a clean refusal, one line naming it, nothing half-written.
 
 Each corpus file lists named cases; a case builds its bad input in ``tmp_path``, runs one
 ``medfleet`` command (or one HTTP request) and asserts with :func:`assert_refused`.

@@ -25,8 +25,6 @@ from tests.bad_input.harness import (
 
 from medfleet.models.files import MODEL_FILE, SITE_STATE_FILE
 
-pytest.importorskip("flwr")
-
 TINY = [
     "--backbone",
     "vit-tiny",
@@ -169,9 +167,10 @@ def _site_without_rows(phantoms: Path, tmp: Path) -> list[str]:
 
 
 def _corrupt_state(phantoms: Path, tmp: Path) -> list[str]:
+    # an earlier run's state file is set aside at the start of a run; a folder where the
+    # state file belongs cannot be, and makes every round of the site fail
     state = tmp / "out" / "sites" / "site_a" / SITE_STATE_FILE
-    state.parent.mkdir(parents=True)
-    state.write_bytes(b"PK\x03\x04 not a state file")
+    state.mkdir(parents=True)
     (state.parent.parent / MODEL_FILE).write_bytes(b"an earlier run's model")
     return federate(phantoms / "manifest.yaml", tmp / "out")
 
@@ -233,7 +232,7 @@ CASES: dict[str, Case] = {
     "blocks-not-numbers": Case(_usage("--blocks", "last,first"), ("--blocks",), usage=True),
     "secagg-is-gone": Case(_usage("--secagg"), ("--secagg",), usage=True),
     "missing-manifest": Case(_missing_manifest, ("no_such_manifest.yaml",), check=_nothing_written),
-    "out-is-a-file": Case(_out_is_a_file, ("out_file",), check=_file_kept),
+    "out-is-a-file": Case(_out_is_a_file, ("out_file",), usage=True, check=_file_kept),
     "min-available-above-sites": Case(
         _usage("--min-available", "5"), ("--min-available",), check=_nothing_written
     ),
@@ -257,7 +256,9 @@ CASES: dict[str, Case] = {
     "study-missing-manifest": Case(
         _study_missing_manifest, ("no_such_manifest.yaml",), check=_nothing_written
     ),
-    "study-out-is-a-file": Case(_study_out_is_a_file, ("out_file",), check=_file_kept),
+    "study-out-is-a-file": Case(
+        _study_out_is_a_file, ("out_file",), usage=True, check=_file_kept
+    ),
     "study-unknown-task": Case(
         _study_usage("--strategies", "fedavg", "--tasks", "no_such_task"), ("no_such_task",)
     ),

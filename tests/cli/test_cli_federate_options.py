@@ -27,7 +27,6 @@ def test_shared_heads_without_a_name_is_a_usage_error():
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory):
     """Three tiny classification sites (8 cases each, 32 pixels)."""
-    pytest.importorskip("flwr")
     from medfleet.data.phantoms import PhantomConfig, generate_phantoms
 
     return generate_phantoms(

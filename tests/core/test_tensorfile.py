@@ -184,3 +184,15 @@ def test_legacy_torch_files_of_tensors_still_load(tmp_path):
     back = read_tensor_file(path, ("unified-model",))
     assert back["__kind__"] == "legacy" and back["n"] == (1, 2)
     assert tensor_file_kind(path) == "legacy"
+
+
+def test_a_header_length_starting_with_the_pickle_byte_is_still_safetensors(tmp_path):
+    """The first byte of a safetensors file is its header length's low byte: 0x80 happens."""
+    for pad in range(256):
+        path = write_tensor_file(tmp_path / "m.safetensors", {"pad": "x" * pad}, "k")
+        if path.read_bytes()[0] == 0x80:
+            break
+    else:
+        pytest.fail("no header length ending in 0x80 found")
+    assert tensor_file_kind(path) == "k"
+    assert read_tensor_file(path, ("k",))["pad"] == "x" * pad

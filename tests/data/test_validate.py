@@ -123,17 +123,25 @@ def test_missing_manifest_file(tmp_path: Path) -> None:
 def test_yaml_syntax_error_names_line(dataset: Path) -> None:
     dataset.write_text("name: x\ntasks: [unclosed\n")
     problem = _only_error(dataset)
-    assert "not valid YAML at line" in problem.message
+    assert "not valid YAML" in problem.message
+    assert problem.line == 3  # where the parser ran out of input: one line, file:line
+    assert "\n" not in str(problem)
 
 
 def test_unknown_task_type_and_field(dataset: Path) -> None:
     data = yaml.safe_load(dataset.read_text())
     data["tasks"][0]["type"] = "segmentaton"
     data["tasks"][1]["colour"] = "red"
-    dataset.write_text(yaml.safe_dump(data))
-    message = _only_error(dataset).message
-    assert "task 'seg' field 'type'" in message
-    assert "task 'cls' field 'colour': is not a known field" in message
+    dataset.write_text(yaml.safe_dump(data, sort_keys=False))
+    report = validate_manifest(dataset)
+    assert len(report.errors) == 2, report.errors
+    by_task = {("seg" if "'seg'" in p.message else "cls"): p for p in report.errors}
+    assert "task 'seg' field 'type'" in by_task["seg"].message
+    assert "task 'cls' field 'colour': is not a known field" in by_task["cls"].message
+    lines = dataset.read_text().splitlines()
+    # each problem points at the line of its field in the YAML
+    assert lines[by_task["seg"].line - 1].strip().startswith("type: segmentaton")
+    assert lines[by_task["cls"].line - 1].strip().startswith("colour: red")
 
 
 def test_missing_table_file(dataset: Path) -> None:

@@ -32,7 +32,8 @@ def test_segmentation_rules_by_hand() -> None:
 
 
 def test_segmentation_hd_matches_simpleitk() -> None:
-    sitk = pytest.importorskip("SimpleITK")
+    import SimpleITK as sitk
+
     rng = np.random.default_rng(9)
     gt = rng.choice([0, 1, 2], size=(16, 18), p=[0.7, 0.2, 0.1]).astype(np.uint8)
     pred = rng.choice([0, 1, 2], size=(16, 18), p=[0.7, 0.2, 0.1]).astype(np.uint8)

@@ -117,7 +117,8 @@ def test_consensus_confidence_hand_and_nan():
 
 def _torchmetrics_like_ece(probs_with_bg, target, n_bins):
     """torchmetrics' MulticlassCalibrationError (l1) in float64, via torch.bucketize."""
-    torch = pytest.importorskip("torch")
+    import torch
+
     preds = torch.from_numpy(probs_with_bg)
     if not torch.all((preds >= 0) * (preds <= 1)):
         preds = preds.softmax(1)

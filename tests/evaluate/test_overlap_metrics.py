@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import medpy.metric.binary as medpy_binary
 import numpy as np
 import pytest
+import sklearn.metrics as sk_metrics
 
 from medfleet.evaluate.conventions import EmptyPolicy, MetricInputError
 from medfleet.evaluate.overlap import (
@@ -15,9 +17,6 @@ from medfleet.evaluate.overlap import (
     overlap_from_counts,
     overlap_metrics,
 )
-
-medpy_binary = pytest.importorskip("medpy.metric.binary")
-sk_metrics = pytest.importorskip("sklearn.metrics")
 
 
 def label_maps(seed: int, shape: tuple[int, ...], n_labels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,8 +62,9 @@ def test_per_label_metrics_match_medpy_and_sklearn(seed: int, shape) -> None:
 
 
 def test_matches_monai_dice_and_iou() -> None:
-    torch = pytest.importorskip("torch")
-    monai_metrics = pytest.importorskip("monai.metrics")
+    import monai.metrics as monai_metrics
+    import torch
+
     pred, gt = label_maps(7, (9, 10, 11), 2)
     r = overlap_metrics(pred, gt, labels=[1, 2])
     onehot_p = torch.from_numpy(np.stack([pred == k for k in (0, 1, 2)])[None].astype(np.float32))

@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,8 +16,6 @@ from PIL import Image
 from medfleet.errors import ManifestError
 from medfleet.evaluate.cases import CaseMismatchError, case_id_from_path, parse_points
 from medfleet.evaluate.runner import EvaluationConfig, resample_nearest, run_evaluation
-
-nib = pytest.importorskip("nibabel")
 
 
 def _nifti(path: Path, array: np.ndarray, spacing) -> None:

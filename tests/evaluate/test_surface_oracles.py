@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import warnings
 
+import medpy.metric.binary as medpy_binary
+import monai.metrics as monai_metrics
 import numpy as np
 import pytest
+import surface_distance
+import torch
 from scipy import ndimage
 
 from medfleet.evaluate.surface import surface_distances, surface_metrics
-
-torch = pytest.importorskip("torch")
-monai_metrics = pytest.importorskip("monai.metrics")
-medpy_binary = pytest.importorskip("medpy.metric.binary")
-surface_distance = pytest.importorskip("surface_distance")
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*always_return_as_numpy.*:FutureWarning")
 

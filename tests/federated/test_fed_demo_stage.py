@@ -16,7 +16,6 @@ def test_federated_stage_is_the_last_default_stage() -> None:
 
 
 def test_federated_stage_runs_dual_lora_on_three_sites(fed_phantoms: Path, tmp_path: Path) -> None:
-    pytest.importorskip("flwr")
     from medfleet.tasks import Manifest
     from medfleet.train.run import load_trained
 

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("flwr")
-
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]

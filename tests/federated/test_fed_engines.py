@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("flwr")
 from typer.testing import CliRunner
 
 from medfleet.cli.app import app

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("flwr")
-
 from medfleet.errors import MedfleetError
 from medfleet.federated import Fault, FederatedConfig, FederatedResult, run_federated
 from medfleet.models.files import MODEL_FILE, SITE_STATE_FILE

@@ -7,8 +7,6 @@ import math
 import numpy as np
 import pytest
 
-pytest.importorskip("flwr")
-
 from medfleet.federated import FederatedConfig
 from medfleet.federated import params as P
 

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-pytest.importorskip("flwr")
 import torch
 
 from medfleet.errors import MedfleetError

@@ -159,7 +159,7 @@ def test_missing_and_unknown_weight_paths_are_clear_errors(tmp_path) -> None:
         load_backbone("vit-tiny", 1, 32, weights=odd)
     broken = tmp_path / "w.pt"
     broken.write_bytes(b"not a checkpoint")
-    with pytest.raises(MedfleetError, match="w.pt: is truncated or corrupt"):
+    with pytest.raises(MedfleetError, match=r"w\.pt: is truncated or corrupt"):
         load_backbone("vit-tiny", 1, 32, weights=broken)
     with pytest.raises(MedfleetError, match="cannot load a Dinov2Model"):
         load_backbone("vit-tiny", 1, 32, weights=tmp_path)

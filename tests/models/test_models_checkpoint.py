@@ -67,9 +67,9 @@ def test_checkpoint_from_another_manifest_names_the_tasks(
 
 
 def test_not_a_checkpoint(tmp_path) -> None:
-    with pytest.raises(MedfleetError, match="missing.safetensors: file not found"):
+    with pytest.raises(MedfleetError, match=r"missing\.safetensors: file not found"):
         load_model(tmp_path / "missing.safetensors")
     junk = tmp_path / "junk.pt"
     torch.save({"weights": torch.zeros(1)}, junk)
-    with pytest.raises(MedfleetError, match="junk.pt: not a medfleet model"):
+    with pytest.raises(MedfleetError, match=r"junk\.pt: not a medfleet model"):
         load_model(junk)

@@ -107,8 +107,9 @@ def test_ms_ssim_identity_symmetry_and_noise_order():
 
 
 def test_ms_ssim_matches_monai():
-    torch = pytest.importorskip("torch")
-    metrics = pytest.importorskip("monai.metrics")
+    import monai.metrics as metrics
+    import torch
+
     from medfleet.synth.quality import MS_SSIM_WEIGHTS
 
     rng = np.random.default_rng(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -54,12 +55,93 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def say(message: str, *, style: str | None = None, err: bool = False) -> None:
+    """Print one line for people, as it is: user data in it is never Rich markup.
+
+    Case ids, labels and paths (``[/bold]x``, ``runs[v2]/pred``) come out exactly as written;
+    long lines are not wrapped, so a path stays whole for copying and grepping.
+
+    Example:
+        >>> say("wrote runs[v2]/pred/[/bold]x.csv")
+        wrote runs[v2]/pred/[/bold]x.csv
+    """
+    target = err_console if err else console
+    target.print(Text(message, style=style or ""), highlight=False, soft_wrap=True)
+
+
+def literal(value: object, style: str | None = None) -> Text:
+    """``value`` as Rich text shown as it is (for table cells and titles that hold user data).
+
+    Example:
+        >>> literal("[red]benign").plain
+        '[red]benign'
+    """
+    return Text(str(value), style=style or "")
+
+
+def check_out_folder(out: Path | None, option: str = "--out") -> None:
+    """Refuse an output folder that cannot be one, before any work: one line, exit code 2.
+
+    An existing file at ``out``, or a file where one of its parent folders should be, would
+    otherwise fail only when the first result is written (after minutes of training or
+    scoring) with a traceback. ``None`` (option not given) is accepted.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "results.csv"
+        >>> _ = f.write_text("x")
+        >>> try:
+        ...     check_out_folder(f)
+        ... except typer.Exit as exc:
+        ...     exc.exit_code
+        2
+    """
+    if out is None:
+        return
+    path = Path(out)
+    for candidate in (path, *path.parents):
+        if not (candidate.exists() or candidate.is_symlink()):
+            continue
+        if candidate.is_dir():
+            return
+        where = (
+            "is an existing file, not a folder"
+            if candidate == path
+            else f"cannot be a folder: {candidate} is an existing file"
+        )
+        fail(
+            f"{option} {path} {where} (fix: give a folder path for {option}, or move "
+            f"{candidate} away)",
+            code=2,
+        )
+
+
+def load_manifest(path: Path) -> Any:
+    """Load the manifest at ``path``; a folder given instead is refused by name.
+
+    Raises:
+        ManifestError: The file is missing or invalid (the message names it).
+    """
+    from medfleet.tasks import Manifest
+
+    if Path(path).is_dir():
+        fail(
+            f"manifest {path} is a folder, not a manifest file (fix: give the manifest YAML, "
+            f"e.g. {Path(path) / 'manifest.yaml'})"
+        )
+    return Manifest.load(path)
+
+
 def os_error_message(exc: OSError) -> str:
     """One line for an operating-system error: what failed on which file, and the fix.
 
     Example:
-        >>> os_error_message(NotADirectoryError(20, "Not a directory", "runs/out/a.csv"))
-        'cannot use runs/out/a.csv: Not a directory (fix: give a path whose parent folders are folders, not files)'
+        >>> message = os_error_message(NotADirectoryError(20, "Not a directory", "runs/out/a.csv"))
+        >>> what, fix = message.split(" (fix: ")
+        >>> what
+        'cannot use runs/out/a.csv: Not a directory'
+        >>> fix
+        'give a path whose parent folders are folders, not files)'
     """
     import errno
 

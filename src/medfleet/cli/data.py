@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from medfleet.cli.common import FORMAT_OPTION, OutputFormat, console, fail, print_json
+from medfleet.cli.common import (
+    FORMAT_OPTION,
+    OutputFormat,
+    check_out_folder,
+    console,
+    fail,
+    literal,
+    print_json,
+    say,
+)
 from medfleet.cli.progress import progress_bar
 
 app = typer.Typer(help="Make, import and check data sets.", no_args_is_help=True)
@@ -37,6 +46,7 @@ def phantoms(
     """Write a multi-site, multi-task synthetic data set with known truth."""
     from medfleet.data.phantoms import generate_phantoms
 
+    check_out_folder(out)
     with progress_bar("phantoms", enabled=fmt is OutputFormat.text) as update:
         manifest = generate_phantoms(
             out,
@@ -57,7 +67,7 @@ def phantoms(
     if fmt is OutputFormat.json:
         print_json(result)
     else:
-        console.print(f"wrote phantoms: [bold]{manifest}[/]")
+        say(f"wrote phantoms: {manifest}")
 
 
 @app.command("prepare")
@@ -83,6 +93,7 @@ def prepare(
 
     if name not in ADAPTERS:
         fail(f"unknown data set {name!r}; known: {', '.join(sorted(ADAPTERS))}", code=2)
+    check_out_folder(out)
     try:
         with progress_bar(f"prepare {name}", enabled=fmt is OutputFormat.text) as update:
             manifest = prepare_dataset(name, src, out, seed=seed, limit=limit, progress=update)
@@ -91,7 +102,7 @@ def prepare(
     if fmt is OutputFormat.json:
         print_json({"dataset": name, "manifest": str(manifest)})
     else:
-        console.print(f"wrote [bold]{manifest}[/]")
+        say(f"wrote {manifest}")
 
 
 @app.command("validate")
@@ -128,20 +139,23 @@ def print_report(report: object) -> None:
     for problem in report.warnings:
         typer.secho(f"warning {problem}", err=True, fg="yellow")
     if report.counts:
-        table = Table(title=f"tasks in {report.manifest}")
+        table = Table(title=literal(f"tasks in {report.manifest}"))
         for column in ("task", "rows", "labelled", "unlabelled", "splits", "sites"):
             table.add_column(column)
         for task, counts in report.counts.items():
-            table.add_row(
+            cells = (
                 task,
-                str(counts.get("rows", 0)),
-                str(counts.get("labelled", 0)),
-                str(counts.get("unlabelled", 0)),
+                counts.get("rows", 0),
+                counts.get("labelled", 0),
+                counts.get("unlabelled", 0),
                 " ".join(f"{k}={v}" for k, v in sorted(counts.get("splits", {}).items())),
                 " ".join(f"{k}={v}" for k, v in sorted(counts.get("sites", {}).items())),
             )
+            table.add_row(*map(literal, cells))
         console.print(table)
-    verdict = "[green]valid[/]" if report.ok else f"[red]{len(report.errors)} error(s)[/]"
-    console.print(
-        f"{report.manifest}: {verdict}, {len(report.warnings)} warning(s)", soft_wrap=True
+    verdict = (
+        literal("valid", "green") if report.ok else literal(f"{len(report.errors)} error(s)", "red")
     )
+    line = literal(f"{report.manifest}: ").append_text(verdict)
+    line.append(f", {len(report.warnings)} warning(s)")
+    console.print(line, highlight=False, soft_wrap=True)

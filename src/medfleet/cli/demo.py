@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from medfleet.cli.common import FORMAT_OPTION, OutputFormat, console, fail, print_json
+from medfleet.cli.common import (
+    FORMAT_OPTION,
+    OutputFormat,
+    check_out_folder,
+    console,
+    fail,
+    literal,
+    print_json,
+    say,
+)
 from medfleet.cli.progress import progress_bar
 
 
@@ -33,10 +42,13 @@ def demo(
     from medfleet.errors import MedfleetError
 
     text = fmt is OutputFormat.text
+    check_out_folder(out)
 
     def on_stage(stage: object) -> None:
         if text:
-            console.print(f"[bold cyan]stage[/] {stage.name}: {stage.description}")  # type: ignore[attr-defined]
+            line = literal("stage", "bold cyan")
+            line.append(f" {stage.name}: {stage.description}")  # type: ignore[attr-defined]
+            console.print(line, highlight=False, soft_wrap=True)
 
     try:
         summary = run_demo(
@@ -65,46 +77,47 @@ def _print_summary(summary: dict) -> None:
     for name, info in tasks.items():
         for site, stats in info["sites"].items():
             spacing = ", ".join("x".join(f"{s:.3g}" for s in sp) for sp in stats["spacing_mm"])
-            table.add_row(
+            cells = (
                 name,
                 info["type"],
                 site,
-                str(stats["cases"]),
+                stats["cases"],
                 f"{stats['intensity_mean']:.1f}",
                 f"{stats['intensity_std']:.1f}",
                 spacing,
             )
+            table.add_row(*map(literal, cells))
     if tasks:
         console.print(table)
     train = summary["stages"].get("train")
     if train:
-        scores = Table(title=f"unified {train['backbone']} model on the test split")
+        scores = Table(title=literal(f"unified {train['backbone']} model on the test split"))
         for column in ("task", "metric", "value"):
             scores.add_column(column)
         for task, metrics in train["test"].items():
             for metric, value in metrics.items():
-                scores.add_row(task, metric, _fmt(value))
+                scores.add_row(*map(literal, (task, metric, _fmt(value))))
         console.print(scores)
     monitor = summary["stages"].get("monitor")
     if monitor:
         drift = Table(
-            title=f"drift monitoring ({monitor['scorer']}): {monitor['drifted_site']} drifts"
+            title=literal(
+                f"drift monitoring ({monitor['scorer']}): {monitor['drifted_site']} drifts"
+            )
         )
         columns = ["scheme", "precision", "recall", "f1", "severity_f1"]
         for column in columns:
             drift.add_column(column)
         for row in monitor["table"]:
-            drift.add_row(*(_fmt(row.get(c, "")) for c in columns))
+            drift.add_row(*(literal(_fmt(row.get(c, ""))) for c in columns))
         console.print(drift)
         false_sites = ", ".join(monitor["false_alarm_sites"]) or "none"
-        console.print(
+        say(
             f"alerts: {len(monitor['alerts'])}; drift at {monitor['drifted_site']} detected: "
             f"{monitor['drift_detected']}; false-alarm sites: {false_sites}"
         )
     seconds = ", ".join(f"{k} {v:.1f}s" for k, v in summary["seconds"].items())
-    console.print(
-        f"demo finished ({seconds}); summary: {Path(summary['out']) / 'demo_summary.json'}"
-    )
+    say(f"demo finished ({seconds}); summary: {Path(summary['out']) / 'demo_summary.json'}")
 
 
 def _fmt(value: object) -> str:

@@ -12,7 +12,16 @@ from typing import Annotated, Any
 
 import typer
 
-from medfleet.cli.common import FORMAT_OPTION, OutputFormat, console, fail, print_json
+from medfleet.cli.common import (
+    FORMAT_OPTION,
+    OutputFormat,
+    check_out_folder,
+    console,
+    fail,
+    literal,
+    print_json,
+    say,
+)
 from medfleet.cli.progress import progress_bar
 
 _TASK_HELP = "segmentation, classification, detection, regression or landmarks."
@@ -201,6 +210,7 @@ def evaluate(
 
     if task_type is None and preset is None:
         fail("give --task-type (or a --preset, which implies one)", code=2)
+    check_out_folder(out)
     try:
         if task_type is None:
             from medfleet.evaluate.challenges import get_preset
@@ -272,7 +282,7 @@ def _print_summary(result: Any) -> None:
 
     summary = result.summary
     title = f"medfleet evaluate: {summary['task_type']} ({summary['n_cases']} cases)"
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=literal(title), box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("group", no_wrap=True)
     table.add_column("metric", no_wrap=True, min_width=17)
     for column in ("mean", "std", "median", "valid", "scored", "cases"):
@@ -280,8 +290,8 @@ def _print_summary(result: Any) -> None:
     for group, metrics in summary["metrics"].items():
         for name, stats in metrics.items():
             table.add_row(
-                group,
-                name,
+                literal(group),
+                literal(name),
                 *(_fmt(stats[k]) for k in ("mean", "std", "median")),
                 *(str(stats[k]) for k in ("n_valid", "n_scored", "n_cases")),
             )
@@ -290,23 +300,19 @@ def _print_summary(result: Any) -> None:
         k: v for k, v in summary["dataset"].items() if isinstance(v, (int, float)) and k != "n"
     }
     if scalars:
-        console.print(
-            "dataset: " + ", ".join(f"{k}={_fmt(v)}" for k, v in scalars.items()), highlight=False
-        )
+        say("dataset: " + ", ".join(f"{k}={_fmt(v)}" for k, v in scalars.items()))
     cases = summary["cases"]
     if cases["missing_scored_as_worst"]:
-        console.print(
-            f"[yellow]{len(cases['missing_scored_as_worst'])} missing prediction(s) scored as "
-            "worst case[/]"
-        )
+        n_missing = len(cases["missing_scored_as_worst"])
+        say(f"{n_missing} missing prediction(s) scored as worst case", style="yellow")
     if cases["extra_ignored"]:
-        console.print(f"[yellow]{len(cases['extra_ignored'])} extra prediction(s) ignored[/]")
+        say(f"{len(cases['extra_ignored'])} extra prediction(s) ignored", style="yellow")
     preset = summary.get("preset")
     if preset:
         score = preset["score"]
         shown = "none" if score is None else _fmt(float(score))
-        console.print(f"{preset['name']}: {preset['score_name']} = {shown}", highlight=False)
+        say(f"{preset['name']}: {preset['score_name']} = {shown}")
     written = [result.cases_csv, result.summary_json]
     if result.report_html is not None:
         written.append(result.report_html)
-    console.print("wrote " + ", ".join(str(p) for p in written), highlight=False)
+    say("wrote " + ", ".join(str(p) for p in written))

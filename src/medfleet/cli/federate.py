@@ -13,7 +13,14 @@ from typing import Annotated, Any
 
 import typer
 
-from medfleet.cli.common import FORMAT_OPTION, OutputFormat, console, fail, print_json
+from medfleet.cli.common import (
+    FORMAT_OPTION,
+    OutputFormat,
+    check_out_folder,
+    console,
+    fail,
+    print_json,
+)
 from medfleet.cli.progress import progress_bar
 from medfleet.cli.run_options import (
     BackboneOption,
@@ -134,6 +141,7 @@ def federate(
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
     """Fine-tune the unified model across the manifest's sites with Flower."""
+    check_out_folder(out)
     from pydantic import ValidationError
 
     from medfleet.errors import MedfleetError, one_line

@@ -9,7 +9,14 @@ from typing import Annotated, Any
 
 import typer
 
-from medfleet.cli.common import FORMAT_OPTION, OutputFormat, console, fail, print_json
+from medfleet.cli.common import (
+    FORMAT_OPTION,
+    OutputFormat,
+    check_out_folder,
+    console,
+    fail,
+    print_json,
+)
 from medfleet.cli.run_options import (
     BackboneOption,
     BatchSizeOption,
@@ -109,6 +116,7 @@ def federate_study(
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
     """Compare local-only, centralised and federated training on the same budget and cases."""
+    check_out_folder(out)
     from pydantic import ValidationError
 
     from medfleet.errors import MedfleetError

@@ -11,7 +11,16 @@ from typing import Annotated
 
 import typer
 
-from medfleet.cli.common import FORMAT_OPTION, OutputFormat, console, fail, print_json
+from medfleet.cli.common import (
+    FORMAT_OPTION,
+    OutputFormat,
+    check_out_folder,
+    console,
+    fail,
+    literal,
+    print_json,
+    say,
+)
 from medfleet.cli.progress import progress_bar
 
 app = typer.Typer(
@@ -73,18 +82,18 @@ def run(
 def _print_run(summary) -> None:
     from rich.table import Table
 
-    console.print(
-        f"processed [bold]{summary.new}[/] new batch(es), skipped {summary.already_stored} "
+    say(
+        f"processed {summary.new} new batch(es), skipped {summary.already_stored} "
         f"already stored; store {summary.db}"
     )
     if summary.references_set:
-        console.print("references set: " + ", ".join(summary.references_set))
+        say("references set: " + ", ".join(summary.references_set))
     table = Table(title="sites")
     for column in ("site", "batches", "drifted", "alerts", "latest severity"):
         table.add_column(column)
     for site, info in summary.sites.items():
         table.add_row(
-            site,
+            literal(site),
             str(info["batches"]),
             str(info["drifted"]),
             str(info["alerts"]),
@@ -92,9 +101,10 @@ def _print_run(summary) -> None:
         )
     console.print(table)
     for report in summary.new_alerts:
-        console.print(
-            f"[bold red]alert[/] {report.site} {report.batch_id}: {report.severity.value} "
-            f"({report.test} {report.statistic:.4g} on {report.lead}, p={report.p_value:.2g})"
+        say(
+            f"alert {report.site} {report.batch_id}: {report.severity.value} "
+            f"({report.test} {report.statistic:.4g} on {report.lead}, p={report.p_value:.2g})",
+            style="bold red",
         )
 
 
@@ -127,6 +137,7 @@ def simulate(
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
     """Simulate multi-site output streams with known drift and score every reference scheme."""
+    check_out_folder(out)
     from pydantic import ValidationError
 
     from medfleet.errors import MedfleetError
@@ -173,7 +184,7 @@ def simulate(
     for row in result.table():
         table.add_row(*("-" if row.get(c) is None else str(row[c]) for c in SUMMARY_COLUMNS))
     console.print(table)
-    console.print(f"report: {result.files.get('report')}")
+    say(f"report: {result.files.get('report')}")
 
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")

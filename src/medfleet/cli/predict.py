@@ -7,7 +7,17 @@ from typing import Annotated, Any
 
 import typer
 
-from medfleet.cli.common import FORMAT_OPTION, OutputFormat, console, fail, print_json
+from medfleet.cli.common import (
+    FORMAT_OPTION,
+    OutputFormat,
+    check_out_folder,
+    console,
+    fail,
+    literal,
+    load_manifest,
+    print_json,
+    say,
+)
 from medfleet.cli.progress import progress_bar
 
 
@@ -46,11 +56,11 @@ def predict(
     """Predict a split of a manifest with a trained model; write masks, probabilities and CSVs."""
     from medfleet.errors import MedfleetError
     from medfleet.tables import SPLITS
-    from medfleet.tasks import Manifest
 
     text = fmt is OutputFormat.text
     if split not in SPLITS:
         fail(f"--split {split!r} is not one of {list(SPLITS)}", code=2)
+    check_out_folder(out)
     try:
         from medfleet.train.predict import evaluate_predictions, predict_manifest
         from medfleet.train.run import load_trained
@@ -60,7 +70,7 @@ def predict(
             import torch
 
             torch.set_num_threads(threads)
-        loaded_manifest = Manifest.load(manifest)
+        loaded_manifest = load_manifest(manifest)
         dev = resolve_device(device)
         loaded = load_trained(checkpoint, loaded_manifest, device=dev)
         names = loaded.tasks
@@ -105,23 +115,18 @@ def predict(
 def _print_summary(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"predictions ({summary['split']} split)")
+    table = Table(title=literal(f"predictions ({summary['split']} split)"))
     for column in ("task", "type", "cases", "ms / image", "metrics"):
         table.add_column(column)
     evaluation = summary.get("evaluation", {})
     for task, info in summary["tasks"].items():
         metrics = evaluation.get(task, {}).get("metrics", {})
         shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
-        table.add_row(
-            task,
-            info["type"],
-            str(info["n_cases"]),
-            f"{1000 * info['runtime_s_mean']:.1f}",
-            shown,
-        )
+        cells = (task, info["type"], info["n_cases"], f"{1000 * info['runtime_s_mean']:.1f}", shown)
+        table.add_row(*map(literal, cells))
     console.print(table)
     if summary.get("skipped"):
-        console.print(f"no rows in this split: {', '.join(summary['skipped'])}", highlight=False)
-    console.print(f"written under {summary['out']}; score with:", highlight=False)
+        say(f"no rows in this split: {', '.join(summary['skipped'])}")
+    say(f"written under {summary['out']}; score with:")
     for info in summary["tasks"].values():
-        console.print(f"  {info['evaluate']}", highlight=False, markup=False)
+        say(f"  {info['evaluate']}")

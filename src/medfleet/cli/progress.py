@@ -27,7 +27,7 @@ def progress_bar(description: str, enabled: bool = True) -> Iterator[ProgressCal
         yield lambda done, total: None
         return
     columns = (
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # a description may hold user text
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),

@@ -7,7 +7,16 @@ from typing import Annotated, Any
 
 import typer
 
-from medfleet.cli.common import FORMAT_OPTION, OutputFormat, console, fail, print_json
+from medfleet.cli.common import (
+    FORMAT_OPTION,
+    OutputFormat,
+    check_out_folder,
+    console,
+    fail,
+    literal,
+    print_json,
+    say,
+)
 
 app = typer.Typer(
     name="report",
@@ -39,6 +48,7 @@ def compare(
     from medfleet.report.compare import compare_runs, write_comparison
 
     target = out or run_b.parent / f"compare_{run_a.name}_vs_{run_b.name}"
+    check_out_folder(target, "--out" if out is not None else "the output folder")
     try:
         result = compare_runs(run_a, run_b, n_resamples=resamples, seed=seed, alpha=alpha)
         json_path, html_path = write_comparison(result, target)
@@ -59,7 +69,7 @@ def _print(result: Any, json_path: Path, html_path: Path) -> None:
     from medfleet.report.html import format_value as _fmt
 
     table = Table(
-        title=f"medfleet report compare: B - A ({result.task_type})",
+        title=literal(f"medfleet report compare: B - A ({result.task_type})"),
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
@@ -77,20 +87,21 @@ def _print(result: Any, json_path: Path, html_path: Path) -> None:
         table.add_column(column, justify="left" if column in ("group", "metric") else "right")
     for r in result.rows:
         table.add_row(
-            str(r["group"]),
-            str(r["metric"]),
+            literal(r["group"]),
+            literal(r["metric"]),
             str(r["n"]),
             _fmt(r["mean_a"]),
             _fmt(r["mean_b"]),
             _fmt(r["difference"]),
-            f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
+            literal(f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"),
             _fmt(r.get("p_holm")),
             str(r.get("better")),
         )
     console.print(table)
     if result.only_a or result.only_b:
-        console.print(
-            f"[yellow]{len(result.only_a)} case(s) only in A, {len(result.only_b)} only in B "
-            "(not compared)[/]"
+        say(
+            f"{len(result.only_a)} case(s) only in A, {len(result.only_b)} only in B "
+            "(not compared)",
+            style="yellow",
         )
-    console.print(f"wrote {json_path} and {html_path}", highlight=False)
+    say(f"wrote {json_path} and {html_path}")

@@ -116,6 +116,31 @@ def load_configs(
     return model_config, train_config
 
 
+def check_length_options(epochs: int | None, steps: int | None) -> None:
+    """Refuse ``--epochs`` with ``--steps``: the run has one length, in epochs or in steps.
+
+    ``--steps N`` runs exactly N optimiser steps (the epochs follow from it), so an
+    ``--epochs`` beside it would be silently ignored.
+    """
+    if epochs is not None and steps is not None:
+        fail(
+            f"--epochs {epochs} and --steps {steps} both set the length of the run (fix: give "
+            "--steps N for exactly N optimiser steps, or --epochs N for N passes over the data)",
+            code=2,
+        )
+
+
+def settings_error(exc: Exception) -> str:
+    """One line naming each invalid setting of a pydantic ``ValidationError``."""
+    from pydantic import ValidationError
+
+    from medfleet.train.config import describe_settings_error
+
+    if isinstance(exc, ValidationError):
+        return describe_settings_error(exc)
+    return " ".join(str(exc).split())
+
+
 def split_names(text: str | None, option: str) -> list[str] | None:
     """Comma-separated names of ``option``; ``None`` when the option was not given.
 

@@ -12,7 +12,14 @@ from typing import Annotated, Any
 
 import typer
 
-from medfleet.cli.common import FORMAT_OPTION, OutputFormat, console, fail, print_json
+from medfleet.cli.common import (
+    FORMAT_OPTION,
+    OutputFormat,
+    check_out_folder,
+    fail,
+    print_json,
+    say,
+)
 from medfleet.cli.progress import progress_bar
 
 app = typer.Typer(
@@ -47,7 +54,7 @@ def _emit(fmt: OutputFormat, obj: dict[str, Any], lines: list[str]) -> None:
         print_json(obj)
     else:
         for line in lines:
-            console.print(line, highlight=False, markup=False)
+            say(line)
 
 
 def _synth_config(**values: Any) -> Any:
@@ -102,6 +109,7 @@ def train(
     from medfleet.synth.train import train_synth
     from medfleet.tasks import Manifest
 
+    check_out_folder(out)
     config = _synth_config(
         base=base,
         ldm_steps=steps,
@@ -164,6 +172,7 @@ def sample(
     from medfleet.synth.config import SampleConfig
     from medfleet.synth.sample import read_captions, write_synthetic_set
 
+    check_out_folder(out)
     if threads:
         torch.set_num_threads(threads)
     config = SampleConfig(
@@ -231,6 +240,7 @@ def quality(
     from medfleet.synth.quality import quality_summary
     from medfleet.utils.atomic import write_json_atomic
 
+    check_out_folder(out)
     try:
         syn_paths, syn_spec = _images_of(synthetic, None, None)
         real_paths, _ = _images_of(real, task or syn_spec.name, split)
@@ -269,6 +279,7 @@ def reader_kit(
     from medfleet.errors import MedfleetError
     from medfleet.synth.reader import make_reader_kit
 
+    check_out_folder(out)
     try:
         syn_paths, syn_spec = _images_of(synthetic, None, None)
         real_paths, _ = _images_of(real, task or syn_spec.name, split)
@@ -296,6 +307,7 @@ def reader_score(
     from medfleet.synth.reader import score_readers
     from medfleet.utils.atomic import write_json_atomic
 
+    check_out_folder(out)
     try:
         result = score_readers(key, sheets)
     except MedfleetError as exc:
@@ -345,6 +357,7 @@ def augment_study(
     from medfleet.synth.augment import StudySettings, run_augment_study
     from medfleet.synth.config import SampleConfig
 
+    check_out_folder(out)
     try:
         fr = [float(f) for f in fractions.split(",") if f.strip()]
     except ValueError:
@@ -364,8 +377,7 @@ def augment_study(
             manifest, task, out, settings=settings, synth_config=synth_config,
             sample_config=SampleConfig(steps=sample_steps, guidance=guidance, seed=seed),
             synth_model=synth_model,
-            log=(lambda line: console.print(line, highlight=False, markup=False)) if text
-            else None,
+            log=say if text else None,
         )  # fmt: skip
     except (MedfleetError, KeyError) as exc:
         fail(str(exc))

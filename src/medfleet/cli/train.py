@@ -9,7 +9,17 @@ from typing import Annotated, Any
 
 import typer
 
-from medfleet.cli.common import FORMAT_OPTION, OutputFormat, console, fail, print_json
+from medfleet.cli.common import (
+    FORMAT_OPTION,
+    OutputFormat,
+    check_out_folder,
+    console,
+    fail,
+    literal,
+    load_manifest,
+    print_json,
+    say,
+)
 from medfleet.cli.progress import progress_bar
 from medfleet.cli.run_options import (
     BackboneOption,
@@ -18,7 +28,9 @@ from medfleet.cli.run_options import (
     ImageSizeOption,
     LrOption,
     WeightsOption,
+    check_length_options,
     load_configs,
+    settings_error,
     split_names,
 )
 
@@ -135,11 +147,12 @@ def train(
     from pydantic import ValidationError
 
     from medfleet.errors import MedfleetError
-    from medfleet.tasks import Manifest
 
     text = fmt is OutputFormat.text
+    check_out_folder(out)
+    check_length_options(epochs, steps)
     try:
-        loaded = Manifest.load(manifest)
+        loaded = load_manifest(manifest)
         model_config, train_config = load_configs(
             config,
             model={"backbone": backbone, "image_size": image_size, "weights": weights},
@@ -161,7 +174,7 @@ def train(
             heads = model_config.heads.model_copy(update={"landmark_sigma": landmark_sigma})
             model_config = model_config.model_copy(update={"heads": heads})
     except ValidationError as exc:
-        fail(f"invalid setting: {exc}", code=2)
+        fail(f"invalid setting: {settings_error(exc)}", code=2)
     except MedfleetError as exc:
         fail(str(exc))
     if cutmix is not None and train_config.semi_supervised is None:
@@ -208,19 +221,45 @@ def run_training(
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Run one paradigm or all three; write ``run_config.yaml`` and return a JSON-ready summary."""
+    import shutil
+
     import yaml
 
-    from medfleet.train.paradigms import run_all, run_paradigm
-    from medfleet.train.transfer import _json_safe
     from medfleet.utils.atomic import write_text_atomic
 
     out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     resolved = {
         "model": model_config.model_dump(mode="json"),
         "train": train_config.model_dump(mode="json"),
     }
-    write_text_atomic(out / "run_config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    config_file = write_text_atomic(
+        out / "run_config.yaml", yaml.safe_dump(resolved, sort_keys=False)
+    )
+    try:
+        return _run_paradigms(manifest, paradigm, out, model_config, train_config, **kwargs)
+    except BaseException:
+        # a run refused before it wrote anything leaves nothing behind
+        written = [f for f in out.rglob("*") if f.is_file() and f != config_file]
+        if not written:
+            config_file.unlink(missing_ok=True)
+            if created:
+                shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _run_paradigms(
+    manifest: Any,
+    paradigm: str,
+    out: Path,
+    model_config: Any,
+    train_config: Any,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    from medfleet.train.paradigms import run_all, run_paradigm
+    from medfleet.train.transfer import _json_safe
+
     n_resamples = kwargs.pop("n_resamples", 1000)
     summary: dict[str, Any] = {"out": str(out), "paradigm": paradigm}
     if paradigm == "all":
@@ -254,7 +293,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         for model in info["models"]:
             for task, metrics in model["test_metrics"].items():
                 shown = ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items())
-                table.add_row(paradigm, model["name"], task, shown)
+                table.add_row(*map(literal, (paradigm, model["name"], task, shown)))
     console.print(table)
     costs = Table(title="cost per paradigm")
     for column in ("paradigm", "models", "parameters", "train s", "ms / image"):
@@ -263,7 +302,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         c = info["costs"]
         per_image = c.get("inference_s_per_image")
         costs.add_row(
-            paradigm,
+            literal(paradigm),
             str(c["models"]),
             f"{c['parameters']:,}",
             _fmt(c["train_seconds"]),
@@ -278,10 +317,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
         for r in rows:
             ci = f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]"
             flag = "yes" if r["negative_transfer"] else ""
-            transfer.add_row(r["paradigm"], r["name"], _pct(r["delta"]), ci, flag)
+            cells = (r["paradigm"], r["name"], _pct(r["delta"]), ci, flag)
+            transfer.add_row(*map(literal, cells))
         console.print(transfer)
-        console.print(f"report: {summary['transfer']['report_html']}", highlight=False)
-    console.print(f"outputs under {summary['out']}", highlight=False)
+        say(f"report: {summary['transfer']['report_html']}")
+    say(f"outputs under {summary['out']}")
 
 
 def _pct(value: Any) -> str:

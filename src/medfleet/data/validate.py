@@ -7,6 +7,7 @@ case, says what is wrong and how to fix it.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -111,6 +112,80 @@ class ValidationReport:
         }
 
 
+_MANIFEST_FIX = "correct the manifest as described"
+_WHERE = re.compile(r"^(task|site) '((?:[^'\\]|\\.)*)'(?: field '([^']+)')?")
+
+
+def _manifest_problems(path: Path, exc: ManifestError) -> list[Problem]:
+    """The problems of a manifest that does not load: one per thing wrong, each on one line.
+
+    A YAML syntax error is reported at its line; each invalid field of a task or site at the
+    line of that field (or of the task) in the YAML.
+    """
+    import yaml
+
+    cause = exc.__cause__
+    if isinstance(cause, yaml.YAMLError):
+        mark = getattr(cause, "problem_mark", None)
+        context = getattr(cause, "context", None) or ""
+        problem = getattr(cause, "problem", None) or str(cause)
+        column = f" (column {mark.column + 1})" if mark is not None else ""
+        return [
+            Problem(
+                file=str(path),
+                line=mark.line + 1 if mark is not None else None,
+                message=f"not valid YAML{column}: {' '.join(f'{context} {problem}'.split())}",
+                fix="correct the YAML syntax there (indentation, quotes, brackets)",
+            )
+        ]
+    message = str(exc).removeprefix(f"{path}: ")
+    _, *items = message.splitlines()
+    if items and all(item.startswith("  - ") for item in items):
+        problems = []
+        for item in items:
+            text = item.removeprefix("  - ")
+            problems.append(
+                Problem(
+                    file=str(path),
+                    line=_yaml_line(path, text),
+                    message=f"invalid manifest: {text}",
+                    fix=_MANIFEST_FIX,
+                )
+            )
+        return problems
+    message, _, fix = " ".join(message.split()).partition(" (fix: ")
+    return [Problem(file=str(path), message=message, fix=fix.removesuffix(")") or _MANIFEST_FIX)]
+
+
+def _yaml_line(path: Path, where: str) -> int | None:
+    """Line of ``task 'name' field 'key'`` (or of the task/site) in the manifest YAML."""
+    import yaml
+
+    match = _WHERE.match(where)
+    if match is None:
+        return None
+    kind, name, field_path = match.groups()
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    items = next((v for k, v in root.value if k.value == f"{kind}s"), None)
+    if not isinstance(items, yaml.SequenceNode):
+        return None
+    for item in items.value:
+        if not isinstance(item, yaml.MappingNode):
+            continue
+        keys = {k.value: (k, v) for k, v in item.value}
+        if "name" not in keys or str(keys["name"][1].value) != name:
+            continue
+        key = (field_path or "").split(".")[0]
+        node = keys[key][0] if key in keys else item
+        return int(node.start_mark.line) + 1
+    return None
+
+
 def validate_manifest(
     path: str | Path,
     *,
@@ -147,18 +222,19 @@ def validate_manifest(
     """
     path = Path(path)
     report = ValidationReport(manifest=str(path))
-    try:
-        manifest = Manifest.load(path)
-    except ManifestError as exc:
-        message = str(exc).removeprefix(f"{path}: ")
-        message, _, fix = message.partition(" (fix: ")
+    if path.is_dir():
         report.problems.append(
             Problem(
                 file=str(path),
-                message=message,
-                fix=fix.removesuffix(")") or "correct the manifest as described",
+                message="is a folder, not a manifest file",
+                fix=f"give the manifest YAML file, e.g. {path / 'manifest.yaml'}",
             )
         )
+        return report
+    try:
+        manifest = Manifest.load(path)
+    except ManifestError as exc:
+        report.problems.extend(_manifest_problems(path, exc))
         return report
 
     checker = _Checker(manifest, report, decode=decode)

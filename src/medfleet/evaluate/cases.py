@@ -234,14 +234,26 @@ def read_case_table(
     """
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(f"{role} {path} is not a file (fix: give a CSV table with case_id)")
+        what = "is a folder, not a file" if path.is_dir() else "is not a file"
+        raise ManifestError(f"{role} {path} {what} (fix: give a CSV table with case_id)")
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             columns = tuple(c.strip() for c in (reader.fieldnames or ()))
             raw = [list(r.values()) for r in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ManifestError(f"{role} {path} is not a readable UTF-8 CSV table: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ManifestError(
+            f"{role} {path} is not a readable UTF-8 CSV table: {exc} "
+            "(fix: save the table as UTF-8 CSV)"
+        ) from exc
+    except (OSError, csv.Error) as exc:
+        raise ManifestError(f"{role} {path} is not a readable CSV table: {exc}") from exc
+    if not columns:
+        names = ", ".join(("case_id", *required))
+        raise ManifestError(
+            f"{role} {path} is empty (no header line) (fix: write a header line with "
+            f"{names} and one row per case)"
+        )
     absent = [c for c in ("case_id", *required) if c not in columns]
     if absent:
         raise ManifestError(
@@ -253,14 +265,17 @@ def read_case_table(
         if len(values) != len(columns) or any(v is None for v in values):
             raise ManifestError(
                 f"{role} {path} line {line}: {len([v for v in values if v is not None])} cells "
-                f"for {len(columns)} columns"
+                f"for {len(columns)} columns (fix: one cell per column; quote cells that "
+                "hold commas)"
             )
         row = {
             c: ("" if v is None else str(v).strip()) for c, v in zip(columns, values, strict=True)
         }
         case_id = row["case_id"]
         if not case_id:
-            raise ManifestError(f"{role} {path} line {line}: case_id is empty")
+            raise ManifestError(
+                f"{role} {path} line {line}: case_id is empty (fix: give every row its case id)"
+            )
         if case_id in rows:
             raise ManifestError(
                 f"{role} {path} lists case {case_id!r} more than once (line {line}; "

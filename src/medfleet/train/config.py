@@ -21,8 +21,10 @@ class TrainConfig(BaseModel):
     """How one model is trained.
 
     Attributes:
-        epochs: Passes over the schedule (see ``batches_per_epoch``).
-        max_steps: Stop after this many optimiser steps (overrides ``epochs`` when smaller).
+        epochs: Passes over the schedule (see ``batches_per_epoch``); not used when
+            ``max_steps`` is set.
+        max_steps: The run's length in optimiser steps: exactly this many, however many
+            epochs that takes (``epochs`` is then not used). ``None``: ``epochs`` passes.
         batch_size: Images per batch and process.
         grad_accum: Batches accumulated into one optimiser step.
         lr: Peak learning rate of AdamW.
@@ -129,11 +131,48 @@ class TrainConfig(BaseModel):
     cutmix: float = Field(default=1.0, ge=0.0, le=1.0)
     feature_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 
+    def planned_steps(self, steps_per_epoch: int) -> int:
+        """Optimiser steps of the run: ``max_steps`` when set, else ``epochs`` full passes.
+
+        With ``max_steps`` the epochs follow from the steps (the last one may be partial), so
+        ``--steps 300`` runs 300 steps even when the default 10 epochs hold fewer.
+
+        Example:
+            >>> by_steps, by_epochs = TrainConfig(max_steps=300), TrainConfig(epochs=3)
+            >>> by_steps.planned_steps(17), by_epochs.planned_steps(17)
+            (300, 51)
+        """
+        if self.max_steps is not None:
+            return self.max_steps
+        return self.epochs * steps_per_epoch
+
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device {self.device!r} must be auto, cpu, cuda or cuda:N")
         return self
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """Pydantic's errors as one line: ``field: what is wrong`` for each invalid setting.
+
+    Example:
+        >>> try:
+        ...     TrainConfig(epocs=2, lr=-1)
+        ... except ValidationError as exc:
+        ...     print(describe_settings_error(exc))
+        lr: Input should be greater than 0; epocs: is not a known setting
+    """
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"])
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "is not a known setting"
+        elif err["type"] == "missing":
+            message = "is required but missing"
+        parts.append(f"{field}: {message}" if field else message)
+    return "; ".join(" ".join(part.split()) for part in parts)
 
 
 def load_run_config(path: str | Path) -> tuple[dict[str, Any], TrainConfig]:
@@ -165,7 +204,10 @@ def load_run_config(path: str | Path) -> tuple[dict[str, Any], TrainConfig]:
     try:
         train = TrainConfig.model_validate(raw.get("train") or {})
     except ValidationError as exc:
-        raise MedfleetError(f"{path}: section 'train' is invalid:\n{exc}") from exc
+        raise MedfleetError(
+            f"{path}: section 'train' is invalid: {describe_settings_error(exc)} "
+            "(fix: correct or remove those fields; docs/training.md lists them)"
+        ) from exc
     model = raw.get("model") or {}
     if not isinstance(model, dict):
         raise MedfleetError(f"{path}: section 'model' must be a mapping")

@@ -105,6 +105,14 @@ def train_model(
     from medfleet.models import build_model
 
     out = Path(out)
+    for folder in (out, *out.parents):  # refuse a file in the way before building anything
+        if folder.exists() and not folder.is_dir():
+            raise MedfleetError(
+                f"run folder {out} cannot be created: {folder} is an existing file "
+                f"(fix: give a folder path, or move {folder} away)"
+            )
+        if folder.is_dir():
+            break
     names = list(tasks) if tasks is not None else [t.name for t in manifest.tasks]
     seed_everything(train_config.seed)
     model = build_model(manifest, model_config, tasks=names)

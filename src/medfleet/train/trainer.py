@@ -340,8 +340,7 @@ class Trainer:
         )
         self.batches_per_epoch = self.schedule.batches_per_epoch
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / config.grad_accum)
-        planned = config.epochs * self.steps_per_epoch
-        self.total_steps = min(planned, config.max_steps) if config.max_steps else planned
+        self.total_steps = config.planned_steps(self.steps_per_epoch)
         self.warmup = (
             config.warmup_steps
             if config.warmup_steps is not None

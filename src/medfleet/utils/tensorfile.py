@@ -42,7 +42,7 @@ _ITEMS = "__items__"
 _FLOAT = "__float__"
 _MARKERS = (_TENSOR, _NDARRAY, _TUPLE, _ITEMS, _FLOAT)
 _ZIP_MAGIC = b"PK\x03\x04"
-_PICKLE_PROTOCOL = b"\x80"
+_PICKLE_PROTO = 0x80
 
 
 class TensorFileError(FileError):
@@ -217,7 +217,7 @@ def read_tensor_file(
     what = what or kinds[0]
     path = Path(path)
     head = _head(path)
-    if head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTOCOL):
+    if _is_torch_file(path, head):
         payload = read_legacy_torch_file(path)
         if not isinstance(payload, dict):
             raise TensorFileError(path, f"holds a {type(payload).__name__}, not a {what}", fix)
@@ -251,12 +251,30 @@ def tensor_file_kind(path: str | Path) -> str | None:
     path = Path(path)
     try:
         head = _head(path)
-        if head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTOCOL):
+        if _is_torch_file(path, head):
             return "legacy"
         kind = _safetensors_header(path, head).get("kind")
     except TensorFileError:
         return None
     return str(kind) if kind else None
+
+
+def _is_torch_file(path: Path, head: bytes) -> bool:
+    """Whether the file is a ``torch.save`` file (zip archive or bare pickle), by content.
+
+    A safetensors file starts with its header length (8 bytes, little-endian) followed by
+    ``{``; that is checked first, since the length's first byte may be anything, 0x80 too.
+    """
+    if len(head) == 8:
+        length = int.from_bytes(head, "little")
+        if 0 < length <= path.stat().st_size - 8:
+            with open(path, "rb") as fh:
+                fh.seek(8)
+                if fh.read(1) == b"{":
+                    return False
+    if head.startswith(_ZIP_MAGIC):
+        return True
+    return len(head) >= 2 and head[0] == _PICKLE_PROTO and 2 <= head[1] <= 5
 
 
 def _head(path: Path) -> bytes:

@@ -7,6 +7,7 @@ picks item N along axis 0 and reads only that item's bytes when the layout allow
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 from typing import IO, Any
@@ -48,6 +49,10 @@ def read_npy(path: Path, options: dict[str, str]) -> ImageData:
     index = int_option(path, options, "index")
     require_file(path)
     with wrap_errors(path, "NumPy .npy file"):
+        with open(path, "rb") as fh:
+            shape, _, dtype = _read_npy_header(fh)
+            data_start = fh.tell()
+        _check_npy_size(path, shape, dtype, path.stat().st_size - data_start)
         if index is None:
             array = np.load(path, allow_pickle=False)
         else:
@@ -78,6 +83,21 @@ def _read_npy_header(fh: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
     if version == (2, 0):
         return np.lib.format.read_array_header_2_0(fh)
     raise ValueError(f"unsupported .npy format version {version}")
+
+
+def _check_npy_size(path: Path, shape: tuple[int, ...], dtype: np.dtype, available: int) -> None:
+    """Refuse a header whose shape needs more bytes than follow it (before allocating them)."""
+    if dtype.hasobject:
+        return  # refused by np.load(allow_pickle=False) with its own message
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > available:
+        raise ImageReadError(
+            path,
+            f"the array is truncated or its header is corrupt: the header declares shape "
+            f"{tuple(shape)} of {dtype} ({needed} bytes) but {max(available, 0)} bytes of "
+            "data follow it",
+            "save the array again",
+        )
 
 
 def _header_shape(
@@ -129,6 +149,7 @@ def read_npz(path: Path, options: dict[str, str]) -> ImageData:
         with archive.open(name) as fh:
             shape, fortran, dtype = _read_npy_header(fh)
             data_start = fh.tell()
+        _check_npy_size(path, shape, dtype, archive.getinfo(name).file_size - data_start)
         item = item_shape(path, shape, index, _SCALAR_INDEX)
         if index is None or fortran or dtype.hasobject:
             with archive.open(name) as fh:

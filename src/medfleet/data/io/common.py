@@ -27,7 +27,10 @@ class ImageWriteError(FileError, ValueError):
 def wrap_errors(path: Path | str, what: str, fix: str = CORRUPT_FIX) -> Iterator[None]:
     """Turn any library exception raised inside the block into an :class:`ImageReadError`.
 
-    The original exception is chained (``raise ... from``) so its traceback is kept.
+    The original exception is chained (``raise ... from``) so its traceback is kept. A
+    ``MemoryError`` is wrapped too: inside a reader it comes from a header that declares more
+    data than memory holds (often a corrupt size field) or from the library's own allocation
+    failure (FFmpeg's ``ENOMEM`` on a mangled box size), and either way the file is named.
 
     Args:
         path: File being read; named in the error.
@@ -44,8 +47,16 @@ def wrap_errors(path: Path | str, what: str, fix: str = CORRUPT_FIX) -> Iterator
     """
     try:
         yield
-    except (MedfleetError, MemoryError):
+    except MedfleetError:
         raise
+    except MemoryError as exc:
+        detail = " ".join(str(exc).split()) or "no detail"
+        raise ImageReadError(
+            path,
+            f"{what} needs more memory than is available ({type(exc).__name__}: {detail})",
+            "check that the file is complete and its header's sizes are right; "
+            "on a machine with enough memory, close other programs",
+        ) from exc
     except Exception as exc:
         detail = " ".join(str(exc).split()) or "no detail"
         raise ImageReadError(

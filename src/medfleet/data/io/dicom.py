@@ -57,6 +57,9 @@ def dcmread(path: Path, *, header_only: bool) -> Any:
     """Read a DICOM dataset, naming the file in any error.
 
     Files without the preamble are accepted when their suffix is ``.dcm``/``.dicom``.
+    pydicom converts element values lazily, on first access, so a mangled value (an unknown
+    VR, a bad length) fails only where a tag is read: every reader reads its tags inside
+    :func:`~medfleet.data.io.common.wrap_errors`, which names the file.
     """
     import pydicom
 
@@ -64,16 +67,20 @@ def dcmread(path: Path, *, header_only: bool) -> Any:
     force = path.suffix.lower() in SUFFIXES
     with wrap_errors(path, "DICOM file"):
         ds = pydicom.dcmread(str(path), stop_before_pixels=header_only, force=force)
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None and "TransferSyntaxUID" not in meta and hasattr(ds, "original_encoding"):
-        implicit, little = ds.original_encoding
-        if implicit is not None:
-            uid = (
-                "1.2.840.10008.1.2"
-                if implicit
-                else ("1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2")
-            )
-            meta.TransferSyntaxUID = uid
+        meta = getattr(ds, "file_meta", None)
+        if (
+            meta is not None
+            and "TransferSyntaxUID" not in meta
+            and hasattr(ds, "original_encoding")
+        ):
+            implicit, little = ds.original_encoding
+            if implicit is not None:
+                uid = (
+                    "1.2.840.10008.1.2"
+                    if implicit
+                    else ("1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2")
+                )
+                meta.TransferSyntaxUID = uid
     return ds
 
 
@@ -345,7 +352,9 @@ def _open_image(
     check_options(path, options, ("frame",), "DICOM")
     frame = int_option(path, options, "frame")
     ds = dcmread(path, header_only=header_only)
-    if not is_image_dataset(ds):
+    with wrap_errors(path, "DICOM file"):
+        image = is_image_dataset(ds)
+    if not image:
         raise ImageReadError(
             path, "DICOM file holds no image (no Rows/Columns)", "point at an image file"
         )
@@ -370,6 +379,11 @@ def read_dicom_file(path: Path, options: dict[str, str]) -> ImageData:
         ((128, 128), (0.661468, 0.661468), 'CT', 'float32')
     """
     ds, frame = _open_image(path, options, header_only=False)
+    with wrap_errors(path, "DICOM file"):
+        return _dicom_image(path, ds, frame)
+
+
+def _dicom_image(path: Path, ds: Any, frame: int | None) -> ImageData:
     shape, spacing, geo = geometry(path, ds, frame)
     array = decode_pixels(path, ds, frame)
     n_frames = geo["n_frames"]
@@ -415,5 +429,6 @@ def read_dicom_file_header(
         ((64, 64), (0.3125, 0.3125))
     """
     ds, frame = _open_image(path, options, header_only=True)
-    shape, spacing, _ = geometry(path, ds, frame)
+    with wrap_errors(path, "DICOM file"):
+        shape, spacing, _ = geometry(path, ds, frame)
     return shape, spacing

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from medfleet.data.io.common import make_meta
+from medfleet.data.io.common import make_meta, wrap_errors
 from medfleet.data.io.dicom import (
     SUFFIXES,
     dcmread,
@@ -265,11 +265,22 @@ def read_dicom_series(directory: str | Path) -> ImageData:
         ...     print(err.reason)
         no DICOM image files in the folder
     """
-    plan = plan_series(directory)
+    plan = _plan(directory)
     if plan.multiframe_file is not None:
         image = read_dicom_file(plan.multiframe_file, {})
         image.meta.update(format="dicom_series", series_path=str(plan.directory))
         return image
+    with wrap_errors(plan.directory, "DICOM series"):
+        return _read_planned(plan)
+
+
+def _plan(directory: str | Path) -> SeriesPlan:
+    """:func:`plan_series`, with an unusable header value reported against the folder."""
+    with wrap_errors(directory, "DICOM series", SERIES_FIX):
+        return plan_series(directory)
+
+
+def _read_planned(plan: SeriesPlan) -> ImageData:
     volume: np.ndarray | None = None
     rescales = [rescale_of(h) for h in plan.headers]
     rescaled = any(pair != (1.0, 0.0) for pair in rescales)
@@ -315,5 +326,5 @@ def read_dicom_series_header(
     from medfleet.data.io.common import check_options
 
     check_options(directory, options, (), "DICOM series")
-    plan = plan_series(directory)
+    plan = _plan(directory)
     return plan.shape, plan.spacing

@@ -40,6 +40,37 @@ def _load(path: Path) -> Any:
 
 
 _TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 0.001}
+# deflate expands at most ~1032-fold, so a .nii.gz of N bytes holds at most this many times N
+_GZIP_MAX_RATIO = 1100
+
+
+def _check_data_size(path: Path, image: Any) -> None:
+    """Refuse a header that declares more voxel bytes than the file can hold.
+
+    nibabel allocates the whole declared array before reading, so a corrupt shape or data
+    type field would otherwise ask for gigabytes (or fail with a bare ``MemoryError``).
+    """
+    header = image.header
+    shape = tuple(int(s) for s in image.shape)
+    dtype = np.dtype(header.get_data_dtype())
+    offset = int(getattr(image.dataobj, "offset", None) or header.get_data_offset())
+    needed = offset + math.prod(shape) * dtype.itemsize
+    size = path.stat().st_size
+    gz = path.name.lower().endswith(".gz")
+    limit = size * _GZIP_MAX_RATIO if gz else size
+    if needed > limit:
+        holds = (
+            f"a gzip file of {size} bytes holds at most about {limit} bytes"
+            if gz
+            else f"the file holds {size} bytes"
+        )
+        raise ImageReadError(
+            path,
+            f"the file is truncated or its header is corrupt: the header declares shape "
+            f"{shape} of {dtype} after {offset} header bytes ({needed} bytes in all), "
+            f"but {holds}",
+            "re-export the file",
+        )
 
 
 def _spacing(path: Path, header: Any, ndim: int, warnings: list[str]) -> tuple[float, ...]:
@@ -79,6 +110,7 @@ def read_nifti(path: Path, options: dict[str, str]) -> ImageData:
     check_options(path, options, (), "NIfTI")
     image = _load(path)
     with wrap_errors(path, "NIfTI file"):
+        _check_data_size(path, image)
         array = np.asarray(image.dataobj)
         header = image.header
         affine = np.asarray(image.affine, dtype=float).tolist()

@@ -198,6 +198,13 @@ def _read_clip(path: Path) -> ImageData:
                 path, f"{message}: the file looks truncated", "re-export the video"
             )
         meta["warnings"].append(message)
+    sizes = sorted({f.shape for f in frames})
+    if len(sizes) > 1:
+        raise ImageReadError(
+            path,
+            f"the video's frames have different sizes {sizes}; a clip needs one size",
+            "re-encode the video, or read single frames with '#frame=N'",
+        )
     clip = np.stack(frames)
     meta.update(n_frames=len(frames), channel_axis=None if clip.ndim == 3 else -1)
     return ImageData(clip, (1.0, 1.0, 1.0), meta)
