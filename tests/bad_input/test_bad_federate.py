@@ -256,9 +256,7 @@ CASES: dict[str, Case] = {
     "study-missing-manifest": Case(
         _study_missing_manifest, ("no_such_manifest.yaml",), check=_nothing_written
     ),
-    "study-out-is-a-file": Case(
-        _study_out_is_a_file, ("out_file",), usage=True, check=_file_kept
-    ),
+    "study-out-is-a-file": Case(_study_out_is_a_file, ("out_file",), usage=True, check=_file_kept),
     "study-unknown-task": Case(
         _study_usage("--strategies", "fedavg", "--tasks", "no_such_task"), ("no_such_task",)
     ),

@@ -41,6 +41,7 @@ _TUPLE = "__tuple__"
 _ITEMS = "__items__"
 _FLOAT = "__float__"
 _MARKERS = (_TENSOR, _NDARRAY, _TUPLE, _ITEMS, _FLOAT)
+
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO = 0x80
 
@@ -91,6 +92,14 @@ def _encode(value: Any, tensors: dict[str, Any], path: str) -> Any:
     raise TypeError(f"{path}: a {type(value).__name__} cannot be stored in a tensor file")
 
 
+class _Tensors(dict):
+    """The flat ``{key: tensor}`` mapping being written, and the memory it already holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[int] = set()
+
+
 def _store(tensors: dict[str, Any], path: str, tensor: Any) -> str:
     key = path.lstrip("/") or "tensor"
     if key in tensors:
@@ -98,8 +107,16 @@ def _store(tensors: dict[str, Any], path: str, tensor: Any) -> str:
         while f"{key}#{n}" in tensors:
             n += 1
         key = f"{key}#{n}"
-    # safetensors refuses tensors that share memory; own, contiguous CPU copies never do
-    tensors[key] = tensor.detach().to("cpu").contiguous().clone()
+    # safetensors refuses tensors that share memory: a tensor is copied only when its memory
+    # is shared with one already stored or holds more than the tensor (a view)
+    stored = tensor.detach().to("cpu").contiguous()
+    storage = stored.untyped_storage()
+    seen = tensors.seen if isinstance(tensors, _Tensors) else set()
+    if storage.data_ptr() in seen or storage.nbytes() != stored.nbytes:
+        stored = stored.clone()
+        storage = stored.untyped_storage()
+    seen.add(storage.data_ptr())
+    tensors[key] = stored
     return key
 
 
@@ -172,7 +189,7 @@ def write_tensor_file(path: str | Path, payload: dict[str, Any], kind: str) -> P
     """
     from safetensors.torch import save_file
 
-    tensors: dict[str, Any] = {}
+    tensors = _Tensors()
     skeleton = _encode(payload, tensors, "")
     header = json.dumps({"kind": kind, "payload": skeleton}, allow_nan=False, sort_keys=False)
     path = Path(path)
@@ -333,11 +350,12 @@ def _safetensors_header(path: Path, head: bytes) -> dict[str, Any]:
 
 def _load_tensors(path: Path) -> dict[str, Any]:
     from safetensors import SafetensorError
-    from safetensors.torch import load
+    from safetensors.torch import load_file
 
     try:
-        return load(path.read_bytes())
-    except (SafetensorError, ValueError, RuntimeError) as exc:
+        # copied out of the mapping: a file changed in place later cannot crash the process
+        return {k: v.clone() for k, v in load_file(str(path), device="cpu").items()}
+    except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TensorFileError(path, f"is truncated or corrupt ({reason})", _CORRUPT_FIX) from None
 
