@@ -242,7 +242,8 @@ def read_tensor_file(
     header = _safetensors_header(path, head)
     kind = header.get("kind")
     if kind not in kinds:
-        raise TensorFileError(path, f"is a medfleet {kind or 'unknown'} file, not a {what}", fix)
+        shown = str(kind)[:40] if kind else "unknown"
+        raise TensorFileError(path, f"is a medfleet {shown} file, not a {what}", fix)
     tensors = _load_tensors(path)
     try:
         payload = _decode(header.get("payload"), tensors, path)
