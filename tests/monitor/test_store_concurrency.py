@@ -35,14 +35,14 @@ def _set_references(target: str) -> None:
             assert r.status_code == 201, r.text
 
 
-def test_racing_processes_get_exactly_one_201_per_batch(target: str) -> None:
+def _race(worker, target: str) -> dict:
+    """Two processes start ``worker`` at one barrier; their answers by worker number."""
     _set_references(target)
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(2)
     results = ctx.Queue()
     workers = [
-        ctx.Process(target=post_same_batches, args=(target, N_BATCHES, barrier, results, w))
-        for w in range(2)
+        ctx.Process(target=worker, args=(target, N_BATCHES, barrier, results, w)) for w in range(2)
     ]
     for proc in workers:
         proc.start()
@@ -50,6 +50,11 @@ def test_racing_processes_get_exactly_one_201_per_batch(target: str) -> None:
     for proc in workers:
         proc.join(timeout=60)
         assert proc.exitcode == 0
+    return answers
+
+
+def test_racing_processes_get_exactly_one_201_per_batch(target: str) -> None:
+    answers = _race(post_same_batches, target)
     assert all(isinstance(a, list) for a in answers.values()), answers
     per_batch: dict[int, list[tuple[int, bool, float]]] = defaultdict(list)
     for worker_answers in answers.values():
@@ -85,20 +90,7 @@ def test_racing_processes_judge_every_batch_against_the_latest_state(target: str
     from medfleet.monitor.batches import OutputBatch
     from medfleet.monitor.store import MemoryStore
 
-    _set_references(target)
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(2)
-    results = ctx.Queue()
-    workers = [
-        ctx.Process(target=post_own_batches, args=(target, N_BATCHES, barrier, results, w))
-        for w in range(2)
-    ]
-    for proc in workers:
-        proc.start()
-    answers = dict(results.get(timeout=300) for _ in workers)
-    for proc in workers:
-        proc.join(timeout=60)
-        assert proc.exitcode == 0
+    answers = _race(post_own_batches, target)
     for worker_answers in answers.values():
         assert isinstance(worker_answers, list), answers
         assert all(status == 201 for _, status, _ in worker_answers), worker_answers

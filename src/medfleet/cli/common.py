@@ -98,22 +98,21 @@ def check_out_folder(out: Path | None, option: str = "--out") -> None:
     """
     if out is None:
         return
+    from medfleet.utils.atomic import file_in_the_way
+
     path = Path(out)
-    for candidate in (path, *path.parents):
-        if not (candidate.exists() or candidate.is_symlink()):
-            continue
-        if candidate.is_dir():
-            return
-        where = (
-            "is an existing file, not a folder"
-            if candidate == path
-            else f"cannot be a folder: {candidate} is an existing file"
-        )
-        fail(
-            f"{option} {path} {where} (fix: give a folder path for {option}, or move "
-            f"{candidate} away)",
-            code=2,
-        )
+    blocker = file_in_the_way(path)
+    if blocker is None:
+        return
+    where = (
+        "is an existing file, not a folder"
+        if blocker == path
+        else f"cannot be a folder: {blocker} is an existing file"
+    )
+    fail(
+        f"{option} {path} {where} (fix: give a folder path for {option}, or move {blocker} away)",
+        code=2,
+    )
 
 
 def load_manifest(path: Path) -> Any:

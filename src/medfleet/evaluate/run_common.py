@@ -10,8 +10,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from medfleet.errors import ManifestError, MedfleetError
+from medfleet.errors import ManifestError
 from medfleet.evaluate.cases import CaseMatch, CaseMismatchError, match_cases, parse_spacing
+from medfleet.utils.atomic import require_folder_path
 from medfleet.utils.progress import ProgressCallback
 
 __all__ = [
@@ -128,24 +129,12 @@ class EvaluationConfig:
             )
         for name in ("pred", "gt", "out"):
             object.__setattr__(self, name, Path(getattr(self, name)))
-        _check_out(self.out)
+        require_folder_path(self.out)  # before any scoring
         if self.meta is not None:
             object.__setattr__(self, "meta", Path(self.meta))
         if isinstance(self.preset_options, Mapping):
             items = tuple((str(k), str(v)) for k, v in self.preset_options.items())
             object.__setattr__(self, "preset_options", items)
-
-
-def _check_out(out: Path) -> None:
-    """Refuse an output folder that is (or lies under) an existing file, before any scoring."""
-    for candidate in (out, *out.parents):
-        if candidate.is_dir():
-            return
-        if candidate.exists():
-            raise MedfleetError(
-                f"output folder {out} cannot be created: {candidate} is an existing file "
-                f"(fix: give a folder path, or move {candidate} away)"
-            )
 
 
 @dataclass

@@ -39,7 +39,7 @@ from medfleet.train.trainer import (
     manifest_fingerprint,
     seed_everything,
 )
-from medfleet.utils.atomic import write_json_atomic
+from medfleet.utils.atomic import require_folder_path, write_json_atomic
 from medfleet.utils.tensorfile import read_tensor_file
 
 
@@ -104,15 +104,7 @@ def train_model(
     """
     from medfleet.models import build_model
 
-    out = Path(out)
-    for folder in (out, *out.parents):  # refuse a file in the way before building anything
-        if folder.exists() and not folder.is_dir():
-            raise MedfleetError(
-                f"run folder {out} cannot be created: {folder} is an existing file "
-                f"(fix: give a folder path, or move {folder} away)"
-            )
-        if folder.is_dir():
-            break
+    out = require_folder_path(out, "run folder")  # before building anything
     names = list(tasks) if tasks is not None else [t.name for t in manifest.tasks]
     seed_everything(train_config.seed)
     model = build_model(manifest, model_config, tasks=names)

@@ -125,3 +125,55 @@ def write_json_atomic(
     """
     text = json.dumps(obj, indent=indent, sort_keys=sort_keys, default=str)
     return write_text_atomic(path, text + "\n")
+
+
+def file_in_the_way(folder: str | os.PathLike[str]) -> Path | None:
+    """The existing file that stops ``folder`` from being (or becoming) a folder, else None.
+
+    That is ``folder`` itself when it is a file, or the first of its parents that is one.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "a.csv").write_text("x")
+        >>> file_in_the_way(d / "a.csv" / "out") == d / "a.csv", file_in_the_way(d / "new")
+        (True, None)
+    """
+    path = Path(folder)
+    for candidate in (path, *path.parents):
+        if candidate.is_dir():
+            return None
+        if candidate.exists() or candidate.is_symlink():
+            return candidate
+    return None
+
+
+def require_folder_path(folder: str | os.PathLike[str], what: str = "output folder") -> Path:
+    """``folder`` as a path, when no existing file stops it from being a folder.
+
+    Checked before any work, so that a run does not fail only when it writes its first result.
+
+    Raises:
+        MedfleetError: Naming the folder and the file in the way.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "r.csv"
+        >>> _ = f.write_text("x")
+        >>> try:
+        ...     require_folder_path(f)
+        ... except Exception as exc:
+        ...     print(str(exc).split(": ")[1].split(" (")[0])
+        it is an existing file
+    """
+    from medfleet.errors import MedfleetError
+
+    path = Path(folder)
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        where = "it is an existing file" if blocker == path else f"{blocker} is an existing file"
+        raise MedfleetError(
+            f"{what} {path} cannot be created: {where} (fix: give a folder path, or move "
+            f"{blocker} away)"
+        )
+    return path
