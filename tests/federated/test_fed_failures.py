@@ -278,3 +278,24 @@ def test_the_deployed_server_app_ends_a_failed_run_with_an_error(
     with pytest.raises(MedfleetError, match=r"site_b failed in round 1 \(fault/injected\)"):
         make_server_app(job)(grid, context)
     assert json.loads((tmp_path / "out" / "federated.json").read_text())["status"] == "failed"
+
+
+def test_a_rerun_in_the_same_folder_and_process_starts_from_nothing_of_the_first(
+    fed_manifest, tiny_settings, tmp_path: Path
+) -> None:
+    """Neither an earlier run's local state file nor a worker cached in memory carries over."""
+    from medfleet.utils.tensorfile import read_tensor_file
+
+    config = FederatedConfig(strategy="dual-lora", rounds=1, local_steps=2, blocks=[-1])
+
+    def site_weights() -> dict:
+        path = tmp_path / "out" / "sites" / "site_a" / MODEL_FILE
+        return read_tensor_file(path, ("unified-model",))["state_dict"]
+
+    run_federated(fed_manifest, *tiny_settings, config, tmp_path / "out")
+    first = site_weights()
+    run_federated(fed_manifest, *tiny_settings, config, tmp_path / "out")
+    second = site_weights()
+    assert first.keys() == second.keys()
+    differing = [k for k in first if not (first[k] == second[k]).all()]
+    assert differing == []

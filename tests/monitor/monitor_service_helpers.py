@@ -46,6 +46,22 @@ def reference_outputs(seed: int, n: int = 600) -> dict[str, list[float]]:
     return {"prob": prob.tolist(), "pred_class": (prob > 0.5).astype(int).tolist()}
 
 
+def post_references(client: Any, prefix: str = "", **options: Any) -> None:
+    """Post each site's reference (``reference_outputs(seed=i)``) with its key; assert 201.
+
+    ``client`` is a TestClient or an httpx client (``prefix``: the server's URL for plain
+    ``httpx``).
+    """
+    for i, site in enumerate(KEYS):
+        r = client.post(
+            f"{prefix}/sites/{site}/reference",
+            json={"outputs": reference_outputs(seed=i)},
+            headers=headers(site),
+            **options,
+        )
+        assert r.status_code == 201, r.text
+
+
 def batch_outputs(seed: int, shift: float = 0.0, n: int = 150) -> dict[str, list[float]]:
     """Beta(2 + shift, 5) probabilities: shift 0 is the reference's distribution."""
     rng = np.random.default_rng(seed)

@@ -7,13 +7,12 @@ field and stores nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from monitor_service_helpers import KEYS, batch_body, config, headers, reference_outputs
+from monitor_service_helpers import KEYS, batch_body, config, headers
 
 from medfleet.monitor.agent import Coordinator
 from medfleet.monitor.batches import MAX_CLASS_LABEL, BatchError, OutputBatch, validate_outputs
@@ -100,22 +99,8 @@ def test_an_output_the_reference_lacks_is_refused_not_dropped() -> None:
     assert coord.store.history("a") == []
 
 
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    app = create_app(tmp_path / "monitor.sqlite", config(), KEYS)
-    with TestClient(app, raise_server_exceptions=False) as c:
-        for i, site in enumerate(KEYS):
-            r = c.post(
-                f"/sites/{site}/reference",
-                json={"outputs": reference_outputs(seed=i)},
-                headers=headers(site),
-            )
-            assert r.status_code == 201, r.text
-        yield c
-
-
-def _post(client: TestClient, body: dict):
-    return client.post(
+def _post(referenced_client: TestClient, body: dict):
+    return referenced_client.post(
         "/sites/site_a/batches",
         content=json.dumps(body).encode(),
         headers={**headers("site_a"), "Content-Type": "application/json"},
@@ -129,16 +114,16 @@ def _assert_422(r, field: str, *fragments: str) -> None:
         assert fragment in r.json()["error"]
 
 
-def test_http_boolean_probabilities_are_422(client: TestClient) -> None:
+def test_http_boolean_probabilities_are_422(referenced_client: TestClient) -> None:
     body = batch_body("b1", seed=1)
     body["outputs"]["prob"] = [True, False] * 75
-    _assert_422(_post(client, body), "prob", "true/false")
+    _assert_422(_post(referenced_client, body), "prob", "true/false")
 
 
-def test_http_class_label_1e30_is_422_with_the_range(client: TestClient) -> None:
+def test_http_class_label_1e30_is_422_with_the_range(referenced_client: TestClient) -> None:
     body = batch_body("b1", seed=1)
     body["outputs"]["pred_class"][0] = 1e30
-    _assert_422(_post(client, body), "pred_class", f"[0, {MAX_CLASS_LABEL}]")
+    _assert_422(_post(referenced_client, body), "pred_class", f"[0, {MAX_CLASS_LABEL}]")
 
 
 def test_http_missing_output_under_a_forming_reference_is_422(tmp_path: Path) -> None:
@@ -151,19 +136,19 @@ def test_http_missing_output_under_a_forming_reference_is_422(tmp_path: Path) ->
         assert [r["batch_id"] for r in c.get("/sites/site_a/history").json()["reports"]] == ["b1"]
 
 
-def test_http_extra_output_is_422(client: TestClient) -> None:
+def test_http_extra_output_is_422(referenced_client: TestClient) -> None:
     body = batch_body("b1", seed=1)
     body["outputs"]["risk"] = [0.0] * 150
-    _assert_422(_post(client, body), "risk", "not in the reference")
+    _assert_422(_post(referenced_client, body), "risk", "not in the reference")
 
 
-def test_http_same_batch_id_with_other_outputs_is_409(client: TestClient) -> None:
-    assert _post(client, batch_body("b1", seed=1)).status_code == 201
-    again = _post(client, batch_body("b1", seed=1))
+def test_http_same_batch_id_with_other_outputs_is_409(referenced_client: TestClient) -> None:
+    assert _post(referenced_client, batch_body("b1", seed=1)).status_code == 201
+    again = _post(referenced_client, batch_body("b1", seed=1))
     assert again.status_code == 200 and again.json()["duplicate"] is True
     other = batch_body("b1", seed=2)
-    r = _post(client, other)
+    r = _post(referenced_client, other)
     assert r.status_code == 409, r.text
     assert r.json()["field"] == "batch_id"
     assert "different outputs" in r.json()["error"]
-    assert len(client.get("/sites/site_a/history").json()["reports"]) == 1
+    assert len(referenced_client.get("/sites/site_a/history").json()["reports"]) == 1

@@ -23,7 +23,7 @@ from monitor_service_helpers import (
     config,
     free_port,
     headers,
-    reference_outputs,
+    post_references,
     threaded_server,
 )
 from PIL import Image
@@ -109,13 +109,7 @@ def test_dashboard_renders_each_sites_chart_in_chromium(tmp_path: Path) -> None:
         tmp_path / "monitor.sqlite", config(), KEYS, ServiceSettings(refresh_seconds=0)
     )
     with threaded_server(app, free_port()) as url, httpx.Client(base_url=url, timeout=30) as http:
-        for i, site in enumerate(KEYS):
-            r = http.post(
-                f"/sites/{site}/reference",
-                json={"outputs": reference_outputs(seed=i)},
-                headers=headers(site),
-            )
-            assert r.status_code == 201, r.text
+        post_references(http)
         severities = []
         for i in range(12):
             for site in KEYS:
@@ -150,14 +144,7 @@ def test_a_page_without_batches_draws_no_line(tmp_path: Path) -> None:
         tmp_path / "monitor.sqlite", config(), KEYS, ServiceSettings(refresh_seconds=0)
     )
     with threaded_server(app, free_port()) as url:
-        for i, site in enumerate(KEYS):
-            r = httpx.post(
-                f"{url}/sites/{site}/reference",
-                json={"outputs": reference_outputs(seed=i)},
-                headers=headers(site),
-                timeout=30,
-            )
-            assert r.status_code == 201
+        post_references(httpx, url, timeout=30)
         image = _screenshot(f"{url}/", tmp_path)
     assert _chart_lines(_mask(image, SERIES_COLOUR)) == []
     # The empty charts are there: their axes and 'no batches yet' text are drawn in grey.

@@ -17,6 +17,7 @@ from monitor_service_helpers import (
     batch_outputs,
     config,
     headers,
+    post_references,
     reference_outputs,
 )
 from scipy import stats
@@ -33,13 +34,7 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
 
 
 def _with_references(client: TestClient) -> TestClient:
-    for i, site in enumerate(KEYS):
-        r = client.post(
-            f"/sites/{site}/reference",
-            json={"outputs": reference_outputs(seed=i)},
-            headers=headers(site),
-        )
-        assert r.status_code == 201, r.text
+    post_references(client)
     return client
 
 

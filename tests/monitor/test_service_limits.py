@@ -14,27 +14,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from monitor_service_helpers import KEYS, batch_body, config, headers, reference_outputs
+from monitor_service_helpers import KEYS, batch_body, config, headers
 
 from medfleet.monitor.service import ServiceSettings, create_app
 
 
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    app = create_app(tmp_path / "monitor.sqlite", config(), KEYS)
-    with TestClient(app, raise_server_exceptions=False) as c:
-        for i, site in enumerate(KEYS):
-            r = c.post(
-                f"/sites/{site}/reference",
-                json={"outputs": reference_outputs(seed=i)},
-                headers=headers(site),
-            )
-            assert r.status_code == 201, r.text
-        yield c
-
-
-def _post_raw(client: TestClient, raw: str | bytes, **extra: str):
-    return client.post(
+def _post_raw(referenced_client: TestClient, raw: str | bytes, **extra: str):
+    return referenced_client.post(
         "/sites/site_a/batches",
         content=raw.encode() if isinstance(raw, str) else raw,
         headers={**headers("site_a"), "Content-Type": "application/json", **extra},
@@ -53,37 +39,41 @@ def _refused(r, status: int, field: str, *fragments: str) -> dict:
 
 
 @pytest.mark.parametrize("limit", [str(2**63), str(10**30), "18446744073709551616"])
-def test_history_limit_beyond_the_store_integers_is_422(client: TestClient, limit: str) -> None:
-    _refused(client.get(f"/sites/site_a/history?limit={limit}"), 422, "limit")
+def test_history_limit_beyond_the_store_integers_is_422(
+    referenced_client: TestClient, limit: str
+) -> None:
+    _refused(referenced_client.get(f"/sites/site_a/history?limit={limit}"), 422, "limit")
 
 
-def test_the_largest_history_limit_still_answers(client: TestClient) -> None:
-    r = client.get(f"/sites/site_a/history?limit={2**63 - 1}")
+def test_the_largest_history_limit_still_answers(referenced_client: TestClient) -> None:
+    r = referenced_client.get(f"/sites/site_a/history?limit={2**63 - 1}")
     assert r.status_code == 200 and r.json()["reports"] == []
 
 
-def test_a_body_nested_100000_deep_is_422(client: TestClient) -> None:
-    _refused(_post_raw(client, "[" * 100_000 + "]" * 100_000), 422, "body", "nest")
+def test_a_body_nested_100000_deep_is_422(referenced_client: TestClient) -> None:
+    _refused(_post_raw(referenced_client, "[" * 100_000 + "]" * 100_000), 422, "body", "nest")
 
 
-def test_outputs_nested_too_deep_are_422_naming_the_output(client: TestClient) -> None:
+def test_outputs_nested_too_deep_are_422_naming_the_output(referenced_client: TestClient) -> None:
     deep = "[" * 60 + "0.5" + "]" * 60
     raw = '{"batch_id": "x", "outputs": {"prob": ' + deep + ', "pred_class": [0]}}'
-    _refused(_post_raw(client, raw), 422, "prob", "nest")
+    _refused(_post_raw(referenced_client, raw), 422, "prob", "nest")
 
 
 @pytest.mark.parametrize("stamp", ["1e300", "-1e300", "NaN", "Infinity", str(10**400)])
-def test_epoch_timestamps_outside_the_calendar_are_422(client: TestClient, stamp: str) -> None:
+def test_epoch_timestamps_outside_the_calendar_are_422(
+    referenced_client: TestClient, stamp: str
+) -> None:
     body = json.dumps(batch_body("t1", seed=1))
     raw = body.replace('"2025-03-01T10:00:00+00:00"', stamp)
     assert stamp in raw
-    _refused(_post_raw(client, raw), 422, "timestamp", "epoch seconds")
-    assert client.get("/sites/site_a/history").json()["reports"] == []
+    _refused(_post_raw(referenced_client, raw), 422, "timestamp", "epoch seconds")
+    assert referenced_client.get("/sites/site_a/history").json()["reports"] == []
 
 
-def test_a_body_of_another_content_type_is_415(client: TestClient) -> None:
+def test_a_body_of_another_content_type_is_415(referenced_client: TestClient) -> None:
     body = json.dumps(batch_body("c1", seed=1))
-    r = _post_raw(client, body, **{"Content-Type": "text/plain"})
+    r = _post_raw(referenced_client, body, **{"Content-Type": "text/plain"})
     _refused(r, 415, "Content-Type", "application/json")
 
 
@@ -134,7 +124,7 @@ def test_a_chunked_upload_is_cut_off_as_soon_as_it_exceeds_the_limit(tmp_path: P
             (b"transfer-encoding", b"chunked"),
             (b"x-api-key", KEYS["site_a"].encode()),
         ],
-        "client": ("127.0.0.1", 5000),
+        "referenced_client": ("127.0.0.1", 5000),
         "server": ("testserver", 80),
     }
     asyncio.run(app(scope, receive, send))

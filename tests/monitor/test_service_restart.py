@@ -28,6 +28,7 @@ from monitor_service_helpers import (
     batch_body,
     free_port,
     headers,
+    post_references,
     reference_outputs,
     start_server,
     stop_server,
@@ -89,14 +90,7 @@ def test_killed_server_keeps_every_accepted_batch_exactly_once(tmp_path: Path, t
     failed: list[str] = []
     stop = threading.Event()
     try:
-        for i, site in enumerate(KEYS):
-            r = httpx.post(
-                f"{url}/sites/{site}/reference",
-                json={"outputs": reference_outputs(seed=i)},
-                headers=headers(site),
-                timeout=30,
-            )
-            assert r.status_code == 201, r.text
+        post_references(httpx, url, timeout=30)
         thread = threading.Thread(
             target=_poster, args=(url, batches, acked, failed, stop), daemon=True
         )

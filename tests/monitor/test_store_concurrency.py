@@ -16,7 +16,13 @@ import numpy as np
 import pytest
 from concurrency_workers import post_same_batches
 from fastapi.testclient import TestClient
-from monitor_service_helpers import KEYS, batch_body, config, headers, reference_outputs
+from monitor_service_helpers import (
+    KEYS,
+    batch_body,
+    config,
+    post_references,
+    reference_outputs,
+)
 from scipy import stats
 
 from medfleet.monitor.service import create_app
@@ -26,13 +32,7 @@ N_BATCHES = 10
 
 def _set_references(target: str) -> None:
     with TestClient(create_app(target, config(), KEYS)) as client:
-        for i, site in enumerate(KEYS):
-            r = client.post(
-                f"/sites/{site}/reference",
-                json={"outputs": reference_outputs(seed=i)},
-                headers=headers(site),
-            )
-            assert r.status_code == 201, r.text
+        post_references(client)
 
 
 def _race(worker, target: str) -> dict:

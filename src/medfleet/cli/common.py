@@ -177,6 +177,6 @@ class MedfleetGroup(TyperGroup):
         except MedfleetError as exc:
             fail(str(exc))
         except OSError as exc:
-            if isinstance(exc, MedfleetError) or exc.errno is None:
+            if exc.errno is None:
                 raise
             fail(os_error_message(exc))

@@ -124,18 +124,17 @@ def make_client_app(job: FederatedJob | None = None, mods: list[Any] | None = No
         return current, site, sites.index(site)
 
     def resolve(context: Context, where: dict[str, Any], server_round: int) -> Any:
-        from medfleet.federated.site import get_worker, retire_earlier_run
+        from medfleet.federated.site import get_worker
 
         current, site, _ = identify(context, where)
-        if server_round == 1 and where.get("phase") == "train":
-            # a new run: an earlier run's model must not look like this run's
-            retire_earlier_run(where["state_dir"])
         threads = current.train.threads
         if threads is not None:
             import torch
 
             torch.set_num_threads(threads)
-        return get_worker(current, site, where["state_dir"])
+        # round 1 starts a run: nothing of an earlier one (files or cached worker) carries over
+        new_run = server_round == 1 and where.get("phase") == "train"
+        return get_worker(current, site, where["state_dir"], new_run=new_run)
 
     def guarded(phase: str, body: Callable[[Message, Context, dict[str, Any]], Message]) -> Any:
         def handler(msg: Message, context: Context) -> Message:

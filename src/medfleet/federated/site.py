@@ -463,9 +463,20 @@ def retire_earlier_run(state_dir: str | Path) -> list[Path]:
 _WORKERS: dict[tuple[str, str, str], SiteWorker] = {}
 
 
-def get_worker(job: FederatedJob, site: str, state_dir: str | Path) -> SiteWorker:
-    """The cached worker of ``site`` for ``job`` (built on first use in this process)."""
+def get_worker(
+    job: FederatedJob, site: str, state_dir: str | Path, *, new_run: bool = False
+) -> SiteWorker:
+    """The cached worker of ``site`` for ``job`` (built on first use in this process).
+
+    With ``new_run`` (round 1 of a run) what an earlier run left is dropped first: its
+    model and local state files move to ``previous/`` (:func:`retire_earlier_run`) and a
+    worker cached in memory, whose local adapter and private heads hold that run's
+    weights, is built anew.
+    """
     key = (job_key(job), site, str(Path(state_dir).resolve()))
+    if new_run:
+        retire_earlier_run(state_dir)
+        _WORKERS.pop(key, None)
     worker = _WORKERS.get(key)
     if worker is None:
         worker = SiteWorker(job, site, state_dir)
