@@ -23,6 +23,7 @@ from medfleet.evaluate.challenges.base import (
     PresetOption,
     PresetOutcome,
     PresetRun,
+    case_errors,
     parse_option_value,
 )
 from medfleet.evaluate.challenges.curvas import PRESET as _CURVAS
@@ -120,9 +121,17 @@ def run_preset(
         "allow_missing": config.allow_missing,
         "std_ddof": 1,
     }
-    scored = ScoredTask(
-        outcome.rows, metrics, dict(outcome.components), conventions, list(outcome.warnings)
-    )
+    warnings = list(outcome.warnings)
+    cases = dict(outcome.cases)
+    failed = case_errors(outcome.rows)
+    cases["errors"] = len(failed)
+    if failed:
+        cases["error_cases"] = failed
+        warnings.append(
+            f"{len(failed)} case(s) could not be scored and are left out of every mean "
+            f"(status 'error' in cases.csv, with the reason): {', '.join(failed)}"
+        )
+    scored = ScoredTask(outcome.rows, metrics, dict(outcome.components), conventions, warnings)
     block = {
         "name": preset.name,
         "title": preset.title,
@@ -137,4 +146,4 @@ def run_preset(
         "higher_is_better": outcome.higher_is_better,
         "report": outcome.report,
     }
-    return scored, outcome.cases, block
+    return scored, cases, block

@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medfleet.errors import ManifestError
+from medfleet.errors import ManifestError, one_line
 
 __all__ = [
     "Preset",
     "PresetOption",
     "PresetOutcome",
     "PresetRun",
+    "case_error_row",
+    "case_errors",
     "finite_mean",
     "parse_option_value",
 ]
@@ -213,3 +215,42 @@ def finite_mean(values: Sequence[float]) -> tuple[float, int]:
     finite = [float(v) for v in values if math.isfinite(float(v))]
     n_inf = sum(1 for v in values if math.isinf(float(v)))
     return (sum(finite) / len(finite) if finite else math.nan), n_inf
+
+
+#: ``status`` of a ``cases.csv`` row whose case could not be scored.
+CASE_ERROR = "error"
+
+
+def case_error_row(case_id: str, exc: BaseException, **extra: Any) -> dict[str, Any]:
+    """The ``cases.csv`` row of a case that could not be scored.
+
+    A per-case failure (a rater map the official code would index out of range, an
+    unreadable file, a degenerate fit) never aborts a preset run: the case gets this row,
+    with ``status`` ``"error"`` and the first line of the error, and the runner counts it
+    in ``summary.json`` (``cases.errors``) and names it in the warnings. Its metric columns
+    are absent, so the summaries skip it.
+
+    Args:
+        case_id: The case.
+        exc: What went wrong.
+        **extra: Further columns (e.g. the part or label of a per-part row).
+
+    Example:
+        >>> case_error_row("case_07", IndexError("index 3 is out of bounds"))
+        {'case_id': 'case_07', 'status': 'error', 'error': 'index 3 is out of bounds'}
+    """
+    return {"case_id": case_id, "status": CASE_ERROR, "error": one_line(exc), **extra}
+
+
+def case_errors(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The case ids (each once, in row order) of rows written by :func:`case_error_row`.
+
+    Example:
+        >>> case_errors([{"case_id": "a", "status": "ok"}, {"case_id": "b", "status": "error"}])
+        ['b']
+    """
+    seen: dict[str, None] = {}
+    for row in rows:
+        if row.get("status") == CASE_ERROR:
+            seen.setdefault(str(row["case_id"]), None)
+    return list(seen)
