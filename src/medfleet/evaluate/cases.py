@@ -25,6 +25,7 @@ from medfleet import tables
 from medfleet.errors import ManifestError, MedfleetError
 
 __all__ = [
+    "ID_COLUMNS",
     "MASK_SUFFIXES",
     "CaseMatch",
     "CaseMismatchError",
@@ -193,29 +194,49 @@ def match_cases(pred_ids: Iterable[str], gt_ids: Iterable[str]) -> CaseMatch:
     return CaseMatch(sorted(p & g), sorted(g - p), sorted(p - g))
 
 
+#: Column names that carry the case id of a per-case table, in order of preference:
+#: ``patient_id`` is the name of the MAMA-MIA clinical table and of its official outputs;
+#: ``filename`` (HC18's tables) gives the id of the named file, its image suffix removed.
+ID_COLUMNS: tuple[str, ...] = ("case_id", "patient_id", "filename")
+#: Suffixes read as spreadsheets (through pandas and openpyxl).
+SPREADSHEET_SUFFIXES: tuple[str, ...] = (".xlsx", ".xlsm")
+#: Sheet read from a spreadsheet when it exists (the MAMA-MIA clinical table's); else the first.
+PREFERRED_SHEET = "dataset_info"
+
+
 @dataclass(frozen=True)
 class CaseTable:
-    """A per-case CSV table: its columns and its rows (text cells) keyed by case id.
+    """A per-case table: its columns and its rows (text cells) keyed by case id.
 
     Attributes:
-        path: The CSV file.
+        path: The CSV or spreadsheet file.
         columns: Column names in file order.
-        rows: Case id -> ``{column: text}``.
+        rows: Case id -> ``{column: text}``; every row also carries its id as ``case_id``.
+        id_column: The column the case ids came from (``case_id`` or ``patient_id``).
     """
 
     path: Path
     columns: tuple[str, ...]
     rows: Mapping[str, Mapping[str, str]]
+    id_column: str = "case_id"
 
 
 def read_case_table(
     path: str | Path, required: Sequence[str] = (), role: str = "table"
 ) -> CaseTable:
-    """Read a per-case CSV table; ``case_id`` must be present, non-empty and unique.
+    """Read a per-case table; its case ids must be present, non-empty and unique.
+
+    The ids come from the ``case_id`` column or, when a table has none, from
+    ``patient_id`` (the MAMA-MIA clinical table's name) or ``filename`` (HC18's; the id is
+    the file name without its image suffix, ``000_HC.png`` -> ``000_HC``; see
+    :data:`ID_COLUMNS`). A CSV
+    file is read as UTF-8 (a BOM is accepted); an ``.xlsx`` spreadsheet is read from its
+    ``dataset_info`` sheet when it has one, else from its first sheet (this needs
+    ``openpyxl``), every cell as text.
 
     Args:
-        path: CSV file (UTF-8, a BOM is accepted).
-        required: Columns that must be present besides ``case_id``.
+        path: CSV file or ``.xlsx`` spreadsheet.
+        required: Columns that must be present besides the id column.
         role: Name used in errors (``"--pred"``, ``"--gt"``, ``"--meta"``).
 
     Returns:
@@ -231,34 +252,32 @@ def read_case_table(
         >>> t = read_case_table(p, ["value"])
         >>> t.columns, t.rows["b"]["value"]
         (('case_id', 'value'), '2')
+        >>> _ = p.write_text(chr(10).join(["patient_id,pcr", "DUKE_001,1"]))
+        >>> t = read_case_table(p, ["pcr"])
+        >>> t.id_column, t.rows["DUKE_001"]["case_id"]
+        ('patient_id', 'DUKE_001')
     """
     path = Path(path)
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "is not a file"
         raise ManifestError(f"{role} {path} {what} (fix: give a CSV table with case_id)")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            columns = tuple(c.strip() for c in (reader.fieldnames or ()))
-            raw = [list(r.values()) for r in reader]
-    except UnicodeDecodeError as exc:
-        raise ManifestError(
-            f"{role} {path} is not a readable UTF-8 CSV table: {exc} "
-            "(fix: save the table as UTF-8 CSV)"
-        ) from exc
-    except (OSError, csv.Error) as exc:
-        raise ManifestError(f"{role} {path} is not a readable CSV table: {exc}") from exc
+    if path.suffix.lower() in SPREADSHEET_SUFFIXES:
+        columns, raw = _read_spreadsheet(path, role)
+    else:
+        columns, raw = _read_csv(path, role)
     if not columns:
         names = ", ".join(("case_id", *required))
         raise ManifestError(
             f"{role} {path} is empty (no header line) (fix: write a header line with "
             f"{names} and one row per case)"
         )
-    absent = [c for c in ("case_id", *required) if c not in columns]
+    id_column = next((c for c in ID_COLUMNS if c in columns), "case_id")
+    absent = [c for c in (id_column, *required) if c not in columns]
     if absent:
         raise ManifestError(
             f"{role} {path} lacks column(s) {absent}; it has {list(columns)} "
-            f"(fix: add {', '.join(absent)})"
+            f"(fix: add {', '.join(absent)}; the case id may also be named patient_id "
+            "or filename)"
         )
     rows: dict[str, dict[str, str]] = {}
     for line, values in enumerate(raw, start=2):
@@ -271,18 +290,63 @@ def read_case_table(
         row = {
             c: ("" if v is None else str(v).strip()) for c, v in zip(columns, values, strict=True)
         }
-        case_id = row["case_id"]
+        case_id = row[id_column]
+        if id_column == "filename" and case_id:
+            case_id = case_id_from_path(case_id)
         if not case_id:
             raise ManifestError(
-                f"{role} {path} line {line}: case_id is empty (fix: give every row its case id)"
+                f"{role} {path} line {line}: {id_column} is empty (fix: give every row its case id)"
             )
         if case_id in rows:
             raise ManifestError(
                 f"{role} {path} lists case {case_id!r} more than once (line {line}; "
                 "fix: one row per case)"
             )
+        row.setdefault("case_id", case_id)
         rows[case_id] = row
-    return CaseTable(path, columns, rows)
+    return CaseTable(path, columns, rows, id_column)
+
+
+def _read_csv(path: Path, role: str) -> tuple[tuple[str, ...], list[list[Any]]]:
+    """Header and rows of a UTF-8 CSV table."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = tuple(c.strip() for c in (reader.fieldnames or ()))
+            raw = [list(r.values()) for r in reader]
+    except UnicodeDecodeError as exc:
+        raise ManifestError(
+            f"{role} {path} is not a readable UTF-8 CSV table: {exc} "
+            "(fix: save the table as UTF-8 CSV)"
+        ) from exc
+    except (OSError, csv.Error) as exc:
+        raise ManifestError(f"{role} {path} is not a readable CSV table: {exc}") from exc
+    return columns, raw
+
+
+def _read_spreadsheet(path: Path, role: str) -> tuple[tuple[str, ...], list[list[Any]]]:
+    """Header and rows (cells as text, empty cells as ``""``) of an ``.xlsx`` sheet."""
+    try:
+        import openpyxl  # noqa: F401  (pandas reads .xlsx through it)
+    except ImportError:
+        raise ManifestError(
+            f"{role} {path} is a spreadsheet and reading it needs openpyxl "
+            '(fix: pip install "medfleet[xlsx]", or save the sheet as CSV)'
+        ) from None
+    import pandas as pd
+
+    try:
+        with pd.ExcelFile(path, engine="openpyxl") as book:
+            names = [str(n) for n in book.sheet_names]
+            sheet = PREFERRED_SHEET if PREFERRED_SHEET in names else names[0]
+            frame = pd.read_excel(book, sheet_name=sheet, dtype=str, keep_default_na=False)
+    except Exception as exc:  # any parse failure means a bad input file
+        raise ManifestError(
+            f"{role} {path} is not a readable spreadsheet: {exc} (fix: save it as .xlsx or CSV)"
+        ) from None
+    columns = tuple(str(c).strip() for c in frame.columns)
+    raw = [["" if v is None else str(v) for v in values] for values in frame.to_numpy().tolist()]
+    return columns, raw
 
 
 def cell_float(text: Any) -> float:

@@ -20,13 +20,22 @@ Source: van den Heuvel et al., "Automated measurement of fetal head circumferenc
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from medfleet.errors import ManifestError
-from medfleet.evaluate.challenges._inputs import iter_mask_pairs, meta_column, plan_mask_pairs
+from medfleet.evaluate.cases import list_case_files
+from medfleet.evaluate.challenges._inputs import (
+    MaskPlan,
+    iter_mask_pairs,
+    meta_column,
+    plan_cases,
+)
 from medfleet.evaluate.challenges.base import Preset, PresetOption, PresetOutcome, PresetRun
 
 __all__ = ["PRESET", "hc18_case_metrics"]
@@ -82,7 +91,8 @@ def hc18_case_metrics(
 
 def _run(run: PresetRun) -> PresetOutcome:
     opts = run.options
-    plan = plan_mask_pairs(run)
+    run = _with_pixel_size(run)
+    plan = _plan(run, opts["strip_suffix"])
     rows: list[dict[str, Any]] = []
     warnings: list[str] = []
     for pair in iter_mask_pairs(run, plan):
@@ -145,6 +155,51 @@ def _run(run: PresetRun) -> PresetOutcome:
     )
 
 
+#: The column of the challenge's ``training_set_pixel_size_and_HC.csv`` with the pixel size.
+PIXEL_SIZE_COLUMN = "pixel size(mm)"
+
+
+def _with_pixel_size(run: PresetRun) -> PresetRun:
+    """``run`` with each ``--meta`` row's ``pixel size(mm)`` as its ``spacing`` (when absent)."""
+    if not any(PIXEL_SIZE_COLUMN in row and "spacing" not in row for row in run.meta_rows.values()):
+        return run
+    rows: dict[str, Mapping[str, Any]] = {}
+    for case_id, row in run.meta_rows.items():
+        size = str(row.get(PIXEL_SIZE_COLUMN, "")).strip()
+        if "spacing" in row or not size:
+            rows[case_id] = row
+        else:
+            rows[case_id] = {**row, "spacing": f"{size},{size}"}
+    return replace(run, meta_rows=rows)
+
+
+def _plan(run: PresetRun, suffix: str) -> MaskPlan:
+    """The cases of ``--pred`` and ``--gt``, ``suffix`` removed from the end of each id.
+
+    The challenge names a reference outline ``000_HC_Annotation.png`` after its image
+    ``000_HC.png``; with the default suffix both sides, and the rows of
+    ``training_set_pixel_size_and_HC.csv``, meet on ``000_HC``.
+    """
+
+    def strip(files: Mapping[str, Path], role: str) -> dict[str, Path]:
+        out: dict[str, Path] = {}
+        for case_id, path in files.items():
+            key = case_id[: -len(suffix)] if suffix and case_id.endswith(suffix) else case_id
+            if key in out:
+                raise ManifestError(
+                    f"{role}: {out[key].name} and {path.name} are both case {key!r} once "
+                    f"{suffix!r} is removed (fix: --preset-option strip_suffix= to keep "
+                    "the names as they are)"
+                )
+            out[key] = path
+        return out
+
+    pred_files = strip(list_case_files(run.config.pred, "--pred"), "--pred")
+    gt_files = strip(list_case_files(run.config.gt, "--gt"), "--gt")
+    case_ids, cases = plan_cases(run, pred_files, gt_files)
+    return MaskPlan(case_ids, pred_files, gt_files, cases)
+
+
 PRESET = Preset(
     name="hc18",
     title="HC18: fetal head circumference",
@@ -157,6 +212,12 @@ PRESET = Preset(
             "hc_column",
             "",
             "--meta column with the reference HC in mm (default: fit the reference mask).",
+        ),
+        PresetOption(
+            "strip_suffix",
+            "_Annotation",
+            "Removed from the end of mask file names to form case ids (the challenge's "
+            "NNN_HC_Annotation.png is case NNN_HC); empty keeps the names.",
         ),
     ),
     run=_run,

@@ -552,9 +552,18 @@ def _run_seg(run: PresetRun) -> PresetOutcome:
     )
 
 
+#: Columns of a pCR prediction table holding the probability of pCR, in order of preference.
+PCR_SCORE_COLUMNS: tuple[str, ...] = ("score", "prob_1", "pcr_prob", "probability")
+#: Columns holding a 0/1 predicted pCR, read when no probability column is given. ``pcr_pred``
+#: comes first: the official task 2 output holds the truth as ``pcr`` beside it.
+PCR_LABEL_COLUMNS: tuple[str, ...] = ("pcr_pred", "label", "pcr")
+#: Columns of the reference table holding the true pCR (the clinical table's is ``pcr``).
+PCR_TRUTH_COLUMNS: tuple[str, ...] = ("label", "pcr")
+
+
 def _pcr_prediction(row: Mapping[str, str], case_id: str, threshold: float) -> tuple[int, float]:
     """Predicted class and score of one pCR row (score NaN when only a label is given)."""
-    for column in ("score", "prob_1", "pcr_prob", "probability"):
+    for column in PCR_SCORE_COLUMNS:
         if column in row and row[column] != "":
             try:
                 p = float(row[column])
@@ -565,11 +574,12 @@ def _pcr_prediction(row: Mapping[str, str], case_id: str, threshold: float) -> t
             if not 0.0 <= p <= 1.0 or math.isnan(p):
                 raise ManifestError(f"case {case_id}: {column} is {p:g}, outside [0, 1]")
             return int(p > threshold), p
-    for column in ("label", "pcr", "pcr_pred"):
+    for column in PCR_LABEL_COLUMNS:
         if column in row and row[column] != "":
             return binary_cell(row[column], case_id, column), math.nan
     raise ManifestError(
-        f"case {case_id}: the prediction has no score, prob_1 or label value "
+        f"case {case_id}: the prediction has no value in any of "
+        f"{', '.join(PCR_SCORE_COLUMNS + PCR_LABEL_COLUMNS)} "
         "(fix: a 'score' column with the pCR probability)"
     )
 
@@ -579,9 +589,14 @@ def _run_pcr(run: PresetRun) -> PresetOutcome:
     config = run.config
     pred = read_table(config.pred, (), "--pred")
     gt = read_table(config.gt, (), "--gt")
-    truth_col = next((c for c in ("label", "pcr") if c in gt.columns), None)
+    truth_col = next((c for c in PCR_TRUTH_COLUMNS if c in gt.columns), None)
     if truth_col is None:
-        raise ManifestError(f"--gt {config.gt} needs a 'label' (or 'pcr') column with 0/1 pCR")
+        raise ManifestError(
+            f"--gt {config.gt} needs a 'pcr' (or 'label') column with the true 0/1 pCR; "
+            f"it has {list(gt.columns)}"
+        )
+    score_col = next((c for c in PCR_SCORE_COLUMNS if c in pred.columns), None)
+    label_col = next((c for c in PCR_LABEL_COLUMNS if c in pred.columns), None)
     case_ids, cases = plan_cases(run, pred.rows, gt.rows)
     groups = _groups_for(run, case_ids, "pcr", opts["lowercase_menopause"], gt.rows)
     y_true, y_pred, scores, rows = [], [], [], []
@@ -635,6 +650,11 @@ def _run_pcr(run: PresetRun) -> PresetOutcome:
             if opts["fixed_labels"]
             else "official: one-class group -> TPR = FPR = 0",
             "missing_prediction": "the wrong class with score 1 - truth",
+            "columns": {
+                "id": f"{pred.id_column} (--pred), {gt.id_column} (--gt)",
+                "truth": truth_col,
+                "prediction": score_col if score_col is not None else label_col,
+            },
         },
         higher_is_better={"correct": True},
         report=report,
