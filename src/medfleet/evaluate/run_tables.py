@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -105,6 +106,48 @@ def _classes_as_values(classes: list[str]) -> list[Any]:
     return ints if [str(i) for i in ints] == classes else classes
 
 
+@dataclass(frozen=True)
+class _ClassTables:
+    """What a classification run's tables declare, checked: columns, classes, positive class.
+
+    Attributes:
+        prob_columns: The ``prob_<class>`` columns of ``--pred``.
+        has_score: ``--pred`` has a binary ``score`` column.
+        has_label: ``--pred`` has a ``label`` column.
+        classes: The classes, in order.
+        positive: The positive class of a binary problem (``None``: none).
+        multilabel: Labels are ``;``-separated class sets.
+        truth: Case id -> its reference classes.
+    """
+
+    prob_columns: list[str]
+    has_score: bool
+    has_label: bool
+    classes: list[str]
+    positive: str | None
+    multilabel: bool
+    truth: dict[str, list[str]]
+
+    @property
+    def use_scores(self) -> bool:
+        """Whether the predictions carry probabilities or a score."""
+        return bool(self.prob_columns) or self.has_score
+
+    def split(self, cell: Any) -> list[str]:
+        """The classes of a label cell (one, or a ``;``-separated set when multilabel)."""
+        text = _cell_text(cell)
+        if not self.multilabel:
+            return [text] if text else []
+        return [t.strip() for t in text.split(";") if t.strip()]
+
+    def check(self, value: str, case_id: str, role: str) -> None:
+        """Refuse a label outside the classes, naming the case."""
+        if value not in self.classes:
+            raise ManifestError(
+                f"case {case_id}: {role} label {value!r} is not one of the classes {self.classes}"
+            )
+
+
 def _classification(
     config: EvaluationConfig,
     case_ids: list[str],
@@ -113,8 +156,37 @@ def _classification(
     meta_rows: Mapping[str, Mapping[str, Any]],
     pred_columns: list[str],
 ) -> ScoredTask:
-    from medfleet.evaluate.classification import classification_metrics
+    tables = _class_tables(config, case_ids, pred_rows, gt_rows, pred_columns)
+    rows: list[dict[str, Any]] = []
+    y_true: list[Any] = []
+    y_pred: list[Any] = []
+    scores: list[Any] = []
+    for c in case_ids:
+        row, pred, prob_or_score = _classification_row(tables, c, pred_rows.get(c))
+        rows.append(row)
+        truth = tables.truth[c]
+        if tables.multilabel:
+            y_true.append([int(k in truth) for k in tables.classes])
+            y_pred.append([int(k in pred) for k in tables.classes])
+        else:
+            y_true.append(truth[0])
+            y_pred.append(pred[0])
+        if tables.use_scores:
+            scores.append(prob_or_score)
+    dataset = _classification_dataset(config, tables, y_true, y_pred, scores)
+    dataset["n_missing"] = sum(r["status"] == "pred_missing" for r in rows)
+    metrics = summarize_table(rows, ["correct"], group_by=None, worst={"correct": 0.0})
+    return ScoredTask(rows, metrics, dataset, _classification_conventions(config, tables))
 
+
+def _class_tables(
+    config: EvaluationConfig,
+    case_ids: list[str],
+    pred_rows: Mapping[str, Mapping[str, Any]],
+    gt_rows: Mapping[str, Mapping[str, Any]],
+    pred_columns: list[str],
+) -> _ClassTables:
+    """Read the columns and classes of a classification run and check they fit together."""
     prob_columns = [c for c in pred_columns if c.startswith("prob_")]
     has_score = "score" in pred_columns
     has_label = "label" in pred_columns
@@ -123,25 +195,21 @@ def _classification(
             f"--pred {config.pred} needs a 'label' column, 'prob_<class>' columns or a 'score' "
             "column"
         )
-
-    def split(cell: Any) -> list[str]:
-        text = _cell_text(cell)
-        if not config.multilabel:
-            return [text] if text else []
-        return [t.strip() for t in text.split(";") if t.strip()]
-
-    gt_sets: dict[str, list[str]] = {}
+    probe = _ClassTables(prob_columns, has_score, has_label, [], None, config.multilabel, {})
+    truth: dict[str, list[str]] = {}
     for c in case_ids:
-        values = split(gt_rows[c]["label"])
+        values = probe.split(gt_rows[c]["label"])
         if not values and not config.multilabel:
             raise ManifestError(f"--gt {config.gt}: case {c} has an empty label")
-        gt_sets[c] = values
+        truth[c] = values
     if config.labels is not None:
         classes = [str(v) for v in config.labels]
     else:
-        seen = {v for vs in gt_sets.values() for v in vs}
+        seen = {v for vs in truth.values() for v in vs}
         if has_label:
-            seen |= {v for c in case_ids if c in pred_rows for v in split(pred_rows[c]["label"])}
+            seen |= {
+                v for c in case_ids if c in pred_rows for v in probe.split(pred_rows[c]["label"])
+            }
         seen |= {col[len("prob_") :] for col in prob_columns}
         classes = sorted(seen, key=_natural_key)
     unknown_prob = [col for col in prob_columns if col[len("prob_") :] not in classes]
@@ -156,112 +224,126 @@ def _classification(
         raise ManifestError(
             "multilabel predictions need a 'label' column or 'prob_<class>' columns"
         )
-    pos = None
-    if config.positive_label is not None:
-        pos = str(config.positive_label)
-        if pos not in classes:
-            raise ManifestError(f"--positive-label {pos!r} is not one of the classes {classes}")
-    elif not config.multilabel and len(classes) == 2 and set(classes) <= {"0", "1"}:
-        pos = "1"
-    if has_score and not prob_columns and (len(classes) != 2 or pos is None or config.multilabel):
+    positive = _positive_class(config, classes)
+    if (
+        has_score
+        and not prob_columns
+        and (len(classes) != 2 or positive is None or config.multilabel)
+    ):
         raise ManifestError(
             "a 'score' column needs a binary problem with a positive class "
             f"(classes {classes}; fix: pass --positive-label or give prob_<class> columns)"
         )
-    index = {k: i for i, k in enumerate(classes)}
+    tables = _ClassTables(
+        prob_columns, has_score, has_label, classes, positive, config.multilabel, truth
+    )
+    for c, values in truth.items():
+        for v in values:
+            tables.check(v, c, "gt")
+    return tables
 
-    def check_class(value: str, c: str, role: str) -> None:
-        if value not in index:
-            raise ManifestError(
-                f"case {c}: {role} label {value!r} is not one of the classes {classes}"
-            )
 
-    rows: list[dict[str, Any]] = []
-    y_true: list[Any] = []
-    y_pred: list[Any] = []
-    scores: list[Any] = []
-    use_scores = bool(prob_columns) or has_score
-    for c in case_ids:
-        truth = gt_sets[c]
-        for v in truth:
-            check_class(v, c, "gt")
-        row: dict[str, Any] = {"case_id": c, "status": "ok"}
-        if c not in pred_rows:
-            row["status"] = "pred_missing"
-            prob, score, pred = _worst_classification(truth, classes, pos, config.multilabel)
-            if not prob_columns:
-                prob = None
-            if not has_score or prob_columns:
-                score = None
-        else:
-            pr = pred_rows[c]
+def _positive_class(config: EvaluationConfig, classes: list[str]) -> str | None:
+    """``--positive-label`` (checked), or ``"1"`` of a 0/1 single-label problem, or ``None``."""
+    if config.positive_label is not None:
+        pos = str(config.positive_label)
+        if pos not in classes:
+            raise ManifestError(f"--positive-label {pos!r} is not one of the classes {classes}")
+        return pos
+    if not config.multilabel and len(classes) == 2 and set(classes) <= {"0", "1"}:
+        return "1"
+    return None
+
+
+def _classification_row(
+    tables: _ClassTables, case_id: str, pred_row: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], list[str], Any]:
+    """One case's ``cases.csv`` row, its predicted classes and its probabilities or score."""
+    truth = tables.truth[case_id]
+    classes, pos = tables.classes, tables.positive
+    row: dict[str, Any] = {"case_id": case_id, "status": "ok"}
+    if pred_row is None:
+        row["status"] = "pred_missing"
+        prob, score, pred = _worst_classification(truth, classes, pos, tables.multilabel)
+        if not tables.prob_columns:
             prob = None
+        if not tables.has_score or tables.prob_columns:
             score = None
-            if prob_columns:
-                prob = np.array([_probability(pr[f"prob_{k}"], c, f"prob_{k}") for k in classes])
-            elif has_score:
-                score = _probability(pr["score"], c, "score")
-            pred = split(pr["label"]) if has_label else None
-            if has_label and not config.multilabel and not pred:
-                pred = None
-            if pred is None:
-                pred = _predicted_from_scores(prob, score, classes, pos, config.multilabel, c)
-            for v in pred:
-                check_class(v, c, "pred")
-        row["gt"] = ";".join(truth)
-        row["pred"] = ";".join(pred)
-        row["correct"] = float(sorted(truth) == sorted(pred))
-        if prob is not None:
-            for k, p in zip(classes, prob, strict=True):
-                row[f"prob_{k}"] = float(p)
-        if score is not None:
-            row["score"] = float(score)
-        rows.append(row)
-        if config.multilabel:
-            y_true.append([int(k in truth) for k in classes])
-            y_pred.append([int(k in pred) for k in classes])
-        else:
-            y_true.append(truth[0])
-            y_pred.append(pred[0])
-        if use_scores:
-            scores.append(prob if prob is not None else score)
+    else:
+        prob = None
+        score = None
+        if tables.prob_columns:
+            prob = np.array(
+                [_probability(pred_row[f"prob_{k}"], case_id, f"prob_{k}") for k in classes]
+            )
+        elif tables.has_score:
+            score = _probability(pred_row["score"], case_id, "score")
+        pred = tables.split(pred_row["label"]) if tables.has_label else None
+        if tables.has_label and not tables.multilabel and not pred:
+            pred = None
+        if pred is None:
+            pred = _predicted_from_scores(prob, score, classes, pos, tables.multilabel, case_id)
+        for v in pred:
+            tables.check(v, case_id, "pred")
+    row["gt"] = ";".join(truth)
+    row["pred"] = ";".join(pred)
+    row["correct"] = float(sorted(truth) == sorted(pred))
+    if prob is not None:
+        for k, p in zip(classes, prob, strict=True):
+            row[f"prob_{k}"] = float(p)
+    if score is not None:
+        row["score"] = float(score)
+    return row, pred, prob if prob is not None else score
+
+
+def _classification_dataset(
+    config: EvaluationConfig,
+    tables: _ClassTables,
+    y_true: list[Any],
+    y_pred: list[Any],
+    scores: list[Any],
+) -> dict[str, Any]:
+    """The dataset-level classification metrics of the collected labels and scores."""
+    from medfleet.evaluate.classification import classification_metrics
+
+    classes = tables.classes
     values = _classes_as_values(classes)
     mapping = dict(zip(classes, values, strict=True))
-    if config.multilabel:
+    if tables.multilabel:
         t_arr, p_arr = np.array(y_true), np.array(y_pred)
     else:
         t_arr = np.array([mapping[v] for v in y_true])
         p_arr = np.array([mapping[v] for v in y_pred])
-    s_arr = None
-    if use_scores:
-        s_arr = np.array(scores, dtype=np.float64)
+    s_arr = np.array(scores, dtype=np.float64) if tables.use_scores else None
     dataset = classification_metrics(
         t_arr,
         p_arr,
         s_arr,
-        labels=classes if config.multilabel else values,
-        pos_label=None if pos is None else mapping[pos],
+        labels=classes if tables.multilabel else values,
+        pos_label=None if tables.positive is None else mapping[tables.positive],
         zero_division=config.zero_division,
     )
-    if config.multilabel:
+    if tables.multilabel:
         dataset["labels"] = classes
-    dataset["n_missing"] = sum(r["status"] == "pred_missing" for r in rows)
-    metrics = summarize_table(rows, ["correct"], group_by=None, worst={"correct": 0.0})
-    conventions = {
-        "classes": classes,
-        "positive_label": pos,
+    return dataset
+
+
+def _classification_conventions(config: EvaluationConfig, tables: _ClassTables) -> dict[str, Any]:
+    """The conventions block of a classification run."""
+    return {
+        "classes": tables.classes,
+        "positive_label": tables.positive,
         "multilabel": config.multilabel,
         "zero_division": config.zero_division,
         "scores": "prob_<class> columns"
-        if prob_columns
-        else ("score column" if has_score else None),
+        if tables.prob_columns
+        else ("score column" if tables.has_score else None),
         "predicted_label": "label column"
-        if has_label
+        if tables.has_label
         else "argmax of probabilities (multilabel / binary score: >= 0.5)",
         "auc": "Mann-Whitney (ties count 1/2); multiclass one-vs-rest",
         "missing_prediction": "a wrong class with probability 1",
     }
-    return ScoredTask(rows, metrics, dataset, conventions)
 
 
 def _probability(value: Any, case_id: str, column: str) -> float:
