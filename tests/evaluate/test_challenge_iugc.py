@@ -32,6 +32,7 @@ def test_aop_and_hsd_on_a_constructed_configuration() -> None:
     assert g.p1 == (40.0, 30.0) and g.p2 == (10.0, 30.0)
     # nearest head contour point: the corner (50, 40)
     assert g.hsd == pytest.approx(math.sqrt(10**2 + 10**2))
+    assert g.hsd_point == (50.0, 40.0)
     # tangents from p1 touch (70, 40) and (50, 60); the larger angle with p1 -> p2 wins
     assert g.tangent == (70.0, 40.0)
     assert g.aop == pytest.approx(180.0 - math.degrees(math.atan2(10, 30)))
@@ -125,6 +126,18 @@ def test_dice_and_empty_rules() -> None:
     b = np.zeros((3, 3), bool)
     b[0, :2] = True
     assert iugc_dice(a, b) == pytest.approx((2 * 1 + 1) / (1 + 2 + 1))
+
+
+def test_segmentation_metrics_with_the_dataset_labels() -> None:
+    gt = np.zeros((10, 10), np.uint8)
+    gt[1:4, 1:6] = 1
+    gt[5:9, 2:8] = 2
+    pred = np.roll(gt, 1, axis=1)
+    default = iugc_segmentation_metrics(pred, gt)
+    encoded = {0: 0, 1: 7, 2: 8}
+    gt78, pred78 = np.vectorize(encoded.get)(gt), np.vectorize(encoded.get)(pred)
+    assert iugc_segmentation_metrics(pred78, gt78, ps_label=7, head_label=8) == default
+    assert iugc_segmentation_metrics(pred78, gt78)["status_ps"] == "pred_empty"
 
 
 def test_hd_and_asd_match_simpleitk() -> None:

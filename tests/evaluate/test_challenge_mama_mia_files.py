@@ -107,7 +107,6 @@ def test_official_task2_output_scores_with_patient_id_and_pcr_pred(tmp_path: Pat
 
 
 def test_clinical_spreadsheet_sheet_dataset_info_is_read(tmp_path: Path) -> None:
-    pytest.importorskip("openpyxl")
     clinical = _clinical(30, seed=11)
     scores = np.random.default_rng(5).random(len(clinical))
     book = tmp_path / "clinical_and_imaging_info.xlsx"

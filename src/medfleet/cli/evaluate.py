@@ -64,13 +64,17 @@ def evaluate(
             "--pred", help="Folder of predicted masks (segmentation) or a predictions CSV."
         ),
     ],
-    gt: Annotated[
-        Path,
-        typer.Option("--gt", help="Folder of reference masks (segmentation) or a reference CSV."),
-    ],
     out: Annotated[
         Path, typer.Option("--out", help="Output folder for cases.csv and summary.json.")
     ],
+    gt: Annotated[
+        Path | None,
+        typer.Option(
+            "--gt",
+            help="Folder of reference masks (segmentation) or a reference CSV. Required, "
+            "except for single-mask biometry (--preset iugc --preset-option mode=biometry).",
+        ),
+    ] = None,
     task_type: Annotated[
         str | None,
         typer.Option(
@@ -210,6 +214,13 @@ def evaluate(
 
     if task_type is None and preset is None:
         fail("give --task-type (or a --preset, which implies one)", code=2)
+    options = _preset_options(preset_option)
+    if gt is None:
+        from medfleet.evaluate.run_common import gt_required_message
+
+        message = gt_required_message(preset, options)
+        if message is not None:
+            fail(message, code=2)
     check_out_folder(out)
     try:
         if task_type is None:
@@ -243,7 +254,7 @@ def evaluate(
             landmark_penalty=landmark_penalty,
             landmark_reference=_parse_reference(landmark_reference),
             preset=preset,
-            preset_options=_preset_options(preset_option),
+            preset_options=options,
             units=units,
             report=report,
         )

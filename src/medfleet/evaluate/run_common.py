@@ -22,6 +22,7 @@ __all__ = [
     "ScoredTask",
     "check_match",
     "fmt_spacing",
+    "gt_required_message",
     "match_info",
     "meta_spacing",
     "spacing_differs",
@@ -40,6 +41,32 @@ TASK_TYPES: tuple[str, ...] = (
 #: Version string of the ``summary.json`` layout.
 SUMMARY_SCHEMA = "medfleet.evaluate.summary/1"
 
+#: Runs that score predictions alone, without ``--gt``: preset -> (option, value).
+GT_OPTIONAL: dict[str, tuple[str, str]] = {"iugc": ("mode", "biometry")}
+
+
+def gt_required_message(
+    preset: str | None, preset_options: Iterable[tuple[str, str]] | Mapping[str, str] = ()
+) -> str | None:
+    """The usage error of a run without ``--gt``, or ``None`` when the run needs none.
+
+    Example:
+        >>> gt_required_message("iugc", {"mode": "biometry"}) is None
+        True
+        >>> gt_required_message("hc18").startswith("--gt is required unless")
+        True
+    """
+    items = preset_options.items() if isinstance(preset_options, Mapping) else preset_options
+    options = {str(k).strip(): str(v).strip() for k, v in items}
+    needed = GT_OPTIONAL.get(preset or "")
+    if needed is not None and options.get(needed[0]) == needed[1]:
+        return None
+    ways = "; ".join(f"--preset {p} --preset-option {o}={v}" for p, (o, v) in GT_OPTIONAL.items())
+    return (
+        f"--gt is required unless single masks are measured ({ways}) "
+        "(fix: give --gt with the reference masks or table)"
+    )
+
 
 @dataclass(frozen=True)
 class EvaluationConfig:
@@ -49,7 +76,9 @@ class EvaluationConfig:
         task_type: ``segmentation``, ``classification``, ``detection``, ``regression``
             or ``landmarks``.
         pred: Folder of predicted masks (segmentation) or a predictions CSV.
-        gt: Folder of reference masks (segmentation) or a reference CSV.
+        gt: Folder of reference masks (segmentation) or a reference CSV; ``None`` only for
+            a run that measures predictions alone (``preset="iugc"`` with
+            ``mode=biometry``, see :func:`gt_required_message`).
         out: Output folder for ``cases.csv`` and ``summary.json``.
         meta: Optional CSV with ``case_id`` and metadata columns copied into ``cases.csv``;
             its ``spacing`` column (mm, array-axis order) overrides file spacings.
@@ -87,7 +116,7 @@ class EvaluationConfig:
 
     task_type: str
     pred: Path
-    gt: Path
+    gt: Path | None
     out: Path
     meta: Path | None = None
     workers: int = 1
@@ -127,14 +156,19 @@ class EvaluationConfig:
             raise ManifestError(
                 f"resample_pred {self.resample_pred!r} is not supported (fix: 'nearest')"
             )
-        for name in ("pred", "gt", "out"):
-            object.__setattr__(self, name, Path(getattr(self, name)))
-        require_folder_path(self.out)  # before any scoring
-        if self.meta is not None:
-            object.__setattr__(self, "meta", Path(self.meta))
         if isinstance(self.preset_options, Mapping):
             items = tuple((str(k), str(v)) for k, v in self.preset_options.items())
             object.__setattr__(self, "preset_options", items)
+        if self.gt is None:
+            message = gt_required_message(self.preset, self.preset_options)
+            if message is not None:
+                raise ManifestError(message)
+        for name in ("pred", "gt", "out"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+        require_folder_path(self.out)  # before any scoring
+        if self.meta is not None:
+            object.__setattr__(self, "meta", Path(self.meta))
 
 
 @dataclass

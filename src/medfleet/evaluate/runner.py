@@ -16,7 +16,8 @@
 
 With ``preset`` set, a challenge preset (:mod:`medfleet.evaluate.challenges`) scores the
 run instead and ``summary.json`` gains a ``preset`` block with the official score, every
-component and the subgroup tables.
+component and the subgroup tables. A preset run that measures predictions alone
+(``--preset iugc`` with ``mode=biometry``) has no ``gt``; ``inputs.gt`` is then ``null``.
 
 Worst case of a missing prediction (``allow_missing``), per task type:
 
@@ -116,7 +117,7 @@ def run_evaluation(
         "task_type": config.task_type,
         "inputs": {
             "pred": str(config.pred),
-            "gt": str(config.gt),
+            "gt": None if config.gt is None else str(config.gt),
             "meta": None if config.meta is None else str(config.meta),
         },
         "n_cases": cases["n_cases"],

@@ -29,6 +29,7 @@ __all__ = [
     "plan_cases",
     "plan_mask_pairs",
     "read_label_map",
+    "read_mask_pair",
     "read_table",
 ]
 
@@ -148,6 +149,46 @@ def iter_mask_pairs(run: PresetRun, plan: MaskPlan) -> Iterator[MaskPair]:
             status = "pred_missing"
         yield MaskPair(case_id, pred, gt, spacing, status)
         run.tick(done, total)
+
+
+def read_mask_pair(run: PresetRun, plan: MaskPlan, case_id: str) -> MaskPair:
+    """Read one planned case, as :func:`iter_mask_pairs` does for each case.
+
+    Unlike the iterator, a failure (an unreadable file, a colour or non-integer mask) is
+    raised for this case alone, so a preset can record it as an error row and go on with
+    the next case.
+
+    Raises:
+        CaseMismatchError: Prediction and reference shapes differ (without
+            ``--resample-pred nearest``).
+        MedfleetError: A file cannot be read as a label map (the message names the case).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from types import SimpleNamespace
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> np.save(d / "a.npy", np.eye(3, dtype=np.uint8))
+        >>> plan = MaskPlan(["a"], {"a": d / "a.npy"}, {"a": d / "a.npy"}, {})
+        >>> run = PresetRun(SimpleNamespace(resample_pred="none", pred=d, gt=d), {}, {})
+        >>> pair = read_mask_pair(run, plan, "a")
+        >>> pair.status, int(pair.pred.sum()), pair.spacing
+        ('ok', 3, (1.0, 1.0))
+    """
+    config = run.config
+    override = meta_spacing(run.meta_rows, case_id)
+    gt, spacing = read_label_map(plan.gt_files[case_id], case_id, "gt", override)
+    if case_id not in plan.pred_files:
+        return MaskPair(case_id, np.zeros(gt.shape, dtype=np.uint8), gt, spacing, "pred_missing")
+    pred, _ = read_label_map(plan.pred_files[case_id], case_id, "pred", override)
+    if pred.shape != gt.shape:
+        if config.resample_pred != "nearest" or pred.ndim != gt.ndim:
+            raise CaseMismatchError(
+                mismatched=[(case_id, f"shape {pred.shape} in pred but {gt.shape} in gt")],
+                pred=config.pred,
+                gt=config.gt,
+            )
+        pred = resample_nearest(pred, gt.shape)
+    return MaskPair(case_id, pred, gt, spacing)
 
 
 def binary_cell(text: str, case_id: str, column: str) -> int:

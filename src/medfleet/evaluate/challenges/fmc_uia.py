@@ -20,6 +20,15 @@ A missing prediction is skipped by the official script; here it is an error unle
 ``--allow-missing``, which scores it as the worst case (Dice 0, HD = diagonal, IoU 0;
 classification and keypoints are then left out, as officially).
 
+Inputs: medfleet's own (mask folders; CSV tables with ``case_id`` and ``label`` /
+``prob_<k>``, ``boxes`` or ``landmarks``), or the challenge's files as distributed: with
+``--gt`` a data root holding ``csv_files/`` and ``--preset-option task_id=TASK``, the rows of
+that task are the references, ``--pred`` is the prediction root (masks at ``mask_path``
+without ``../``, ``classification_predictions.json``, ``detection_predictions.json``,
+``regression_predictions.json``), and case ids are the image paths without their leading
+``../`` and suffix (:mod:`medfleet.evaluate.challenges._fmc_uia_files`). There an image
+that cannot be read or scored is an error row, and the other images are still scored.
+
 Source: the FMC_UIA evaluation script (``Evaluator`` in the challenge's baseline code,
 github.com/lijiake2408/Foundation-Model-Challenge-for-Ultrasound-Image-Analysis).
 """
@@ -27,22 +36,33 @@ github.com/lijiake2408/Foundation-Model-Challenge-for-Ultrasound-Image-Analysis)
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medfleet.errors import ManifestError
+from medfleet.errors import ManifestError, MedfleetError
 from medfleet.evaluate.cases import parse_boxes, parse_numbers, parse_points
+from medfleet.evaluate.challenges import _fmc_uia_files as files
 from medfleet.evaluate.challenges._inputs import (
     iter_mask_pairs,
     plan_cases,
     plan_mask_pairs,
+    read_label_map,
     read_table,
 )
-from medfleet.evaluate.challenges.base import Preset, PresetOption, PresetOutcome, PresetRun
+from medfleet.evaluate.challenges.base import (
+    CASE_ERROR,
+    Preset,
+    PresetOption,
+    PresetOutcome,
+    PresetRun,
+    case_error_row,
+)
 from medfleet.evaluate.challenges.iugc import iugc_hd
 from medfleet.evaluate.detection import box_iou
 from medfleet.evaluate.landmarks import landmark_errors
+from medfleet.evaluate.run_segmentation import resample_nearest
 
 __all__ = ["PRESET", "fmc_segmentation_metrics"]
 
@@ -91,35 +111,45 @@ def _segmentation(run: PresetRun) -> PresetOutcome:
             raise ManifestError(f"case {pair.case_id}: FMC_UIA masks are 2-D, got {pair.gt.shape}")
         metrics = fmc_segmentation_metrics(pair.pred, pair.gt, n_classes)
         rows.append({"case_id": pair.case_id, "status": pair.status, **metrics})
+    return _segmentation_outcome(rows, n_classes, plan.cases)
+
+
+def _segmentation_outcome(
+    rows: list[dict[str, Any]],
+    n_classes: int,
+    cases: dict[str, Any],
+    conventions: dict[str, Any] | None = None,
+) -> PresetOutcome:
+    """Per-class means over the scored images (error rows left out) and the task's DSC/HD."""
+    scored = [r for r in rows if r["status"] != CASE_ERROR]
     classes = list(range(1, n_classes))
     components: dict[str, Any] = {"n_classes": n_classes}
     for c in classes:
-        components[f"dice_{c}"] = float(np.mean([r[f"dice_{c}"] for r in rows]))
-        components[f"hd_{c}"] = float(np.mean([r[f"hd_{c}"] for r in rows]))
+        components[f"dice_{c}"] = _mean([r[f"dice_{c}"] for r in scored])
+        components[f"hd_{c}"] = _mean([r[f"hd_{c}"] for r in scored])
     components["dsc"] = (
         float(np.mean([components[f"dice_{c}"] for c in classes])) if classes else 0.0
     )
     components["hd"] = float(np.mean([components[f"hd_{c}"] for c in classes])) if classes else 0.0
-    components["n_images"] = len(rows)
+    components["n_images"] = len(scored)
     return PresetOutcome(
         rows=rows,
         metrics=["dice", "hd", *[f"dice_{c}" for c in classes], *[f"hd_{c}" for c in classes]],
         score=None,
         score_name="no single official score: DSC and HD per task",
         components=components,
-        cases=plan.cases,
+        cases=cases,
         conventions={
             "hd": "Hausdorff of the foreground pixel sets, pixels; diagonal when one "
             "mask is empty, 0 when both are",
             "classes": f"1..{n_classes - 1}",
+            **(conventions or {}),
         },
         higher_is_better={"dice": True, "hd": False},
     )
 
 
 def _classification(run: PresetRun) -> PresetOutcome:
-    from medfleet.evaluate.classification import accuracy, f1_score, matthews_corrcoef, roc_auc
-
     config = run.config
     pred = read_table(config.pred, (), "--pred")
     gt = read_table(config.gt, ("label",), "--gt")
@@ -145,7 +175,7 @@ def _classification(run: PresetRun) -> PresetOutcome:
         )
         + 1
     )
-    rows, y_true, y_pred, probs = [], [], [], []
+    items: list[tuple[str, int, int, np.ndarray | None]] = []
     for c in scored:
         row = pred.rows[c]
         p_vec = None
@@ -157,7 +187,23 @@ def _classification(run: PresetRun) -> PresetOutcome:
             label = int(np.argmax(p_vec))
         else:
             raise ManifestError(f"case {c}: the prediction has no label and no prob_<k> columns")
-        y_true.append(truths[c])
+        items.append((c, truths[c], label, p_vec))
+    return _classification_outcome(run, items, n_classes, cases)
+
+
+def _classification_outcome(
+    run: PresetRun,
+    items: list[tuple[str, int, int, np.ndarray | None]],
+    n_classes: int,
+    cases: dict[str, Any],
+    conventions: dict[str, Any] | None = None,
+) -> PresetOutcome:
+    """Accuracy, AUC, F1 and MCC of ``(case_id, truth, predicted class, probabilities)``."""
+    from medfleet.evaluate.classification import accuracy, f1_score, matthews_corrcoef, roc_auc
+
+    rows, y_true, y_pred, probs = [], [], [], []
+    for c, truth, label, p_vec in items:
+        y_true.append(truth)
         y_pred.append(label)
         if p_vec is not None:
             probs.append(p_vec)
@@ -165,9 +211,9 @@ def _classification(run: PresetRun) -> PresetOutcome:
             {
                 "case_id": c,
                 "status": "ok",
-                "gt": truths[c],
+                "gt": truth,
                 "pred": label,
-                "correct": float(label == truths[c]),
+                "correct": float(label == truth),
             }
         )
     yt, yp = np.asarray(y_true), np.asarray(y_pred)
@@ -204,6 +250,7 @@ def _classification(run: PresetRun) -> PresetOutcome:
         conventions={
             "f1": "sklearn f1_score over the classes present, zero_division 0",
             "auc_undefined": run.options["auc_undefined"],
+            **(conventions or {}),
         },
         higher_is_better={"correct": True},
     )
@@ -231,16 +278,26 @@ def _detection(run: PresetRun) -> PresetOutcome:
         else:
             iou, status = 0.0, "pred_missing"
         rows.append({"case_id": c, "status": status, "iou": iou})
+    return _detection_outcome(
+        rows,
+        cases,
+        {"box": "x_min,y_min,x_max,y_max in pixels; first (or highest-score) predicted box"},
+    )
+
+
+def _detection_outcome(
+    rows: list[dict[str, Any]], cases: dict[str, Any], conventions: dict[str, Any]
+) -> PresetOutcome:
+    """Mean IoU over the scored images (error rows left out)."""
+    scored = [r for r in rows if r["status"] != CASE_ERROR]
     return PresetOutcome(
         rows=rows,
         metrics=["iou"],
         score=None,
         score_name="no single official score: mean IoU per task",
-        components={"iou": float(np.mean([r["iou"] for r in rows])), "n_images": len(rows)},
+        components={"iou": _mean([r["iou"] for r in scored]), "n_images": len(scored)},
         cases=cases,
-        conventions={
-            "box": "x_min,y_min,x_max,y_max in pixels; first (or highest-score) predicted box"
-        },
+        conventions=conventions,
         higher_is_better={"iou": True},
     )
 
@@ -265,7 +322,19 @@ def _keypoints(run: PresetRun) -> PresetOutcome:
             raise ManifestError(
                 f"case {c}: a predicted point is missing (fix: predict every point)"
             )
-        rows.append({"case_id": c, "status": "ok", "mre": float(np.mean(landmark_errors(p, g)))})
+        rows.append({"case_id": c, "status": "ok", "mre": _mre(p, g)})
+    return _keypoints_outcome(rows, cases)
+
+
+def _mre(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Mean Euclidean distance of one image's points, in pixels."""
+    return float(np.mean(landmark_errors(pred, gt)))
+
+
+def _keypoints_outcome(
+    rows: list[dict[str, Any]], cases: dict[str, Any], conventions: dict[str, Any] | None = None
+) -> PresetOutcome:
+    """MRE: the mean over the images of their mean point distance."""
     if not rows:
         raise ManifestError("no case has a keypoint prediction")
     return PresetOutcome(
@@ -278,6 +347,7 @@ def _keypoints(run: PresetRun) -> PresetOutcome:
         conventions={
             "mre": "per image mean Euclidean point distance in pixels, then mean over images",
             "missing_prediction": "skipped (official)",
+            **(conventions or {}),
         },
         higher_is_better={"mre": False},
     )
@@ -303,7 +373,21 @@ def _float(text: str, case_id: str, column: str) -> float:
     return value
 
 
+def _mean(values: list[float]) -> float:
+    """Mean, NaN for no value (every case an error row)."""
+    return float(np.mean(values)) if values else math.nan
+
+
 def _run(run: PresetRun) -> PresetOutcome:
+    root = None if run.config.gt is None else files.data_root(run.config.gt)
+    if root is not None:
+        return _run_files(run, root)
+    if run.options["task_id"]:
+        raise ManifestError(
+            f"--preset-option task_id={run.options['task_id']} picks a task of the challenge's "
+            f"data root, but --gt {run.config.gt} has no {files.CSV_FOLDER}/ folder (fix: "
+            "--gt DATA_ROOT, the folder holding csv_files/, or drop task_id)"
+        )
     scorer = {
         "segmentation": _segmentation,
         "classification": _classification,
@@ -312,6 +396,126 @@ def _run(run: PresetRun) -> PresetOutcome:
         "regression": _keypoints,
     }[run.config.task_type]
     return scorer(run)
+
+
+def _run_files(run: PresetRun, root: Path) -> PresetOutcome:
+    """Score one task of the challenge's data root against its prediction root."""
+    config = run.config
+    task = files.read_task(root, str(run.options["task_id"]).strip())
+    files.check_task_type(task, config.task_type, PRESET.task_types[0])
+    n = int(run.options["num_classes"]) or task.num_classes
+    conventions: dict[str, Any] = {
+        "layout": "challenge files: data root csv_files/*.csv and prediction root",
+        "task_id": task.task_id,
+        "task_name": task.task_name,
+        "num_classes": n,
+        "case_id": "image_path without its leading ../ and its suffix",
+    }
+    kind = task.task_types[0]
+    if kind == "segmentation":
+        if not config.pred.is_dir():
+            raise ManifestError(
+                f"--pred {config.pred} is not a folder (fix: the prediction root, with each "
+                "predicted mask at its mask_path without '../', as the challenge's model.py "
+                "writes it)"
+            )
+        return _segmentation_files(run, task, n, conventions)
+    values, extra, source = files.read_predictions(config.pred, task, kind, n)
+    conventions["predictions"] = str(source)
+    if kind == "classification":
+        truths = {c: files.reference_class(row, n) for c, row in task.rows.items()}
+        case_ids, cases = plan_cases(run, [*values, *extra], truths)
+        items = [(c, truths[c], *values[c]) for c in case_ids if c in values]
+        return _classification_outcome(run, items, n, cases, conventions)
+    if kind == "detection":
+        boxes = {c: files.reference_box(row) for c, row in task.rows.items()}
+        boxless = [c for c, box in boxes.items() if box is None]
+        case_ids, cases = plan_cases(run, [*values, *extra, *boxless], boxes)
+        rows: list[dict[str, Any]] = []
+        for c in case_ids:
+            box = boxes[c]
+            if box is None:
+                problem = ManifestError(
+                    f"{task.rows[c].where}: the reference box (x_min, y_min, x_max, y_max) "
+                    "is empty; the official script skips the image"
+                )
+                rows.append(case_error_row(c, problem))
+            elif c in values:
+                rows.append({"case_id": c, "status": "ok", "iou": _official_iou(values[c], box)})
+            else:
+                rows.append({"case_id": c, "status": "pred_missing", "iou": 0.0})
+        conventions["box"] = (
+            "x_min,y_min,x_max,y_max in pixels (bbox_pixels); an inverted predicted box "
+            "scores 0, as in the official formula"
+        )
+        return _detection_outcome(rows, cases, conventions)
+    points = {c: files.reference_points(row, n) for c, row in task.rows.items()}
+    case_ids, cases = plan_cases(run, [*values, *extra], points)
+    rows = [
+        {"case_id": c, "status": "ok", "mre": _mre(values[c], points[c])}
+        for c in case_ids
+        if c in values
+    ]
+    return _keypoints_outcome(rows, cases, conventions)
+
+
+def _official_iou(pred: np.ndarray, gt: np.ndarray) -> float:
+    """IoU of two ``x_min, y_min, x_max, y_max`` boxes; 0 for an inverted predicted box.
+
+    The official formula clips the intersection at 0, so a predicted box with
+    ``x_max < x_min`` or ``y_max < y_min`` overlaps nothing and scores 0.
+
+    Example:
+        >>> _official_iou(np.array([0, 0, 4, 4]), np.array([2, 0, 6, 4]))
+        0.3333333333333333
+        >>> _official_iou(np.array([4, 0, 0, 4]), np.array([0, 0, 4, 4]))
+        0.0
+    """
+    if pred[2] < pred[0] or pred[3] < pred[1]:
+        return 0.0
+    return box_iou(pred, gt)
+
+
+def _segmentation_files(
+    run: PresetRun, task: files.OfficialTask, n_classes: int, conventions: dict[str, Any]
+) -> PresetOutcome:
+    """Score each image's masks; an image that cannot be read or scored is an error row."""
+    masks = {m.case_id: m for m in files.mask_cases(task, run.config.pred)}
+    present = [c for c, m in masks.items() if m.pred is None or m.pred.exists()]
+    case_ids, cases = plan_cases(run, present, masks)
+    rows: list[dict[str, Any]] = []
+    run.tick(0, len(case_ids))
+    for done, case_id in enumerate(case_ids, start=1):
+        try:
+            rows.append(_segmentation_case(run, masks[case_id], n_classes))
+        except (MedfleetError, OSError, ValueError) as exc:
+            rows.append(case_error_row(case_id, exc))
+        run.tick(done, len(case_ids))
+    return _segmentation_outcome(rows, n_classes, cases, conventions)
+
+
+def _segmentation_case(run: PresetRun, case: files.MaskCase, n_classes: int) -> dict[str, Any]:
+    """The ``cases.csv`` row of one image of the data root."""
+    if case.gt is None or case.pred is None:
+        raise ManifestError(case.problem)
+    gt, _ = read_label_map(case.gt, case.case_id, "gt")
+    if gt.ndim != 2:
+        raise ManifestError(f"the reference mask {case.gt} is not 2-D: {gt.shape}")
+    status = "ok"
+    if case.pred.exists():
+        pred, _ = read_label_map(case.pred, case.case_id, "pred")
+        if pred.shape != gt.shape:
+            if run.config.resample_pred != "nearest" or pred.ndim != gt.ndim:
+                raise ManifestError(
+                    f"the predicted mask {case.pred} is {pred.shape}, the reference "
+                    f"{gt.shape} (fix: --resample-pred nearest resizes predictions onto the "
+                    "reference, as the official script does)"
+                )
+            pred = resample_nearest(pred, gt.shape)
+    else:
+        pred, status = np.zeros(gt.shape, dtype=np.uint8), "pred_missing"
+    metrics = fmc_segmentation_metrics(pred, gt, n_classes)
+    return {"case_id": case.case_id, "status": status, **metrics}
 
 
 PRESET = Preset(
@@ -324,7 +528,17 @@ PRESET = Preset(
     "IoU; keypoint MRE (px)",
     options=(
         PresetOption(
-            "num_classes", 0, "Classes including background (0: infer from the data).", "int"
+            "num_classes",
+            0,
+            "Classes including background, or points of a keypoint task (0: the task's "
+            "num_classes in the challenge's csv_files, else inferred from the data).",
+            "int",
+        ),
+        PresetOption(
+            "task_id",
+            "",
+            "Task of the challenge's data root to score (--gt DATA_ROOT holding csv_files/; "
+            "empty: its only task).",
         ),
         PresetOption(
             "auc_undefined",

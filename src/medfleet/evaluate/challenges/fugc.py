@@ -5,11 +5,16 @@ Per image, with label 1 the upper (anterior) lip and label 2 the lower (posterio
 * DSC = mean over labels 1 and 2 of the smoothed Dice
   ``(2 |P & G| + 1e-6) / (|P| + |G| + 1e-6)`` (two empty masks give 1);
 * HD = mean of the full (100th percentile) Hausdorff distance in pixels over label 1,
-  label 2 and their union, between the border pixels of the two masks (MedPy's ``hd``
-  convention: ``mask & ~erode(mask)``, face connectivity, image-edge pixels are border
-  pixels); a part whose mask is empty on either side has an infinite HD, so the image's HD
-  and the mean over images can be infinite (the mean over finite images and the count of
-  infinite ones are reported as well);
+  label 2 and their union. The organisers' published metric is SimpleITK's
+  ``HausdorffDistanceImageFilter`` on the whole masks, i.e. the Hausdorff distance between
+  the *sets of foreground pixels* (``hd=set``, the default): the directed distance from A
+  to B is the largest distance from a pixel of A to the nearest pixel of B (0 for a pixel
+  inside B). ``hd=border`` measures between the border pixels instead (MedPy's ``hd``:
+  ``mask & ~erode(mask)``, face connectivity, image-edge pixels are border pixels); the two
+  differ when part of one mask's border lies inside the other mask, e.g. where the two
+  lips meet inside their union. A part whose mask is empty on either side has an infinite
+  HD, so the image's HD and the mean over images can be infinite (the mean over finite
+  images and the count of infinite ones are reported as well);
 * RT = running time per image, read from a table (``runtime`` option).
 
 The ranking score is ``0.4 DSC + 0.4 HD + 0.2 RT`` after normalising each metric across
@@ -18,6 +23,9 @@ submissions. The official normalisation is not published, so it is selectable:
 ``minmax`` (best = 1, worst = 0; an infinite HD gets 0). Other submissions' mean DSC, HD
 and RT come from the ``submissions`` table; without it the score is not defined and only
 the components are written.
+
+A case that cannot be scored (an unreadable file, a colour or non-integer mask) becomes an
+error row of ``cases.csv`` and is left out of every mean; the other cases are scored.
 
 Source: the FUGC 2025 challenge page (codabench.org/competitions/4781) and the challenge
 summary (baijieyun/ISBI-2025-FUGC-Source-Code README: "0.4 x DSC + 0.4 x HD + 0.2 x RT").
@@ -31,15 +39,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 from scipy.stats import rankdata
 
-from medfleet.errors import ManifestError
-from medfleet.evaluate.challenges._inputs import iter_mask_pairs, plan_mask_pairs, read_table
+from medfleet.errors import ManifestError, MedfleetError
+from medfleet.evaluate.cases import CaseMismatchError
+from medfleet.evaluate.challenges._inputs import plan_mask_pairs, read_mask_pair, read_table
 from medfleet.evaluate.challenges.base import (
+    CASE_ERROR,
     Preset,
     PresetOption,
     PresetOutcome,
     PresetRun,
+    case_error_row,
     finite_mean,
 )
 
@@ -55,6 +67,18 @@ __all__ = [
 SMOOTH = 1e-6
 PARTS = {"upper_lip": (1,), "lower_lip": (2,), "cervix": (1, 2)}
 WEIGHTS = {"dsc": 0.4, "hd": 0.4, "runtime": 0.2}
+#: ``hd`` option values: between the foreground pixel sets (official) or the border pixels.
+HD_MODES = ("set", "border")
+#: The ``hd`` convention as written to ``summary.json``.
+HD_CONVENTIONS = {
+    "set": "full Hausdorff between the foreground pixel sets (SimpleITK "
+    "HausdorffDistanceImageFilter, the official metric), pixels; inf when a part is empty "
+    "on either side",
+    "border": "full Hausdorff between the border pixels (face connectivity; MedPy hd), "
+    "pixels; inf when a part is empty on either side",
+}
+#: Per-case failures recorded as error rows (whole-run problems are re-raised first).
+_CASE_ERRORS = (MedfleetError, ValueError, IndexError, OSError, ArithmeticError)
 
 
 def fugc_dice(pred: np.ndarray, gt: np.ndarray, smooth: float = SMOOTH) -> float:
@@ -70,27 +94,70 @@ def fugc_dice(pred: np.ndarray, gt: np.ndarray, smooth: float = SMOOTH) -> float
     return (2.0 * inter + smooth) / (float(p.sum()) + float(g.sum()) + smooth)
 
 
-def fugc_hausdorff(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Full Hausdorff distance (pixels) between the border pixels of two boolean masks.
+def _directed_set_distance(a: np.ndarray, b: np.ndarray, sampling: Sequence[float] | None) -> float:
+    """Largest distance from a pixel of ``a`` to the nearest pixel of ``b`` (both non-empty)."""
+    # Every pixel of a and of b lies in the bounding box of a | b, so the distance transform
+    # of that box is exact.
+    coords = np.nonzero(a | b)
+    box = tuple(slice(int(c.min()), int(c.max()) + 1) for c in coords)
+    distance = ndimage.distance_transform_edt(~b[box], sampling=sampling)
+    return float(distance[a[box]].max())
 
-    Infinite when either mask is empty.
+
+def fugc_hausdorff(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    mode: str = "set",
+    spacing: Sequence[float] | None = None,
+) -> float:
+    """Full Hausdorff distance between two boolean masks; infinite when either is empty.
+
+    Args:
+        pred: Predicted mask.
+        gt: Reference mask.
+        mode: ``"set"`` (default): between the sets of foreground pixels, as SimpleITK's
+            ``HausdorffDistanceImageFilter`` used by the FUGC organisers: the larger of the
+            two directed distances, each the largest Euclidean distance from a pixel of one
+            mask to the nearest pixel of the other. ``"border"``: between the border pixels
+            (``mask & ~erode(mask)``, face connectivity; MedPy's ``hd``).
+        spacing: Pixel size per axis (default 1: distances in pixels, as the official call).
+
+    Returns:
+        The distance (``inf`` when either mask is empty).
 
     Example:
         >>> gt = np.zeros((8, 8), bool); gt[2:5, 2:5] = True
         >>> fugc_hausdorff(np.roll(gt, 2, axis=0), gt), fugc_hausdorff(gt & False, gt)
         (2.0, inf)
+        >>> big = np.zeros((9, 9), bool); big[1:8, 1:8] = True
+        >>> holed = big.copy(); holed[4, 4] = False  # the hole's edge: a border inside big
+        >>> fugc_hausdorff(holed, big), fugc_hausdorff(holed, big, mode="border")
+        (1.0, 2.0)
     """
-    from medfleet.evaluate.surface import surface_metrics
-
+    if mode not in HD_MODES:
+        raise ValueError(f"mode must be one of {', '.join(HD_MODES)}, got {mode!r}")
     p, g = np.asarray(pred, bool), np.asarray(gt, bool)
+    if p.shape != g.shape:
+        raise ValueError(f"masks have shapes {p.shape} and {g.shape}: they must match")
     if not p.any() or not g.any():
         return math.inf
-    result = surface_metrics(p, g, None, [1], metrics=("hd",), surface="border", connectivity=1)
+    if mode == "set":
+        sampling = None if spacing is None else [float(s) for s in spacing]
+        return max(_directed_set_distance(p, g, sampling), _directed_set_distance(g, p, sampling))
+    from medfleet.evaluate.surface import surface_metrics
+
+    result = surface_metrics(p, g, spacing, [1], metrics=("hd",), surface="border", connectivity=1)
     return float(result.value("hd", 1))
 
 
-def fugc_case_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+def fugc_case_metrics(pred: np.ndarray, gt: np.ndarray, hd: str = "set") -> dict[str, float]:
     """Per-image DSC (labels 1, 2), HD (labels 1, 2 and union) and their parts.
+
+    Args:
+        pred: Predicted label map (1 upper lip, 2 lower lip).
+        gt: Reference label map.
+        hd: Hausdorff convention, ``"set"`` (official) or ``"border"``
+            (see :func:`fugc_hausdorff`).
 
     Example:
         >>> gt = np.zeros((10, 10), np.uint8); gt[2:4, 2:8] = 1; gt[5:7, 2:8] = 2
@@ -104,7 +171,7 @@ def fugc_case_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
         pm, gm = np.isin(p, labels), np.isin(g, labels)
         if part != "cervix":
             out[f"dsc_{part}"] = fugc_dice(pm, gm)
-        out[f"hd_{part}"] = fugc_hausdorff(pm, gm)
+        out[f"hd_{part}"] = fugc_hausdorff(pm, gm, hd)
     out["dsc"] = 0.5 * (out["dsc_upper_lip"] + out["dsc_lower_lip"])
     out["hd"] = float(np.mean([out[f"hd_{part}"] for part in PARTS]))
     return out
@@ -237,16 +304,33 @@ def _run(run: PresetRun) -> PresetOutcome:
     opts = run.options
     plan = plan_mask_pairs(run)
     runtimes = _runtime_table(run)
-    rows: list[dict[str, Any]] = []
+    all_rows: list[dict[str, Any]] = []
+    failures: list[tuple[str, BaseException]] = []
     warnings: list[str] = []
-    for pair in iter_mask_pairs(run, plan):
-        metrics = fugc_case_metrics(pair.pred, pair.gt)
-        row: dict[str, Any] = {"case_id": pair.case_id, "status": pair.status, **metrics}
+    total = len(plan.case_ids)
+    run.tick(0, total)
+    for done, case_id in enumerate(plan.case_ids, start=1):
+        try:
+            pair = read_mask_pair(run, plan, case_id)
+            metrics = fugc_case_metrics(pair.pred, pair.gt, opts["hd"])
+        except (ManifestError, CaseMismatchError):
+            raise
+        except _CASE_ERRORS as exc:
+            all_rows.append(case_error_row(case_id, exc))
+            failures.append((case_id, exc))
+            run.tick(done, total)
+            continue
+        row: dict[str, Any] = {"case_id": case_id, "status": pair.status, **metrics}
         if runtimes is not None:
-            row["runtime"] = runtimes.get(pair.case_id, math.nan)
-            if pair.case_id not in runtimes:
-                warnings.append(f"case {pair.case_id}: no runtime in the runtime table")
-        rows.append(row)
+            row["runtime"] = runtimes.get(case_id, math.nan)
+            if case_id not in runtimes:
+                warnings.append(f"case {case_id}: no runtime in the runtime table")
+        all_rows.append(row)
+        run.tick(done, total)
+    rows = [r for r in all_rows if r["status"] != CASE_ERROR]
+    if not rows:
+        case_id, exc = failures[0]
+        raise MedfleetError(f"no case could be scored; the first, case {case_id}: {exc}")
     dsc = float(np.mean([r["dsc"] for r in rows]))
     hd_values = [r["hd"] for r in rows]
     hd = float(np.mean(hd_values))
@@ -305,7 +389,7 @@ def _run(run: PresetRun) -> PresetOutcome:
     if runtimes is not None:
         metrics.append("runtime")
     return PresetOutcome(
-        rows=rows,
+        rows=all_rows,
         metrics=metrics,
         score=score,
         score_name="0.4 DSC + 0.4 HD + 0.2 RT (normalised across submissions)",
@@ -313,8 +397,7 @@ def _run(run: PresetRun) -> PresetOutcome:
         cases=plan.cases,
         conventions={
             "dice_smoothing": SMOOTH,
-            "hd": "full Hausdorff of border pixels (face connectivity), pixels; inf when a "
-            "part is empty on either side",
+            "hd": HD_CONVENTIONS[opts["hd"]],
             "normalization": opts["normalization"],
         },
         warnings=warnings,
@@ -345,6 +428,13 @@ PRESET = Preset(
             "rank",
             "rank (default) or minmax across submissions.",
             choices=("rank", "minmax"),
+        ),
+        PresetOption(
+            "hd",
+            "set",
+            "set (default; between the foreground pixel sets, as the official SimpleITK "
+            "filter) or border (between the border pixels, MedPy's hd).",
+            choices=HD_MODES,
         ),
     ),
     run=_run,
