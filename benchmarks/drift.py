@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from medfleet.monitor import tests as T
+from medfleet.monitor import two_sample as T
 from medfleet.utils.atomic import write_text_atomic
 
 REFERENCE_SIZE = 5000

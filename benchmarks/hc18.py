@@ -290,14 +290,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def compare_runs(reference: Path, other: Path, seed: int = 0) -> dict[str, Any]:
     """Paired bootstrap (same test images) of ``other - reference`` from two runs' cases.json."""
     from medfleet.evaluate.stats_bootstrap import paired_bootstrap
+    from medfleet.utils.jsonsafe import from_json_number
 
     ref = json.loads((reference / "cases.json").read_text())
     oth = json.loads((other / "cases.json").read_text())
     ids = sorted(set(ref) & set(oth))
     out: dict[str, Any] = {"n_images": len(ids)}
     for key in ("dice", "hd_mm", "hc_mask_abs_err_mm"):
-        a = np.array([np.nan if ref[c].get(key) is None else ref[c][key] for c in ids], float)
-        b = np.array([np.nan if oth[c].get(key) is None else oth[c][key] for c in ids], float)
+        a = np.array([from_json_number(ref[c].get(key)) for c in ids], float)
+        b = np.array([from_json_number(oth[c].get(key)) for c in ids], float)
         paired = paired_bootstrap(a, b, np.mean, n_resamples=2000, seed=seed)
         out[key] = {
             "difference": round(float(paired.estimate), 4),
@@ -309,14 +310,11 @@ def compare_runs(reference: Path, other: Path, seed: int = 0) -> dict[str, Any]:
 
 
 def _write_run(folder: Path, summary: dict[str, Any], cases: dict[str, Any]) -> None:
-    """``summary.json`` and ``cases.json`` (per test image) of one run."""
+    """``summary.json`` and ``cases.json`` (per test image) of one run (the JSON policy of
+    :mod:`medfleet.utils.jsonsafe`: NaN as null, infinity as "inf")."""
     from medfleet.utils.atomic import write_json_atomic
 
-    clean = {
-        c: {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
-        for c, d in cases.items()
-    }
-    write_json_atomic(folder / "cases.json", clean)
+    write_json_atomic(folder / "cases.json", cases)
     write_json_atomic(folder / "summary.json", summary)
 
 

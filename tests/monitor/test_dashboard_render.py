@@ -20,7 +20,7 @@ from medfleet.monitor.dashboard import (
     render_dashboard,
     render_site_chart,
 )
-from medfleet.monitor.reports import BatchReport
+from medfleet.monitor.records import BatchReport
 from medfleet.monitor.service import site_series
 from medfleet.monitor.severity import Severity
 

@@ -17,7 +17,7 @@ from medfleet.monitor.severity import (
     sigmoid,
     total_variation,
 )
-from medfleet.monitor.tests import ks_statistic, psi_statistic, wasserstein_statistic
+from medfleet.monitor.two_sample import ks_statistic, psi_statistic, wasserstein_statistic
 
 STATS = {"ks": ks_statistic, "wasserstein": wasserstein_statistic, "psi": psi_statistic}
 

@@ -21,7 +21,7 @@ from store_targets import KINDS, store_target
 from medfleet.monitor.agent import Coordinator
 from medfleet.monitor.batches import OutputBatch
 from medfleet.monitor.config import MonitorConfig
-from medfleet.monitor.reports import Alert, BatchReport
+from medfleet.monitor.records import Alert, BatchReport
 from medfleet.monitor.severity import Severity
 from medfleet.monitor.store import AgentState, MemoryStore, MonitorStore, SQLiteStore
 from medfleet.monitor.store_target import open_store

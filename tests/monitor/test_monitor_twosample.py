@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from medfleet.monitor import tests as T
+from medfleet.monitor import two_sample as T
 
 
 @pytest.fixture
@@ -120,6 +120,34 @@ def test_holm_and_bonferroni_hand_computed():
     assert T.adjust_pvalues(p, "none") == pytest.approx(p)
     with pytest.raises(ValueError, match="unknown correction"):
         T.adjust_pvalues(p, "fdr")
+
+
+def test_holm_is_the_evaluation_holm():
+    from medfleet.evaluate.stats_hypothesis import bonferroni, holm
+
+    # ties: sorted 0.02*3 = 0.06, 0.02*2 = 0.04 -> running max 0.06, then 0.5*1
+    assert T.adjust_pvalues(np.array([0.02, 0.5, 0.02]), "holm") == pytest.approx([0.06, 0.5, 0.06])
+    # clipping at 1: 0.4*2 = 0.8, 0.9*1 = 0.9; 0.6*2 = 1.2 -> 1
+    assert T.adjust_pvalues(np.array([0.9, 0.4]), "holm") == pytest.approx([0.9, 0.8])
+    assert T.adjust_pvalues(np.array([0.6, 0.7]), "holm").tolist() == [1.0, 1.0]
+    assert T.adjust_pvalues(np.array([0.3]), "holm").tolist() == [0.3]
+    rng = np.random.default_rng(11)
+    for _ in range(50):
+        p = rng.uniform(0, 1, rng.integers(1, 9)) ** 3
+        np.testing.assert_array_equal(T.adjust_pvalues(p, "holm"), holm(p))
+        np.testing.assert_array_equal(T.adjust_pvalues(p, "bonferroni"), bonferroni(p))
+
+
+def test_old_module_name_warns_and_forwards():
+    import importlib
+
+    old = importlib.import_module("medfleet.monitor.tests")
+    with pytest.warns(DeprecationWarning, match="medfleet.monitor.two_sample"):
+        assert old.ks_test is T.ks_test
+    with pytest.warns(DeprecationWarning, match="DriftTestResult"):
+        assert old.TestResult is T.DriftTestResult
+    with pytest.raises(AttributeError):
+        old.not_a_name  # noqa: B018
 
 
 def test_ks_test_correction_changes_decision():

@@ -31,8 +31,15 @@ FORMAT_OPTION = typer.Option(
 
 
 def print_json(obj: Any) -> None:
-    """Print ``obj`` as JSON on stdout (sorted keys, no Rich markup)."""
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    """Print ``obj`` as JSON on stdout (sorted keys, no Rich markup).
+
+    Non-finite numbers follow the one policy of :mod:`medfleet.utils.jsonsafe` (NaN as
+    ``null``, infinity as ``"inf"``), as in every JSON file medfleet writes.
+    """
+    from medfleet.utils.jsonsafe import json_safe
+
+    text = json.dumps(json_safe(obj), indent=2, sort_keys=True, default=str, allow_nan=False)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 

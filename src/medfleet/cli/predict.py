@@ -105,9 +105,9 @@ def predict(
     except MedfleetError as exc:
         fail(str(exc))
     if not text:
-        from medfleet.train.transfer import _json_safe
+        from medfleet.utils.jsonsafe import json_safe
 
-        print_json(_json_safe(summary))
+        print_json(json_safe(summary))
         return
     _print_summary(summary)
 

@@ -258,7 +258,7 @@ def _run_paradigms(
     **kwargs: Any,
 ) -> dict[str, Any]:
     from medfleet.train.paradigms import run_all, run_paradigm
-    from medfleet.train.transfer import _json_safe
+    from medfleet.utils.jsonsafe import json_safe
 
     n_resamples = kwargs.pop("n_resamples", 1000)
     summary: dict[str, Any] = {"out": str(out), "paradigm": paradigm}
@@ -274,7 +274,7 @@ def _run_paradigms(
     else:
         result = run_paradigm(manifest, paradigm, out, model_config, train_config, **kwargs)
         summary["paradigms"] = {paradigm: result.to_dict()}
-    return _json_safe(summary)
+    return json_safe(summary)
 
 
 def _fmt(value: Any) -> str:

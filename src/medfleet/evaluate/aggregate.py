@@ -1,4 +1,4 @@
-"""Summary statistics over cases, and JSON-safe values for ``summary.json``.
+"""Summary statistics over cases for ``summary.json``.
 
 Every metric is summarised per group (a segmentation label, a landmark, or ``"all"``) as
 ``mean``, ``std`` (sample SD, ddof=1), ``median``, ``n_valid``, ``n_scored`` and
@@ -15,19 +15,23 @@ Dice); with no worst value given, such a row makes the mean NaN rather than bein
 Other NaNs (e.g. both masks empty, an undefined recall without ground truth) are left out
 of the statistics and only counted in ``n_cases``. An infinite value makes the mean
 infinite and the SD NaN.
+
+``json_safe`` is importable from here too: it is
+:func:`medfleet.utils.jsonsafe.json_safe`, the one JSON encoding of every artefact
+(NaN -> ``null``, ``±inf`` -> ``"inf"`` / ``"-inf"``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medfleet.evaluate.conventions import float_or_nan
 from medfleet.evaluate.results import summarize
+from medfleet.utils.jsonsafe import json_safe  # re-exported: the one JSON policy
 
 __all__ = [
     "PENALIZED_STATUSES",
@@ -144,32 +148,3 @@ def _group_order(key: str) -> tuple[int, float, str]:
         return (0, float(key), key)
     except ValueError:
         return (1, 0.0, key)
-
-
-def json_safe(obj: Any) -> Any:
-    """Convert a result to strict JSON values: NaN -> null, +/-inf -> "inf"/"-inf".
-
-    numpy scalars and arrays become Python numbers and lists, tuples become lists, paths
-    become strings and dictionary keys become strings.
-
-    Example:
-        >>> json_safe({"a": float("nan"), "b": np.float64(float("inf")), 3: (1, np.int64(2))})
-        {'a': None, 'b': 'inf', '3': [1, 2]}
-    """
-    if isinstance(obj, Mapping):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [json_safe(v) for v in obj.tolist()]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float):
-        if math.isnan(obj):
-            return None
-        if math.isinf(obj):
-            return "inf" if obj > 0 else "-inf"
-        return obj
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj

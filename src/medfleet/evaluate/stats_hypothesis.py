@@ -516,7 +516,8 @@ def holm(p_values: Any) -> np.ndarray:
     With the ``m`` p-values sorted ascending, ``p_adj(i) = max_{j <= i} min(1, (m - j + 1)
     p(j))``, returned in the input order; adjusted values are monotone in the raw values.
     NaN entries stay NaN and do not count in ``m``. Same values as statsmodels'
-    ``multipletests(method="holm")``.
+    ``multipletests(method="holm")``. The drift monitor's correction across output columns
+    (:func:`medfleet.monitor.two_sample.adjust_pvalues`) is this function.
 
     Args:
         p_values: Raw p-values (any shape).

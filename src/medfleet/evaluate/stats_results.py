@@ -2,7 +2,8 @@
 
 Every record is a frozen dataclass with a ``to_dict()`` that gives plain Python values (NaN
 stays ``float("nan")``; pass the dictionary through
-:func:`medfleet.evaluate.aggregate.json_safe` before writing strict JSON).
+:func:`medfleet.utils.jsonsafe.json_safe`, also importable as
+``medfleet.evaluate.aggregate.json_safe``, before writing strict JSON).
 """
 
 from __future__ import annotations
@@ -98,7 +99,11 @@ class PairedResult:
 
 @dataclass(frozen=True)
 class TestResult:
-    """Outcome of a hypothesis test.
+    """Outcome of a hypothesis test: one statistic and one p-value.
+
+    The drift monitor's two-sample tests return
+    :class:`medfleet.monitor.two_sample.DriftTestResult` instead: arrays with one entry per
+    output column, corrected p-values or thresholds, and a drift decision per column.
 
     Attributes:
         statistic: The test statistic (its meaning is given by ``method``).

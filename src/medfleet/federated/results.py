@@ -20,12 +20,15 @@ replies), ``bytes_received`` what it received; both are serialised Flower messag
 ``error`` and ``eval_error`` are codes of :data:`medfleet.federated.failures.FAILURE_CODES`
 (``state/corrupt``, ``data/unreadable-image``, ``network/no-reply``, ...), never a site's
 error text. :func:`run_outcome` sets ``status`` and ``site_status``.
+
+Numbers follow medfleet's one JSON policy (:mod:`medfleet.utils.jsonsafe`): a NaN is
+``null`` and an infinite value ``"inf"`` / ``"-inf"`` (an unbounded metric such as a
+Hausdorff distance, or an infinite ``privacy.epsilon``), never ``NaN`` / ``Infinity``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,16 +39,6 @@ from medfleet.utils.atomic import write_json_atomic
 
 RESULT_FORMAT = "medfleet.federated/1"
 RESULT_FILE = "federated.json"
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 def empty_client() -> dict[str, Any]:
@@ -197,7 +190,22 @@ def write_results(
     status: str,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``out/federated.json`` atomically."""
+    """Write ``out/federated.json`` atomically (numbers under the one JSON policy).
+
+    NaN is written as ``null`` and ``±inf`` as ``"inf"`` / ``"-inf"``
+    (:mod:`medfleet.utils.jsonsafe`, applied by
+    :func:`~medfleet.utils.atomic.write_json_atomic`).
+
+    Example:
+        >>> import json, math, tempfile
+        >>> out = Path(tempfile.mkdtemp())
+        >>> rnd = {"round": 1, "clients": {"a": {"train_loss": math.nan}},
+        ...        "metrics": {"a": {"t": {"hd": math.inf}}}}
+        >>> path = write_results(out, "fedavg", {}, ["a"], [rnd], "finished")
+        >>> rnd = json.loads(path.read_text())["rounds"][0]
+        >>> rnd["clients"]["a"]["train_loss"], rnd["metrics"]["a"]["t"]["hd"]
+        (None, 'inf')
+    """
     payload = {
         "format": RESULT_FORMAT,
         "strategy": strategy,
@@ -208,7 +216,7 @@ def write_results(
         "status": status,
         **(extra or {}),
     }
-    return write_json_atomic(Path(out) / RESULT_FILE, _finite(payload))
+    return write_json_atomic(Path(out) / RESULT_FILE, payload)
 
 
 @dataclass

@@ -422,7 +422,7 @@ def run_study(
             if c.get("status") not in (None, "ok")
         ],
     }
-    from medfleet.evaluate.aggregate import json_safe
+    from medfleet.utils.jsonsafe import json_safe
 
     data = json_safe(data)
     files = {"study_json": write_json_atomic(out / "study.json", data)}

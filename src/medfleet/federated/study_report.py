@@ -25,6 +25,7 @@ from typing import Any
 
 from medfleet.report.html import Figure, Report, Table, Text, write_report
 from medfleet.utils.atomic import atomic_open
+from medfleet.utils.jsonsafe import from_json_number
 
 PRIMARY = {"classification": "balanced_accuracy", "segmentation": "dice"}
 """The metric of the per-site table and the learning curves, per task type."""
@@ -33,14 +34,14 @@ _CURVE_PREFERENCE = ("balanced_accuracy", "dice", "accuracy", "auc")
 
 
 def _num(value: Any) -> float:
-    if value is None:
-        return math.nan
-    if value == "inf":
-        return math.inf
+    """A number of ``study.json`` (null, "inf" and "-inf" included); NaN when it is none."""
     try:
-        return float(value)
+        return from_json_number(value)
     except (TypeError, ValueError):
-        return math.nan
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return math.nan
 
 
 def format_ci(estimate: Any, low: Any, high: Any, digits: int = 3) -> str:

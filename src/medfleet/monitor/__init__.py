@@ -2,8 +2,11 @@
 
 Modules:
 
-* :mod:`~medfleet.monitor.tests` - two-sample tests (KS, Wasserstein, PSI,
-  Jensen-Shannon, KL, chi-squared, MMD) and multiple-testing correction.
+* :mod:`~medfleet.monitor.two_sample` - two-sample tests (KS, Wasserstein, PSI,
+  Jensen-Shannon, KL, chi-squared, MMD) and multiple-testing correction
+  (``medfleet.monitor.tests``: its deprecated old name).
+* :mod:`~medfleet.monitor.records` - the records an agent keeps: ``BatchReport`` (one
+  batch's verdict) and ``Alert``.
 * :mod:`~medfleet.monitor.references` - reference schemes (site, global,
   production-only, adaptive).
 * :mod:`~medfleet.monitor.severity` - none / mild / moderate / severe grading

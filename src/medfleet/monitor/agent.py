@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from medfleet.monitor import tests as T
+from medfleet.monitor import two_sample as T
 from medfleet.monitor.batches import (
     BatchError,
     OutputBatch,
@@ -53,6 +53,7 @@ from medfleet.monitor.batches import (
     validate_outputs,
 )
 from medfleet.monitor.config import MonitorConfig
+from medfleet.monitor.records import Alert, BatchReport, utc_now
 from medfleet.monitor.references import (
     AdaptiveReference,
     FixedReference,
@@ -62,7 +63,6 @@ from medfleet.monitor.references import (
     concat_outputs,
     outputs_to_bytes,
 )
-from medfleet.monitor.reports import Alert, BatchReport, utc_now
 from medfleet.monitor.severity import (
     ColumnCalibration,
     Severity,

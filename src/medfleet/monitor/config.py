@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from medfleet.errors import MedfleetError
-from medfleet.monitor.tests import TEST_NAMES
+from medfleet.monitor.two_sample import TEST_NAMES
 from medfleet.utils.yamlfile import read_yaml_mapping
 
 SCHEMES = ("site", "global", "production", "adaptive")

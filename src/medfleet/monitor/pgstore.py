@@ -37,8 +37,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from medfleet.monitor.records import Alert, BatchReport, utc_now
 from medfleet.monitor.references import outputs_from_bytes, outputs_to_bytes
-from medfleet.monitor.reports import Alert, BatchReport, utc_now
 from medfleet.monitor.store import (
     REFERENCES_KEY,
     SCHEMA_VERSION,

@@ -40,7 +40,7 @@ from medfleet.monitor.batches import (
     read_reference,
 )
 from medfleet.monitor.config import MonitorConfig
-from medfleet.monitor.reports import BatchReport
+from medfleet.monitor.records import BatchReport
 from medfleet.monitor.store import MonitorStore
 from medfleet.monitor.store_target import display_target, open_store
 from medfleet.utils.progress import ProgressCallback

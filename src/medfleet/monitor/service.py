@@ -27,6 +27,12 @@ The answer is exact with several service processes on one database: the commit
 inserts under the unique ``(site, batch_id)`` inside its transaction, so exactly
 one process answers 201 for a batch and every other one 200.
 
+Answers follow medfleet's one JSON policy (:mod:`medfleet.utils.jsonsafe`, as every JSON
+artefact): a NaN is ``null`` and an infinite number the text ``"inf"`` / ``"-inf"``.
+No answer has a declared numeric schema that text would break; statistics, p-values and
+thresholds are finite in practice (validated inputs, floored histograms), and an infinite
+one (a Wasserstein distance that overflows, say) then reads as infinite, not as missing.
+
 Errors are JSON ``{"error": message, "field": name or null, "status": code}``:
 401 missing or unknown key, 403 key of another site, 404 unknown site, 409 no
 reference yet (or replacing one without ``?replace=true``, or a stored batch id
@@ -49,7 +55,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from collections.abc import AsyncIterator, Mapping
@@ -58,7 +63,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -72,9 +76,10 @@ from medfleet.monitor.batches import BatchError, outputs_digest
 from medfleet.monitor.config import MonitorConfig
 from medfleet.monitor.dashboard import AlertRow, SeriesPoint, SiteSeries, render_dashboard
 from medfleet.monitor.payloads import PayloadError, parse_batch, parse_json, parse_reference
-from medfleet.monitor.reports import BatchReport
+from medfleet.monitor.records import BatchReport
 from medfleet.monitor.store import MAX_LIMIT, MonitorStore, StoreError
 from medfleet.monitor.store_target import StoreTarget, display_target, open_store
+from medfleet.utils.jsonsafe import json_safe
 
 API_KEY_HEADER = "X-API-Key"
 """Header that carries a site's API key."""
@@ -114,26 +119,6 @@ def _clean(text: str | None) -> str | None:
     if text is None:
         return None
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with numpy scalars/arrays as Python values and NaN/inf floats as None.
-
-    Example:
-        >>> json_safe({"a": np.float32(0.5), "b": [float("nan"), np.int64(2)]})
-        {'a': 0.5, 'b': [None, 2]}
-    """
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def status_of(error: BatchError) -> int:

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as _stats
 
-from medfleet.monitor.tests import bootstrap_null
+from medfleet.monitor.two_sample import bootstrap_null
 
 LOGIT_CLIP = 1e-6
 """Probabilities are clipped to [LOGIT_CLIP, 1 - LOGIT_CLIP] before the logit."""

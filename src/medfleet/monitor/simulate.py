@@ -59,6 +59,7 @@ from medfleet.monitor.config import InputConfig, MonitorConfig
 from medfleet.monitor.scorer import PhantomScorer, Scorer, acquire_stack
 from medfleet.monitor.severity import Severity, logit, stable_seed
 from medfleet.utils.atomic import atomic_open, write_json_atomic
+from medfleet.utils.jsonsafe import json_safe
 from medfleet.utils.progress import ProgressCallback
 
 SHIFTS = ("gain", "contrast", "noise", "blur", "prior")
@@ -880,10 +881,10 @@ def _write_reference_csv(path: Path, streams: Streams) -> Path:
 
 
 def summary_json(result: SimulationResult) -> dict[str, Any]:
-    """JSON-ready summary for the CLI: the table, files and scenarios."""
-    return json.loads(
-        json.dumps(
-            {"table": result.table(), "files": result.files, "scenarios": result.streams.scenarios},
-            default=str,
-        )
-    )
+    """JSON-ready summary for the CLI: the table, files and scenarios.
+
+    Numbers follow the one JSON policy (:func:`medfleet.utils.jsonsafe.json_safe`: NaN ->
+    None, ``±inf`` -> ``"inf"`` / ``"-inf"``); other objects become their text.
+    """
+    data = {"table": result.table(), "files": result.files, "scenarios": result.streams.scenarios}
+    return json.loads(json.dumps(json_safe(data), default=str, allow_nan=False))

@@ -42,8 +42,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from medfleet.errors import MedfleetError
+from medfleet.monitor.records import Alert, BatchReport, utc_now
 from medfleet.monitor.references import outputs_from_bytes, outputs_to_bytes
-from medfleet.monitor.reports import Alert, BatchReport, utc_now
 
 
 class StoreError(MedfleetError):

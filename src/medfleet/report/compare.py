@@ -63,7 +63,7 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (without the per-case differences)."""
-        from medfleet.evaluate.aggregate import json_safe
+        from medfleet.utils.jsonsafe import json_safe
 
         return json_safe(
             {

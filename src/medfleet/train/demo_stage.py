@@ -97,9 +97,9 @@ def _expert_usage(model: Any) -> Any:
     usage = getattr(model, "expert_usage", None)
     if not callable(usage):
         return None
-    from medfleet.train.transfer import _json_safe
+    from medfleet.utils.jsonsafe import json_safe
 
-    return _json_safe(_plain(usage()))
+    return json_safe(_plain(usage()))
 
 
 def _plain(value: Any) -> Any:

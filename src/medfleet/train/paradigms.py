@@ -288,14 +288,8 @@ def run_paradigm(
                 run.cases_csv[task] = result["cases_csv"]
         runs.append(run)
     result = ParadigmResult(paradigm, root, runs)
-    write_json_atomic(root / "summary.json", _json_ready(result.to_dict()))
+    write_json_atomic(root / "summary.json", result.to_dict())
     return result
-
-
-def _json_ready(obj: Any) -> Any:
-    from medfleet.train.transfer import _json_safe
-
-    return _json_safe(obj)
 
 
 def run_all(

@@ -421,23 +421,9 @@ def write_transfer(analysis: TransferAnalysis, out: str | Path) -> dict[str, Pat
         for row in analysis.costs:
             writer.writerow({c: _cell(row.get(c, "")) for c in cost_columns})
     paths["costs_csv"] = out / "costs.csv"
-    paths["transfer_json"] = write_json_atomic(
-        out / "transfer.json", _json_safe(analysis.to_dict())
-    )
+    paths["transfer_json"] = write_json_atomic(out / "transfer.json", analysis.to_dict())
     paths["report_html"] = write_text_atomic(out / "report.html", render_report(analysis))
     return paths
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    return obj
 
 
 def transfer_plot_png(rows: Sequence[Mapping[str, Any]]) -> bytes:

@@ -1,7 +1,8 @@
 """Atomic file writing: write to a temporary file beside the target, then rename.
 
 A reader never sees a half-written file, and an interrupted write leaves the
-previous version (or nothing) in place.
+previous version (or nothing) in place. :func:`write_json_atomic` writes strict JSON
+under medfleet's one encoding of non-finite numbers (:mod:`medfleet.utils.jsonsafe`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from medfleet.utils.jsonsafe import json_safe
 
 
 def _current_umask() -> int:
@@ -111,10 +114,14 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def write_json_atomic(
-    path: str | os.PathLike[str], obj: Any, indent: int = 2, sort_keys: bool = True
+    path: str | os.PathLike[str], obj: Any, indent: int | None = 2, sort_keys: bool = True
 ) -> Path:
-    """Serialise ``obj`` as JSON (trailing newline) and write it atomically.
+    """Serialise ``obj`` as strict JSON (trailing newline) and write it atomically.
 
+    Values go through :func:`medfleet.utils.jsonsafe.json_safe` first, so every JSON
+    artefact follows the one policy: NaN -> ``null``, ``±inf`` -> ``"inf"`` / ``"-inf"``,
+    numpy values -> Python values, paths -> text, keys -> text; no ``NaN`` or ``Infinity``
+    token is ever written. Objects JSON has no form for are written as their ``str()``.
     Keys are sorted unless ``sort_keys`` is False (then insertion order is kept).
 
     Example:
@@ -122,8 +129,13 @@ def write_json_atomic(
         >>> p = write_json_atomic(pathlib.Path(tempfile.mkdtemp()) / "d.json", {"a": 1})
         >>> json.loads(p.read_text())
         {'a': 1}
+        >>> p = write_json_atomic(p, {"hd": float("inf"), "dice": float("nan")}, indent=None)
+        >>> p.read_text().strip()
+        '{"dice": null, "hd": "inf"}'
     """
-    text = json.dumps(obj, indent=indent, sort_keys=sort_keys, default=str)
+    text = json.dumps(
+        json_safe(obj), indent=indent, sort_keys=sort_keys, default=str, allow_nan=False
+    )
     return write_text_atomic(path, text + "\n")
 
 

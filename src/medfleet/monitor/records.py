@@ -1,4 +1,4 @@
-"""What a site agent reports for each batch, and the alerts a coordinator raises.
+"""Records of the monitor: what a site agent reports for each batch, and the alerts raised.
 
 Example:
     >>> r = BatchReport(site="a", batch_id="b1", timestamp="2024-01-01T00:00:00", n=10,
