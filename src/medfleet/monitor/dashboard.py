@@ -195,55 +195,113 @@ def render_site_chart(series: SiteSeries) -> str:
         >>> svg.startswith("<svg") and 'data-points="2"' in svg and "polyline" in svg
         True
     """
-    plot_w = _WIDTH - _LEFT - _RIGHT
-    plot_h = _HEIGHT - _TOP - _BOTTOM
-    points = [p for p in series.points if p.statistic is not None and math.isfinite(p.statistic)]
-    n = len(points)
-    default = _level_thresholds(series.thresholds)
-    levels = [_level_thresholds(p.thresholds) if p.thresholds else default for p in points] or [
-        default
-    ]
-    finite = [v for row in levels for v in row if v is not None]
-    top_value = max([p.statistic for p in points] + finite + [1e-12])
-    ticks = nice_ticks(top_value * 1.08)
-    y_max = ticks[-1]
-
-    def y_of(value: float) -> float:
-        clipped = min(max(value, 0.0), y_max)
-        return _TOP + plot_h * (1.0 - clipped / y_max)
-
-    def x_of(i: int) -> float:
-        if n <= 1:
-            return _LEFT + plot_w / 2
-        return _LEFT + plot_w * i / (n - 1)
-
-    # Segment k of the x axis belongs to point k: from the midpoint before it to the one after.
-    m = len(levels)
-    edges = [float(_LEFT)]
-    edges += [(x_of(k) + x_of(k + 1)) / 2 for k in range(m - 1)]
-    edges.append(float(_LEFT + plot_w))
-
+    frame = _ChartFrame.of(series)
     parts: list[str] = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{_WIDTH}" '
         f'height="{_HEIGHT}" viewBox="0 0 {_WIDTH} {_HEIGHT}" role="img" '
-        f'data-site="{_esc(series.site)}" data-points="{n}" '
+        f'data-site="{_esc(series.site)}" data-points="{frame.n}" '
         f'aria-label="{_esc(series.statistic_name)} of site {_esc(series.site)} per batch">'
     ]
-    # Severity zones: runs of segments with equal thresholds become one rectangle per zone.
+    parts += _severity_zones(frame)
+    parts += _axes(frame, series.statistic_name)
+    parts += _threshold_lines(frame)
+    if frame.n == 0:
+        message = "no batches yet" if series.has_reference else "no reference yet"
+        parts.append(
+            f'<text x="{_LEFT + frame.plot_w / 2:.1f}" y="{_TOP + frame.plot_h / 2:.1f}" '
+            f'text-anchor="middle" font-size="16" fill="#757575" paint-order="stroke" '
+            f'stroke="#ffffff" stroke-width="5">{message}</text>'
+        )
+    else:
+        parts += _time_labels(frame)
+        parts += _series_marks(frame, series.statistic_name)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+@dataclass(frozen=True)
+class _ChartFrame:
+    """Where things go in one site's chart: the points, thresholds and the two scales.
+
+    Attributes:
+        points: The batches with a finite statistic, in arrival order.
+        levels: Per x segment, the mild/moderate/severe thresholds (``None``: none).
+        ticks: The y-axis ticks; the last one is the top of the scale.
+        edges: The x edges of the segments: segment k runs from ``edges[k]`` to
+            ``edges[k + 1]``, around point k.
+    """
+
+    points: list[SeriesPoint]
+    levels: list[tuple[float | None, ...]]
+    ticks: list[float]
+    edges: list[float]
+    plot_w: float = _WIDTH - _LEFT - _RIGHT
+    plot_h: float = _HEIGHT - _TOP - _BOTTOM
+
+    @classmethod
+    def of(cls, series: SiteSeries) -> _ChartFrame:
+        """The frame of a site's series."""
+        points = [
+            p for p in series.points if p.statistic is not None and math.isfinite(p.statistic)
+        ]
+        default = _level_thresholds(series.thresholds)
+        levels = [_level_thresholds(p.thresholds) if p.thresholds else default for p in points] or [
+            default
+        ]
+        finite = [v for row in levels for v in row if v is not None]
+        top_value = max(
+            [float(p.statistic) for p in points if p.statistic is not None] + finite + [1e-12]
+        )
+        frame = cls(points, levels, list(nice_ticks(top_value * 1.08)), [])
+        # Segment k of the x axis belongs to point k: from the midpoint before it to the
+        # one after.
+        m = len(levels)
+        edges = [float(_LEFT)]
+        edges += [(frame.x_of(k) + frame.x_of(k + 1)) / 2 for k in range(m - 1)]
+        edges.append(float(_LEFT + frame.plot_w))
+        frame.edges.extend(edges)
+        return frame
+
+    @property
+    def n(self) -> int:
+        """Number of plotted batches."""
+        return len(self.points)
+
+    @property
+    def y_max(self) -> float:
+        """Top of the y scale."""
+        return self.ticks[-1]
+
+    def y_of(self, value: float) -> float:
+        """The y pixel of a statistic (clipped to the scale)."""
+        clipped = min(max(value, 0.0), self.y_max)
+        return _TOP + self.plot_h * (1.0 - clipped / self.y_max)
+
+    def x_of(self, i: int) -> float:
+        """The x pixel of the i-th batch."""
+        if self.n <= 1:
+            return _LEFT + self.plot_w / 2
+        return _LEFT + self.plot_w * i / (self.n - 1)
+
+
+def _severity_zones(frame: _ChartFrame) -> list[str]:
+    """Shaded severity zones: runs of segments with equal thresholds, one rectangle per zone."""
+    parts: list[str] = []
+    levels, m, y_max = frame.levels, len(frame.levels), frame.y_max
     run_start = 0
     for k in range(1, m + 1):
         if k < m and levels[k] == levels[run_start]:
             continue
         row = levels[run_start]
         if any(v is not None for v in row):
-            x0, x1 = edges[run_start], edges[k]
+            x0, x1 = frame.edges[run_start], frame.edges[k]
             lower = 0.0
             for name, upper in zip(SEVERITIES, [*row, None], strict=True):
                 if upper is None and name != "severe":
                     continue
                 top = y_max if upper is None else min(upper, y_max)
                 if top > lower:
-                    y0, y1 = y_of(top), y_of(lower)
+                    y0, y1 = frame.y_of(top), frame.y_of(lower)
                     parts.append(
                         f'<rect class="band band-{name}" x="{x0:.1f}" y="{y0:.1f}" '
                         f'width="{x1 - x0:.1f}" height="{y1 - y0:.1f}" '
@@ -251,9 +309,15 @@ def render_site_chart(series: SiteSeries) -> str:
                     )
                 lower = max(lower, top)
         run_start = k
-    # Grid and y axis.
-    for tick in ticks:
-        y = y_of(tick)
+    return parts
+
+
+def _axes(frame: _ChartFrame, statistic_name: str) -> list[str]:
+    """Grid lines, y ticks, the two axes and the y-axis title."""
+    plot_w, plot_h = frame.plot_w, frame.plot_h
+    parts = []
+    for tick in frame.ticks:
+        y = frame.y_of(tick)
         parts.append(
             f'<line x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{y:.1f}" y2="{y:.1f}" '
             'stroke="#e0e0e0" stroke-width="1"/>'
@@ -266,79 +330,91 @@ def render_site_chart(series: SiteSeries) -> str:
         'stroke="#616161"/>'
         f'<text x="14" y="{_TOP + plot_h / 2:.1f}" font-size="12" fill="#424242" '
         f'text-anchor="middle" transform="rotate(-90 14 {_TOP + plot_h / 2:.1f})">'
-        f"{_esc(series.statistic_name)}</text>"
+        f"{_esc(statistic_name)}</text>"
     )
-    # Threshold step lines, labelled at the right with the latest value.
+    return parts
+
+
+def _threshold_lines(frame: _ChartFrame) -> list[str]:
+    """Threshold step lines, labelled at the right with the latest value."""
+    parts = []
+    levels, y_max = frame.levels, frame.y_max
     for j, name in enumerate(SEVERITIES[1:]):
         colour = _severity_colour(name)
         path: list[str] = []
-        for k in range(m):
+        for k in range(len(levels)):
             value = levels[k][j]
             if value is None or value > y_max:
                 if path:
                     parts.append(_threshold_line(name, colour, path))
                 path = []
                 continue
-            y = y_of(value)
-            path.append(f"{edges[k]:.1f},{y:.1f} {edges[k + 1]:.1f},{y:.1f}")
+            y = frame.y_of(value)
+            path.append(f"{frame.edges[k]:.1f},{y:.1f} {frame.edges[k + 1]:.1f},{y:.1f}")
         if path:
             parts.append(_threshold_line(name, colour, path))
         last = levels[-1][j]
         if last is not None and last <= y_max:
             label = "mild (drift)" if name == "mild" else name
             parts.append(
-                f'<text x="{_LEFT + plot_w + 8}" y="{y_of(last) + 4:.1f}" font-size="12" '
-                f'fill="{colour}">{label} ≥ {_fmt(last)}</text>'
+                f'<text x="{_LEFT + frame.plot_w + 8}" y="{frame.y_of(last) + 4:.1f}" '
+                f'font-size="12" fill="{colour}">{label} ≥ {_fmt(last)}</text>'
             )
-    if n == 0:
-        message = "no batches yet" if series.has_reference else "no reference yet"
+    return parts
+
+
+def _time_labels(frame: _ChartFrame) -> list[str]:
+    """X tick labels: about eight timestamps spread over the batches, and the axis title."""
+    n, plot_h = frame.n, frame.plot_h
+    step = max(1, math.ceil(n / 8))
+    label_idx = sorted({*range(0, n, step), n - 1})
+    if len(label_idx) > 1 and label_idx[-1] - label_idx[-2] < step / 2:
+        label_idx.pop(-2)
+    parts = []
+    for i in label_idx:
+        x = frame.x_of(i)
         parts.append(
-            f'<text x="{_LEFT + plot_w / 2:.1f}" y="{_TOP + plot_h / 2:.1f}" '
-            f'text-anchor="middle" font-size="16" fill="#757575" paint-order="stroke" '
-            f'stroke="#ffffff" stroke-width="5">{message}</text>'
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{_TOP + plot_h}" '
+            f'y2="{_TOP + plot_h + 5}" stroke="#616161"/>'
+            f'<text x="{x:.1f}" y="{_TOP + plot_h + 19}" text-anchor="middle" '
+            f'font-size="11" fill="#424242">{_esc(_short_time(frame.points[i].timestamp))}</text>'
         )
-    else:
-        # X tick labels: about eight timestamps spread over the batches.
-        step = max(1, math.ceil(n / 8))
-        label_idx = sorted({*range(0, n, step), n - 1})
-        if len(label_idx) > 1 and label_idx[-1] - label_idx[-2] < step / 2:
-            label_idx.pop(-2)
-        for i in label_idx:
-            x = x_of(i)
+    parts.append(
+        f'<text x="{_LEFT + frame.plot_w / 2:.1f}" y="{_HEIGHT - 6}" text-anchor="middle" '
+        f'font-size="12" fill="#424242">batch ({n} in arrival order)</text>'
+    )
+    return parts
+
+
+def _series_marks(frame: _ChartFrame, statistic_name: str) -> list[str]:
+    """The statistic's line and one dot per batch (ringed when it alerted), with tooltips."""
+    points, n = frame.points, frame.n
+    coords = " ".join(
+        f"{frame.x_of(i):.1f},{frame.y_of(float(p.statistic or 0.0)):.1f}"
+        for i, p in enumerate(points)
+    )
+    parts = [
+        f'<polyline class="series" points="{coords}" fill="none" '
+        f'stroke="{SERIES_COLOUR}" stroke-width="2.5" stroke-linejoin="round"/>'
+    ]
+    radius = 5.0 if n <= 60 else 3.5 if n <= 150 else 2.5
+    for i, p in enumerate(points):
+        x, y = frame.x_of(i), frame.y_of(float(p.statistic or 0.0))
+        tip = (
+            f"{p.batch_id} · {p.timestamp}\n{statistic_name} = "
+            f"{_fmt(p.statistic)} · {p.severity}{' · ALERT' if p.alert else ''}"
+        )
+        if p.alert:
             parts.append(
-                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{_TOP + plot_h}" '
-                f'y2="{_TOP + plot_h + 5}" stroke="#616161"/>'
-                f'<text x="{x:.1f}" y="{_TOP + plot_h + 19}" text-anchor="middle" '
-                f'font-size="11" fill="#424242">{_esc(_short_time(points[i].timestamp))}</text>'
+                f'<circle class="alert-ring" cx="{x:.1f}" cy="{y:.1f}" '
+                f'r="{radius + 4:.1f}" fill="none" stroke="#b71c1c" stroke-width="2"/>'
             )
         parts.append(
-            f'<text x="{_LEFT + plot_w / 2:.1f}" y="{_HEIGHT - 6}" text-anchor="middle" '
-            f'font-size="12" fill="#424242">batch ({n} in arrival order)</text>'
+            f'<circle class="point severity-{_esc(p.severity)}" cx="{x:.1f}" '
+            f'cy="{y:.1f}" r="{radius:.1f}" fill="{_severity_colour(p.severity)}" '
+            f'stroke="#ffffff" stroke-width="1"><title>{_esc(tip)}</title></circle>'
         )
-        coords = " ".join(f"{x_of(i):.1f},{y_of(p.statistic):.1f}" for i, p in enumerate(points))
-        parts.append(
-            f'<polyline class="series" points="{coords}" fill="none" '
-            f'stroke="{SERIES_COLOUR}" stroke-width="2.5" stroke-linejoin="round"/>'
-        )
-        radius = 5.0 if n <= 60 else 3.5 if n <= 150 else 2.5
-        for i, p in enumerate(points):
-            x, y = x_of(i), y_of(p.statistic)
-            tip = (
-                f"{p.batch_id} · {p.timestamp}\n{series.statistic_name} = "
-                f"{_fmt(p.statistic)} · {p.severity}{' · ALERT' if p.alert else ''}"
-            )
-            if p.alert:
-                parts.append(
-                    f'<circle class="alert-ring" cx="{x:.1f}" cy="{y:.1f}" '
-                    f'r="{radius + 4:.1f}" fill="none" stroke="#b71c1c" stroke-width="2"/>'
-                )
-            parts.append(
-                f'<circle class="point severity-{_esc(p.severity)}" cx="{x:.1f}" '
-                f'cy="{y:.1f}" r="{radius:.1f}" fill="{_severity_colour(p.severity)}" '
-                f'stroke="#ffffff" stroke-width="1"><title>{_esc(tip)}</title></circle>'
-            )
-    parts.append("</svg>")
-    return "".join(parts)
+    return parts
 
 
 def _threshold_line(name: str, colour: str, path: list[str]) -> str:
