@@ -195,3 +195,34 @@ def test_pcr_disparity_is_clipped_to_one() -> None:
     assert s["disparity_unclipped"] == 2.0
     assert s["disparity"] == 1.0
     assert s["score"] == pytest.approx(0.5 * 0.5)
+
+
+def test_segmentation_nan_value_makes_its_group_and_variable_nan() -> None:
+    # the official scorer averages with a plain mean: a NaN Dice makes its group mean NaN
+    s = mama_mia_seg_score(
+        [1.0, float("nan"), 0.5, 0.5],
+        [0.0, 0.1, 0.2, 0.2],
+        {
+            "site": ["a", "a", "b", "b"],
+            "density": ["c", "d", "c", "d"],
+            "age": ["x", None, "x", "x"],
+        },
+    )
+    assert math.isnan(s["subgroups"]["site"]["groups"]["a"]["dice"])
+    assert math.isnan(s["fairness_by_variable"]["site"])
+    assert math.isnan(s["fairness_by_variable"]["density"])
+    assert s["fairness_by_variable"]["age"] == 1.0
+    assert s["fairness"] == 1.0  # NaN terms are left out of F
+    assert math.isnan(s["mean_dice"])
+
+
+def test_group_tables_are_json_types() -> None:
+    s = mama_mia_seg_score([1.0, 0.5], [0.0, 0.2], {"site": ["a", None]})
+    row = s["subgroups"]["site"]["groups"]["a"]
+    assert list(row) == ["n", "dice", "norm_hd"]
+    assert type(row["n"]) is int and type(row["dice"]) is float
+    assert s["subgroups"]["site"]["n_dropped"] == 1
+    _, table = equalized_odds_disparity([1, 0], [1, 1], ["a", "a"])
+    assert list(table["a"]) == ["n", "tp", "fp", "fn", "tn", "tpr", "fpr"]
+    assert all(type(table["a"][k]) is int for k in ("n", "tp", "fp", "fn", "tn"))
+    assert type(table["a"]["fpr"]) is float

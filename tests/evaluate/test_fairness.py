@@ -226,3 +226,49 @@ def test_group_rates_give_sklearn_balanced_accuracy():
         assert (row["tpr"] + 1 - row["fpr"]) / 2 == pytest.approx(expected)
         tn, fp, fn, tp = confusion_matrix(y[m], p[m], labels=[0, 1]).ravel()
         assert (row["tp"], row["fp"], row["fn"], row["tn"]) == (tp, fp, fn, tn)
+
+
+def test_skipna_false_lets_nan_through():
+    values = {"dice": [0.5, np.nan, 0.9, 0.7], "hd95": [1.0, 2.0, 3.0, 5.0]}
+    groups = {"site": ["a", "a", "b", "b"], "sex": ["F", "M", "F", "M"]}
+    frame = GroupMetricFrame(values, groups, min_group_size=0, skipna=False)
+    assert math.isnan(frame.by_group.loc[("site", "a"), "dice"])
+    assert frame.n_valid.loc[("site", "a"), "dice"] == 1
+    assert math.isnan(frame.overall["dice"])
+    diff = frame.difference()
+    assert math.isnan(diff.loc["site", "dice"]) and math.isnan(diff.loc["sex", "dice"])
+    assert diff.loc["site", "hd95"] == pytest.approx(2.5)
+    assert math.isnan(frame.bootstrap_ci(n_resamples=50).loc[("site", "a", "dice"), "low"])
+    assert frame.group_values("site", "a", "dice").size == 2
+    skipped = GroupMetricFrame(values, groups, min_group_size=0)
+    assert skipped.difference().loc["site", "dice"] == pytest.approx(0.3)
+    assert skipped.group_values("site", "a", "dice").tolist() == [0.5]
+    with pytest.raises(MetricInputError, match="no metric"):
+        skipped.group_values("site", "c", "dice")
+
+
+def test_variable_without_any_group_has_nan_spreads():
+    frame = GroupMetricFrame({"dice": [0.5, 0.7]}, {"age": [None, None]}, min_group_size=0)
+    assert frame.by_group.empty
+    assert math.isnan(frame.difference().loc["age", "dice"])
+
+
+def test_max_min():
+    from medfleet.evaluate.fairness import max_min
+
+    assert max_min([0.2, 0.9, 0.5]) == pytest.approx(0.7)
+    assert max_min([0.2, np.nan]) == 0.0
+    assert math.isnan(max_min([0.2, np.nan], skipna=False))
+    assert math.isnan(max_min([])) and max_min([np.nan], empty=0.0) == 0.0
+    assert max_min([1.0, math.inf]) == math.inf
+
+
+def test_group_rates_skip_policy_is_fixed_labels():
+    # a: positives only -> FPR undefined (NaN) with fixed labels, 0 with the official policy
+    y, p, g = [1, 1, 1, 0], [1, 1, 1, 0], ["a", "a", "b", "b"]
+    skip = group_rates(y, p, g)
+    assert skip.loc["a", "tpr"] == 1.0 and math.isnan(skip.loc["a", "fpr"])
+    official = group_rates(y, p, g, policy="mama-mia")
+    assert (official.loc["a", "tpr"], official.loc["a", "fpr"]) == (0.0, 0.0)
+    assert official["n"].tolist() == [2, 2] and official["tp"].tolist() == [2, 1]
+    assert group_rates([1], [1], [None]).empty  # a case without a group is left out

@@ -4,7 +4,9 @@
 more grouping variables (site, sex, age, density...) and reports each metric overall and
 per group, the spread between groups, bootstrap confidence intervals, and warnings for
 groups too small to trust. :func:`equalized_odds_gap` measures how unequal the true and
-false positive rates of a binary classifier are across groups.
+false positive rates of a binary classifier are across groups (:func:`group_rates` gives
+each group's rates), and :func:`max_min` is the spread all of them use. The challenge
+presets (MAMA-MIA) and ``report.html`` compute their subgroup tables here.
 
 Conventions:
 
@@ -19,16 +21,19 @@ Conventions:
 * **Missing group values** (None, NaN, or outside the bin edges) drop the case from that
   variable only (``missing_group="drop"``), or form a group named ``"missing"``
   (``missing_group="group"``).
-* **Missing metric values** (NaN) are left out of a group's aggregate; ``n`` counts the
-  group's cases and ``n_valid`` the values that entered each aggregate. Substitute worst
+* **Missing metric values** (NaN) are left out of a group's aggregate (``skipna=True``);
+  ``n`` counts the group's cases and ``n_valid`` its non-NaN values. Substitute worst
   values (e.g. ``inf`` for a missed structure's HD95) before building the frame if the
   scheme requires it. Infinite values are kept (a mean with one is infinite).
+  ``skipna=False`` lets a NaN through, as a plain ``numpy.mean`` does: the group's
+  aggregate is NaN, and so are the spreads of its variable.
 * **aggregate**: ``"mean"`` (default), ``"median"``, or a function of a 1-D array.
 * **difference** ``"between_groups"``: largest minus smallest group value;
   ``"to_overall"``: the largest absolute difference between a group and the overall value.
   **ratio** ``"between_groups"``: smallest over largest group value; ``"to_overall"``: the
   smallest of ``min(group / overall, overall / group)``; ``0 / 0`` is NaN. A variable with
-  one group has difference 0 and ratio 1. Groups whose value is NaN are ignored.
+  one group has difference 0 and ratio 1, one without any group NaN. Groups whose value is
+  NaN are ignored (with ``skipna=False`` they make the spread NaN).
 * **Small groups**: a group with fewer than ``min_group_size`` cases is reported with a
   :class:`SmallGroupWarning` (and listed in ``.warnings``); ``exclude_small=True`` leaves
   such groups out of the spreads.
@@ -54,10 +59,12 @@ __all__ = [
     "bin_continuous",
     "equalized_odds_gap",
     "group_rates",
+    "max_min",
 ]
 
 AggregateArg = Literal["mean", "median"] | Callable[[np.ndarray], float]
 RatePolicy = Literal["skip", "zero", "mama-mia"]
+SpreadMethod = Literal["between_groups", "to_overall"]
 
 MISSING_GROUP = "missing"
 
@@ -66,13 +73,35 @@ class SmallGroupWarning(UserWarning):
     """A subgroup has fewer cases than the minimum size; its estimates are unreliable."""
 
 
-def _is_missing(value: Any) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    try:
-        return bool(isinstance(value, float | np.floating) and math.isnan(value))
-    except TypeError:
-        return False
+def _missing_mask(labels: np.ndarray) -> np.ndarray:
+    """Which group labels are missing: None, NaN, ``pd.NA`` or ``NaT``."""
+    return np.asarray(pd.isna(labels), dtype=bool)
+
+
+def max_min(values: Any, *, skipna: bool = True, empty: float = math.nan) -> float:
+    """Spread of some values: the largest minus the smallest.
+
+    Args:
+        values: Numbers (any 1-D sequence).
+        skipna: Leave NaN out (default); ``False``: a NaN makes the spread NaN.
+        empty: The spread of no value (none given, or all NaN and left out).
+
+    Returns:
+        ``max - min`` (NaN for ``[inf]``, as ``inf - inf``).
+
+    Example:
+        >>> max_min([0.25, 1.0, 0.5]), max_min([1.0, float("nan")]), max_min([], empty=0.0)
+        (0.75, 0.0, 0.0)
+        >>> max_min([1.0, float("nan")], skipna=False), max_min([])
+        (nan, nan)
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    nan = np.isnan(v)
+    if nan.any():
+        if not skipna:
+            return math.nan
+        v = v[~nan]
+    return float(v.max() - v.min()) if v.size else float(empty)
 
 
 def bin_continuous(
@@ -161,25 +190,62 @@ def _bootstrap_statistic(aggregate: AggregateArg) -> Callable[..., Any]:
     return aggregate  # type: ignore[return-value]
 
 
-def _group_order(labels: list[Any], categories: list[Any] | None) -> list[Any]:
+def _group_order(unique: list[Any], categories: list[Any] | None) -> list[Any]:
     if categories is not None:
-        return [c for c in categories if c in set(labels)] + [
-            g for g in dict.fromkeys(labels) if g not in set(categories)
-        ]
-    unique = list(dict.fromkeys(labels))
+        seen, known = set(unique), set(categories)
+        return [c for c in categories if c in seen] + [g for g in unique if g not in known]
     try:
         return sorted(unique)
     except TypeError:
         return sorted(unique, key=str)
 
 
-def _group_codes(labels: np.ndarray, present: np.ndarray, order: list[Any]) -> np.ndarray:
-    """Index of each case's group in ``order`` (-1 for a case without a group)."""
-    lookup = {group: i for i, group in enumerate(order)}
-    return np.array(
-        [lookup.get(lab, -1) if ok else -1 for lab, ok in zip(labels, present, strict=True)],
-        dtype=np.int64,
-    )
+def _grouping(
+    labels: np.ndarray, present: np.ndarray, categories: list[Any] | None = None
+) -> tuple[list[Any], np.ndarray]:
+    """The groups that occur, in order, and each case's index in them (-1: no group)."""
+    found, unique = pd.factorize(labels[present])
+    order = _group_order(list(unique), categories)
+    position = {group: i for i, group in enumerate(order)}
+    remap = np.array([position[g] for g in unique], dtype=np.int64)
+    codes = np.full(labels.size, -1, dtype=np.int64)
+    codes[present] = remap[found]
+    return order, codes
+
+
+def _numeric(col: Any, metric: str) -> np.ndarray:
+    """A metric column as float64 (numbers as they are; text that is a number converted)."""
+    arr = np.asarray(col)
+    if arr.dtype.kind in "biuf":
+        return arr.astype(np.float64).reshape(-1)
+    try:
+        as_object = pd.Series(np.asarray(col, dtype=object), dtype=object)
+        return np.asarray(pd.to_numeric(as_object, errors="raise"), dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise MetricInputError(
+            f"metric column {metric!r} holds non-numeric values ({exc}); pass only "
+            "metric columns as values and grouping columns as groups"
+        ) from exc
+
+
+def _ratio_between(v: np.ndarray, _overall: float) -> float:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(np.float64(v.min()) / np.float64(v.max()))
+
+
+def _ratio_to_overall(v: np.ndarray, overall: float) -> float:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.minimum(v / np.float64(overall), np.float64(overall) / v)
+    return float(np.min(r))
+
+
+#: ``(spread, method)`` -> function of the group values (NaN removed) and the overall value.
+_SPREADS: dict[tuple[str, str], Callable[[np.ndarray, float], float]] = {
+    ("difference", "between_groups"): lambda v, _o: max_min(v),
+    ("difference", "to_overall"): lambda v, o: float(np.max(np.abs(v - o))),
+    ("ratio", "between_groups"): _ratio_between,
+    ("ratio", "to_overall"): _ratio_to_overall,
+}
 
 
 class GroupMetricFrame:
@@ -193,10 +259,13 @@ class GroupMetricFrame:
         bins: ``{variable: edges}`` for continuous variables (see :func:`bin_continuous`).
         bin_labels: ``{variable: labels}`` for the binned variables.
         right: Whether bins include their right edge.
-        min_group_size: Groups with fewer cases raise a :class:`SmallGroupWarning`.
+        min_group_size: Groups with fewer cases raise a :class:`SmallGroupWarning` (0: none
+            does).
         aggregate: ``"mean"``, ``"median"`` or a function of a 1-D array.
         missing_group: ``"drop"`` or ``"group"`` (see the module notes).
         intersect: Also analyse the combination of all variables.
+        skipna: Leave NaN metric values out of the aggregates (default); ``False`` lets a
+            NaN make its group's aggregate, and the spreads of its variable, NaN.
 
     Raises:
         MetricInputError: Columns of different lengths, a non-numeric metric, or a binned
@@ -212,6 +281,8 @@ class GroupMetricFrame:
         [['site', 'a', 0.8, 3], ['site', 'b', 0.5, 3]]
         >>> round(float(frame.difference().loc["site", "dice"]), 4), float(frame.overall["dice"])
         (0.3, 0.65)
+        >>> frame.group_values("site", "b", "dice").tolist()
+        [0.6, 0.5, 0.4]
     """
 
     def __init__(
@@ -226,10 +297,12 @@ class GroupMetricFrame:
         aggregate: AggregateArg = "mean",
         missing_group: Literal["drop", "group"] = "drop",
         intersect: bool = False,
+        skipna: bool = True,
     ) -> None:
         self._agg = _aggregate_fn(aggregate)
         self._aggregate = aggregate
         self.min_group_size = int(min_group_size)
+        self.skipna = bool(skipna)
         if missing_group not in ("drop", "group"):
             raise MetricInputError(f"missing_group must be 'drop' or 'group': {missing_group!r}")
         metric_cols = _columns(values, "values", "value")
@@ -242,18 +315,9 @@ class GroupMetricFrame:
             )
         self.n_cases = n.pop()
         self.metrics: list[str] = list(metric_cols)
-        self._values: dict[str, np.ndarray] = {}
-        for metric, col in metric_cols.items():
-            try:
-                as_object = pd.Series(np.asarray(col, dtype=object), dtype=object)
-                self._values[metric] = np.asarray(
-                    pd.to_numeric(as_object, errors="raise"), dtype=np.float64
-                )
-            except (TypeError, ValueError) as exc:
-                raise MetricInputError(
-                    f"metric column {metric!r} holds non-numeric values ({exc}); pass only "
-                    "metric columns as values and grouping columns as groups"
-                ) from exc
+        self._values: dict[str, np.ndarray] = {
+            metric: _numeric(col, metric) for metric, col in metric_cols.items()
+        }
 
         bins = dict(bins or {})
         bin_labels = dict(bin_labels or {})
@@ -263,12 +327,12 @@ class GroupMetricFrame:
                 f"bins given for {unknown}, which are not grouping variables ({list(group_cols)})"
             )
         self._labels: dict[str, np.ndarray] = {}
+        self._missing: dict[str, np.ndarray] = {}
         self._categories: dict[str, list[Any] | None] = {}
         for var, col in group_cols.items():
             if var in bins:
                 labels = bin_labels.get(var)
-                binned = bin_continuous(col, bins[var], labels=labels, right=right)
-                self._labels[var] = binned
+                labels_arr = bin_continuous(col, bins[var], labels=labels, right=right)
                 edges = np.asarray(bins[var], dtype=np.float64)
                 fmt = "({:g}, {:g}]" if right else "[{:g}, {:g})"
                 self._categories[var] = (
@@ -277,24 +341,25 @@ class GroupMetricFrame:
                     else [fmt.format(edges[i], edges[i + 1]) for i in range(edges.size - 1)]
                 )
             else:
-                self._labels[var] = np.asarray(col, dtype=object)
+                labels_arr = np.asarray(col, dtype=object)
                 categorical = isinstance(getattr(col, "dtype", None), pd.CategoricalDtype)
                 self._categories[var] = list(col.dtype.categories) if categorical else None
-            labels_arr = self._labels[var]
-            missing = np.array([_is_missing(v) for v in labels_arr], dtype=bool)
-            if missing_group == "group":
+            missing = _missing_mask(labels_arr)
+            if missing_group == "group" and missing.any():
                 labels_arr = labels_arr.copy()
                 labels_arr[missing] = MISSING_GROUP
-                self._labels[var] = labels_arr
+                missing = np.zeros_like(missing)
+            self._labels[var] = labels_arr
+            self._missing[var] = missing
         if intersect and len(self._labels) > 1:
             names = list(self._labels)
             combo = np.full(self.n_cases, None, dtype=object)
-            for i in range(self.n_cases):
-                parts = [self._labels[v][i] for v in names]
-                if not any(_is_missing(p) for p in parts):
-                    combo[i] = " & ".join(str(p) for p in parts)
+            absent = np.logical_or.reduce([self._missing[v] for v in names])
+            for i in np.flatnonzero(~absent):
+                combo[i] = " & ".join(str(self._labels[v][i]) for v in names)
             key = " & ".join(names)
             self._labels[key] = combo
+            self._missing[key] = absent
             self._categories[key] = None
         self.variables: list[str] = list(self._labels)
         self.warnings: list[str] = []
@@ -303,104 +368,128 @@ class GroupMetricFrame:
 
     # ------------------------------------------------------------------ construction
     def _build(self) -> None:
-        rows: list[dict[str, Any]] = []
-        valid_rows: list[dict[str, Any]] = []
-        index: list[tuple[str, Any]] = []
-        for var in self.variables:
+        keys: list[tuple[str, Any]] = []
+        sizes: list[int] = []
+        var_codes: list[int] = []
+        aggregates: dict[str, list[float]] = {m: [] for m in self.metrics}
+        n_valid: dict[str, list[int]] = {m: [] for m in self.metrics}
+        for var_code, var in enumerate(self.variables):
             labels = self._labels[var]
-            present = np.array([not _is_missing(v) for v in labels], dtype=bool)
-            n_missing = int((~present).sum())
+            present = ~self._missing[var]
+            n_missing = int(labels.size - present.sum())
             if n_missing:
                 self.warnings.append(
                     f"{var}: {n_missing} case(s) without a group were left out of this variable"
                 )
-            order = _group_order(
-                [labels[i] for i in np.flatnonzero(present)], self._categories[var]
-            )
-            codes = _group_codes(labels, present, order)
+            order, codes = _grouping(labels, present, self._categories[var])
             for code, group in enumerate(order):
-                members = codes == code
-                self._members[(var, group)] = np.flatnonzero(members)
-                count = int(members.sum())
-                row: dict[str, Any] = {}
-                valid: dict[str, Any] = {}
+                idx = np.flatnonzero(codes == code)
+                self._members[(var, group)] = idx
                 for metric in self.metrics:
-                    v = self._values[metric][members]
-                    v = v[~np.isnan(v)]
-                    row[metric] = self._agg(v) if v.size else math.nan
-                    valid[metric] = int(v.size)
-                row["n"] = count
-                rows.append(row)
-                valid_rows.append(valid)
-                index.append((var, group))
-                if count < self.min_group_size:
+                    v = self._values[metric][idx]
+                    valid = ~np.isnan(v)
+                    n_valid[metric].append(int(valid.sum()))
+                    if self.skipna:
+                        v = v[valid]
+                    aggregates[metric].append(self._agg(v) if v.size else math.nan)
+                keys.append((var, group))
+                sizes.append(int(idx.size))
+                var_codes.append(var_code)
+                if idx.size < self.min_group_size:
                     msg = (
-                        f"{var}={group!s}: {count} case(s), fewer than min_group_size "
+                        f"{var}={group!s}: {idx.size} case(s), fewer than min_group_size "
                         f"{self.min_group_size}; its estimates are unreliable"
                     )
                     self.warnings.append(msg)
                     warnings.warn(msg, SmallGroupWarning, stacklevel=3)
-        mi = pd.MultiIndex.from_tuples(index, names=["variable", "group"])
-        self.by_group: pd.DataFrame = pd.DataFrame(rows, index=mi, columns=[*self.metrics, "n"])
-        self.by_group["n"] = self.by_group["n"].astype(int)
-        self.n_valid: pd.DataFrame = pd.DataFrame(valid_rows, index=mi, columns=self.metrics)
+        self._sizes = np.asarray(sizes, dtype=np.int64)
+        self._var_codes = np.asarray(var_codes, dtype=np.int64)
+        self._aggregates = {m: np.asarray(a, dtype=np.float64) for m, a in aggregates.items()}
+        mi = pd.MultiIndex.from_tuples(keys, names=["variable", "group"])
+        self.by_group: pd.DataFrame = pd.DataFrame(
+            {**self._aggregates, "n": self._sizes}, index=mi, columns=[*self.metrics, "n"]
+        )
+        self.n_valid: pd.DataFrame = pd.DataFrame(n_valid, index=mi, columns=self.metrics)
         overall = {}
         for metric in self.metrics:
             v = self._values[metric]
-            v = v[~np.isnan(v)]
+            if self.skipna:
+                v = v[~np.isnan(v)]
             overall[metric] = self._agg(v) if v.size else math.nan
         self.overall: pd.Series = pd.Series(overall, name="overall", dtype=np.float64)
 
-    # ------------------------------------------------------------------ spreads
-    def _group_table(self, exclude_small: bool) -> pd.DataFrame:
-        table = self.by_group
-        if exclude_small:
-            table = table[table["n"] >= self.min_group_size]
-        return table
+    def group_values(self, variable: str, group: Any, metric: str) -> np.ndarray:
+        """Per-case values of one metric in one group, in case order.
 
+        NaN values are left out unless the frame was built with ``skipna=False``.
+
+        Raises:
+            MetricInputError: Unknown variable, group or metric.
+
+        Example:
+            >>> frame = GroupMetricFrame({"hd95": [1.0, float("nan"), 3.0]}, {"sex": list("FFM")},
+            ...                          min_group_size=0)
+            >>> frame.group_values("sex", "F", "hd95").tolist()
+            [1.0]
+        """
+        idx = self._members.get((variable, group))
+        if idx is None or metric not in self._values:
+            raise MetricInputError(
+                f"no metric {metric!r} for group {group!r} of variable {variable!r} (metrics: "
+                f"{self.metrics}; groups: {list(self._members)})"
+            )
+        v = self._values[metric][idx]
+        return v[~np.isnan(v)] if self.skipna else v
+
+    # ------------------------------------------------------------------ spreads
     def _per_variable(
         self, fn: Callable[[np.ndarray, float], float], exclude_small: bool
     ) -> pd.DataFrame:
-        table = self._group_table(exclude_small)
-        out = pd.DataFrame(
-            index=pd.Index(self.variables, name="variable"), columns=self.metrics, dtype=np.float64
+        keep = self._sizes >= (self.min_group_size if exclude_small else 0)
+        data: dict[str, list[float]] = {}
+        for metric in self.metrics:
+            group_values = self._aggregates[metric]
+            overall = float(self.overall[metric])
+            column: list[float] = []
+            for code in range(len(self.variables)):
+                vals = group_values[keep & (self._var_codes == code)]
+                nan = np.isnan(vals)
+                if nan.any() and not self.skipna:
+                    column.append(math.nan)
+                    continue
+                vals = vals[~nan]
+                column.append(fn(vals, overall) if vals.size else math.nan)
+            data[metric] = column
+        return pd.DataFrame(
+            data,
+            index=pd.Index(self.variables, name="variable"),
+            columns=self.metrics,
+            dtype=np.float64,
         )
-        for var in self.variables:
-            sub = table[table.index.get_level_values("variable") == var]
-            for metric in self.metrics:
-                vals = sub[metric].to_numpy(dtype=np.float64)
-                vals = vals[~np.isnan(vals)]
-                out.loc[var, metric] = (
-                    fn(vals, float(self.overall[metric])) if vals.size else math.nan
-                )
-        return out
+
+    def _spread(self, kind: str, method: str, exclude_small: bool) -> pd.DataFrame:
+        fn = _SPREADS.get((kind, method))
+        if fn is None:
+            raise MetricInputError(f"method must be between_groups or to_overall, got {method!r}")
+        return self._per_variable(fn, exclude_small)
 
     def difference(
-        self,
-        method: Literal["between_groups", "to_overall"] = "between_groups",
-        *,
-        exclude_small: bool = False,
+        self, method: SpreadMethod = "between_groups", *, exclude_small: bool = False
     ) -> pd.DataFrame:
         """Spread of each metric across the groups of each variable.
 
         Args:
-            method: ``"between_groups"`` (max - min) or ``"to_overall"`` (max |g - overall|).
+            method: ``"between_groups"`` (:func:`max_min` of the group values) or
+                ``"to_overall"`` (max |g - overall|).
             exclude_small: Leave groups under ``min_group_size`` out.
 
         Returns:
             DataFrame indexed by variable, one column per metric.
         """
-        if method == "between_groups":
-            return self._per_variable(lambda v, _o: float(v.max() - v.min()), exclude_small)
-        if method == "to_overall":
-            return self._per_variable(lambda v, o: float(np.max(np.abs(v - o))), exclude_small)
-        raise MetricInputError(f"method must be between_groups or to_overall, got {method!r}")
+        return self._spread("difference", method, exclude_small)
 
     def ratio(
-        self,
-        method: Literal["between_groups", "to_overall"] = "between_groups",
-        *,
-        exclude_small: bool = False,
+        self, method: SpreadMethod = "between_groups", *, exclude_small: bool = False
     ) -> pd.DataFrame:
         """Ratio of each metric across the groups of each variable (1 = equal).
 
@@ -412,21 +501,7 @@ class GroupMetricFrame:
         Returns:
             DataFrame indexed by variable, one column per metric.
         """
-
-        def between(v: np.ndarray, _o: float) -> float:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                return float(np.float64(v.min()) / np.float64(v.max()))
-
-        def to_overall(v: np.ndarray, o: float) -> float:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                r = np.minimum(v / np.float64(o), np.float64(o) / v)
-            return float(np.min(r))
-
-        if method == "between_groups":
-            return self._per_variable(between, exclude_small)
-        if method == "to_overall":
-            return self._per_variable(to_overall, exclude_small)
-        raise MetricInputError(f"method must be between_groups or to_overall, got {method!r}")
+        return self._spread("ratio", method, exclude_small)
 
     def group_min(self, *, exclude_small: bool = False) -> pd.DataFrame:
         """Smallest group value of each metric, per variable."""
@@ -448,7 +523,8 @@ class GroupMetricFrame:
         """Bootstrap confidence interval of every group's (and the overall) aggregate.
 
         Cases are resampled within the group (see :func:`medfleet.evaluate.stats.bootstrap_ci`;
-        NaN values are left out as in the aggregate).
+        NaN values are left out as in the aggregate, or make the interval NaN with
+        ``skipna=False``).
 
         Returns:
             DataFrame indexed by ``(variable, group, metric)`` with columns ``estimate``,
@@ -471,6 +547,7 @@ class GroupMetricFrame:
                     confidence=confidence,
                     method=method,
                     seed=seed,
+                    nan_policy="omit" if self.skipna else "propagate",
                 )
                 rows.append(
                     {
@@ -513,7 +590,8 @@ class GroupMetricFrame:
             ]
             for metric in self.metrics:
                 vals = [self._values[metric][idx] for idx in members]
-                vals = [v[~np.isnan(v)] for v in vals]
+                if self.skipna:
+                    vals = [v[~np.isnan(v)] for v in vals]
                 vals = [v for v in vals if v.size]
                 boot = np.full(n_resamples, np.nan)
                 if vals:
@@ -549,29 +627,6 @@ class GroupMetricFrame:
                 out[start : start + k] = [self._agg(row) for row in sample]
         return out
 
-    # ------------------------------------------------------------------ export
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dictionary for ``summary.json``: overall, per group, spreads, warnings."""
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for (var, group), row in self.by_group.to_dict("index").items():
-            entry = {"group": str(group), "n": int(row["n"])}
-            entry.update({m: float(row[m]) for m in self.metrics})
-            entry["n_valid"] = {m: int(self.n_valid.loc[(var, group), m]) for m in self.metrics}
-            groups.setdefault(str(var), []).append(entry)
-        diff = self.difference()
-        ratio = self.ratio()
-        return {
-            "overall": {m: float(self.overall[m]) for m in self.metrics},
-            "n_cases": int(self.n_cases),
-            "min_group_size": self.min_group_size,
-            "by_group": groups,
-            "difference": {
-                v: {m: float(diff.loc[v, m]) for m in self.metrics} for v in self.variables
-            },
-            "ratio": {v: {m: float(ratio.loc[v, m]) for m in self.metrics} for v in self.variables},
-            "warnings": list(self.warnings),
-        }
-
     def __repr__(self) -> str:
         return (
             f"GroupMetricFrame(metrics={self.metrics}, variables={self.variables}, "
@@ -599,19 +654,15 @@ class EqualizedOdds(NamedTuple):
 
 
 def group_rates(
-    y_true: Any,
-    y_pred: Any,
-    groups: Any,
-    *,
-    pos_label: Any = 1,
-    policy: RatePolicy = "skip",
+    y_true: Any, y_pred: Any, groups: Any, *, pos_label: Any = 1, policy: RatePolicy = "skip"
 ) -> pd.DataFrame:
     """Confusion counts, TPR and FPR of binary predictions in each group.
 
     Policies for a group where a rate is undefined (no positive case: TPR; no negative
     case: FPR):
 
-    * ``"skip"`` (default): the rate is NaN and is left out of the gaps;
+    * ``"skip"`` (default): the rate is NaN and is left out of the gaps (the MAMA-MIA
+      preset's ``fixed_labels`` option);
     * ``"zero"``: the rate is 0;
     * ``"mama-mia"``: the MAMA-MIA challenge scorer: an undefined rate is 0, and a group
       whose truth and predictions together hold a single class gets TPR = FPR = 0 even
@@ -645,59 +696,39 @@ def group_rates(
         raise MetricInputError(
             f"y_true, y_pred and groups need one value per case: {t.size}, {p.size}, {g.size}"
         )
-    present = np.array([not _is_missing(v) for v in g], dtype=bool)
-    t_pos, p_pos = t == pos_label, p == pos_label
-    rows = []
-    order = _group_order([g[i] for i in np.flatnonzero(present)], None)
-    codes = _group_codes(g, present, order)
-    for code, group in enumerate(order):
-        m = codes == code
-        tp = int(np.sum(t_pos[m] & p_pos[m]))
-        fn = int(np.sum(t_pos[m] & ~p_pos[m]))
-        fp = int(np.sum(~t_pos[m] & p_pos[m]))
-        tn = int(np.sum(~t_pos[m] & ~p_pos[m]))
-        undefined = 0.0 if policy in ("zero", "mama-mia") else math.nan
-        tpr = tp / (tp + fn) if tp + fn else undefined
-        fpr = fp / (fp + tn) if fp + tn else undefined
-        if policy == "mama-mia":
-            classes = set(t[m].tolist()) | set(p[m].tolist())
-            if len(classes) < 2:
-                tpr, fpr = 0.0, 0.0
-        rows.append(
-            {
-                "group": group,
-                "n": int(m.sum()),
-                "tp": tp,
-                "fp": fp,
-                "fn": fn,
-                "tn": tn,
-                "tpr": tpr,
-                "fpr": fpr,
-            }
-        )
-    columns = ["group", "n", "tp", "fp", "fn", "tn", "tpr", "fpr"]
-    return pd.DataFrame(rows, columns=columns).set_index("group")
+    present = ~_missing_mask(g)
+    order, codes = _grouping(g, present)
+    in_group = codes[present]
+    t_pos, p_pos = (t == pos_label)[present], (p == pos_label)[present]
+
+    def count(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(in_group[mask], minlength=len(order))
+
+    n = count(np.ones(in_group.size, dtype=bool))
+    tp, fp = count(t_pos & p_pos), count(~t_pos & p_pos)
+    fn, tn = count(t_pos & ~p_pos), count(~t_pos & ~p_pos)
+    undefined = 0.0 if policy in ("zero", "mama-mia") else math.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr = np.where(tp + fn > 0, tp / (tp + fn), undefined)
+        fpr = np.where(fp + tn > 0, fp / (fp + tn), undefined)
+    if policy == "mama-mia":
+        t_in, p_in = t[present], p[present]
+        for code in range(len(order)):
+            m = in_group == code
+            if len(set(t_in[m].tolist()) | set(p_in[m].tolist())) < 2:
+                tpr[code] = fpr[code] = 0.0
+    columns = {"n": n, "tp": tp, "fp": fp, "fn": fn, "tn": tn, "tpr": tpr, "fpr": fpr}
+    return pd.DataFrame(columns, index=pd.Index(order, name="group"))
 
 
 def equalized_odds_gap(
-    y_true: Any,
-    y_pred: Any,
-    groups: Any,
-    *,
-    pos_label: Any = 1,
-    policy: RatePolicy = "skip",
+    y_true: Any, y_pred: Any, groups: Any, *, pos_label: Any = 1, policy: RatePolicy = "skip"
 ) -> EqualizedOdds:
     """Equalized-odds gaps: (max - min) TPR and (max - min) FPR across groups.
 
-    Undefined rates follow ``policy`` (see :func:`group_rates`); with ``"skip"`` a gap over
-    fewer than one defined rate is NaN, over one rate 0.
-
-    Args:
-        y_true: Binary truth per case.
-        y_pred: Binary prediction per case.
-        groups: Group per case.
-        pos_label: The positive class.
-        policy: ``"skip"``, ``"zero"`` or ``"mama-mia"``.
+    The arguments are those of :func:`group_rates`, whose ``policy`` decides the undefined
+    rates. Each gap is :func:`max_min` of the groups' rates: NaN rates are left out, a gap
+    over no rate is NaN, over one rate 0.
 
     Returns:
         :class:`EqualizedOdds` ``(tpr_gap, fpr_gap, total)``.
@@ -712,11 +743,5 @@ def equalized_odds_gap(
         EqualizedOdds(tpr_gap=1.0, fpr_gap=1.0, total=2.0)
     """
     rates = group_rates(y_true, y_pred, groups, pos_label=pos_label, policy=policy)
-
-    def gap(col: str) -> float:
-        v = rates[col].to_numpy(dtype=np.float64)
-        v = v[~np.isnan(v)]
-        return float(v.max() - v.min()) if v.size else math.nan
-
-    tpr_gap, fpr_gap = gap("tpr"), gap("fpr")
+    tpr_gap, fpr_gap = max_min(rates["tpr"]), max_min(rates["fpr"])
     return EqualizedOdds(tpr_gap, fpr_gap, tpr_gap + fpr_gap)

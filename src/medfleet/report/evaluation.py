@@ -9,7 +9,9 @@ Sections (each only when the run has the data for it):
 * **Distributions**: box plots of the primary metric and up to two distances or errors
   (one box per group, e.g. per label);
 * **Subgroups**: the preset's subgroup tables with bars of the group means and sizes, or,
-  for plain runs, the primary metric by each categorical ``--meta`` column;
+  for plain runs, the primary metric by each categorical ``--meta`` column (group means
+  and sizes from :class:`medfleet.evaluate.fairness.GroupMetricFrame`: NaN values left
+  out of a mean, a missing column value a group named ``""``);
 * **Calibration**: a reliability diagram (preset bins, class probabilities or a binary
   score);
 * **Agreement**: Bland-Altman plots for regression and biometry;
@@ -73,6 +75,8 @@ _MAX_WORST = 10
 _MAX_SUBGROUP_LEVELS = 12
 _MAX_PANELS = 3
 _MAX_BOXES = 3
+#: The rows of ``cases.csv``, one mapping per row.
+_Rows = Sequence[Mapping[str, Any]]
 
 
 def higher_is_better(metric: str, overrides: Mapping[str, bool] | None = None) -> bool:
@@ -126,7 +130,7 @@ def _number(value: Any) -> float:
         return math.nan
 
 
-def _group_rows(rows: Sequence[Mapping[str, Any]], group: str) -> list[Mapping[str, Any]]:
+def _group_rows(rows: _Rows, group: str) -> list[Mapping[str, Any]]:
     if group == "all":
         return list(rows)
     return [r for r in rows if str(r.get("label")) == group]
@@ -190,9 +194,7 @@ def _score_section(report: Report, preset: Mapping[str, Any]) -> None:
         sec.add(Table(["option", "value"], [[k, v] for k, v in options.items()], "Options"))
 
 
-def _summary_section(
-    report: Report, summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
-) -> None:
+def _summary_section(report: Report, summary: Mapping[str, Any], rows: _Rows) -> None:
     metrics = summary.get("metrics") or {}
     if not metrics:
         return
@@ -271,9 +273,7 @@ def _panel_metrics(summary: Mapping[str, Any]) -> list[str]:
     return ordered[:_MAX_BOXES]
 
 
-def _distribution_section(
-    report: Report, summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
-) -> None:
+def _distribution_section(report: Report, summary: Mapping[str, Any], rows: _Rows) -> None:
     metrics = summary.get("metrics") or {}
     names = _panel_metrics(summary)
     if not names:
@@ -300,9 +300,7 @@ def _distribution_section(
         )
 
 
-def _categorical_columns(
-    summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
-) -> list[str]:
+def _categorical_columns(summary: Mapping[str, Any], rows: _Rows) -> list[str]:
     if not (summary.get("inputs") or {}).get("meta"):
         return []
     metric_names = {n for per in (summary.get("metrics") or {}).values() for n in per}
@@ -319,10 +317,7 @@ def _categorical_columns(
 
 
 def _subgroup_section(
-    report: Report,
-    summary: Mapping[str, Any],
-    rows: Sequence[Mapping[str, Any]],
-    primary: str | None,
+    report: Report, summary: Mapping[str, Any], rows: _Rows, primary: str | None
 ) -> None:
     preset = summary.get("preset") or {}
     subgroups = preset.get("subgroups") or {}
@@ -364,22 +359,24 @@ def _subgroup_section(
     columns = _categorical_columns(summary, rows)
     if not columns or primary is None:
         return
+    from medfleet.evaluate.fairness import GroupMetricFrame
+
     metrics = summary.get("metrics") or {}
     first = next((g for g in metrics if g != "all"), "all")
     members = _group_rows(rows, first)
+    frame = GroupMetricFrame(
+        {primary: [_number(r.get(primary)) for r in members]},
+        {column: [str(r.get(column, "")) for r in members] for column in columns},
+        min_group_size=0,
+    )
     sec = report.section(f"Subgroups ({primary}" + (f", group {first})" if first != "all" else ")"))
     panels = []
     for column in columns:
-        by: dict[str, list[float]] = {}
-        for r in members:
-            by.setdefault(str(r.get(column, "")), []).append(_number(r.get(primary)))
-        names = sorted(by)
-        means, sizes, cis = [], [], []
-        for n in names:
-            finite = [v for v in by[n] if not math.isnan(v)]
-            means.append(float(np.mean(finite)) if finite else math.nan)
-            sizes.append(len(by[n]))
-            cis.append(_ci(finite))
+        table = frame.by_group[frame.by_group.index.get_level_values("variable") == column]
+        groups = table.index.get_level_values("group").tolist()
+        names = [str(group) for group in groups]
+        means, sizes = table[primary].tolist(), table["n"].tolist()
+        cis = [_ci(frame.group_values(column, group, primary).tolist()) for group in groups]
         sec.add(
             Table(
                 [column, "n", f"mean {primary}", "95% CI"],
@@ -401,9 +398,7 @@ def _subgroup_section(
     sec.add(Figure(subgroup_bar_panels(panels[:_MAX_PANELS]), "Group means and sizes"))
 
 
-def _calibration_section(
-    report: Report, summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
-) -> None:
+def _calibration_section(report: Report, summary: Mapping[str, Any], rows: _Rows) -> None:
     preset = summary.get("preset") or {}
     extra = preset.get("report") or {}
     rel = extra.get("reliability")
@@ -475,9 +470,7 @@ def _calibration_section(
     )
 
 
-def _agreement_section(
-    report: Report, summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
-) -> None:
+def _agreement_section(report: Report, summary: Mapping[str, Any], rows: _Rows) -> None:
     specs = list(((summary.get("preset") or {}).get("report") or {}).get("bland_altman") or [])
     if not specs and summary.get("task_type") == "regression" and not summary.get("preset"):
         specs = [{"reference": "gt", "measured": "pred", "label": "value"}]
@@ -496,10 +489,7 @@ def _agreement_section(
 
 
 def _worst_section(
-    report: Report,
-    summary: Mapping[str, Any],
-    rows: Sequence[Mapping[str, Any]],
-    primary: str | None,
+    report: Report, summary: Mapping[str, Any], rows: _Rows, primary: str | None
 ) -> None:
     if primary is None:
         return

@@ -29,6 +29,12 @@ the age variable only); menopausal status ``pre`` (including peri), ``post`` and
 ``unknown`` (a missing value) as its own group; breast density as given (``a``-``d``), a
 missing density dropping the patient from that variable only.
 
+Age bins, group means, their max - min and each group's TPR and FPR come from the subgroup
+engine :mod:`medfleet.evaluate.fairness` (imported on first use: it needs pandas), with
+the official quirks as its options: ``GroupMetricFrame(..., skipna=False)``, so a NaN
+value makes its group mean and the variable's disparity NaN as the official ``mean``
+does; ``group_rates`` with ``policy="mama-mia"`` (``"skip"`` with ``fixed_labels``).
+
 Source: the official scoring scripts ``src/challenge/scoring_task1.py``,
 ``scoring_task2.py`` and ``metrics.py`` of github.com/LidiaGarrucho/MAMA-MIA. See
 docs/challenges.md for every kept quirk and deviation.
@@ -52,7 +58,6 @@ from medfleet.evaluate.challenges._inputs import (
     plan_mask_pairs,
     read_table,
 )
-from medfleet.evaluate.challenges._subgroups import group_indices, group_means, max_min
 from medfleet.evaluate.challenges.base import Preset, PresetOption, PresetOutcome, PresetRun
 
 __all__ = [
@@ -207,6 +212,28 @@ def normalized_hd(hd95: float, hd_max: float = HD_MAX) -> float:
 # ---------------------------------------------------------------- subgroups
 
 
+def _age_years(value: Any) -> float:
+    """An age in years as a number; NaN when missing, an error when text is not a number."""
+    if value is None:
+        return math.nan
+    if isinstance(value, str):
+        text = value.strip()
+        if not text or text.lower() in ("nan", "na", "none"):
+            return math.nan
+        try:
+            return float(text)
+        except ValueError:
+            raise ManifestError(f"age {value!r} is not a number of years") from None
+    return float(value)
+
+
+def _age_groups(years: Sequence[float]) -> list[str | None]:
+    """Official age bins (the right-closed ``pandas.cut``) of ages in years."""
+    from medfleet.evaluate.fairness import bin_continuous
+
+    return bin_continuous(years, AGE_EDGES, labels=AGE_GROUPS).tolist()
+
+
 def age_group(value: Any) -> str | None:
     """Official age bin of an age in years (``None`` when missing or outside (0, 100]).
 
@@ -214,24 +241,7 @@ def age_group(value: Any) -> str | None:
         >>> [age_group(v) for v in (40, 40.5, 71, 100, 101, "", None)]
         ['0-40', '41-50', '71+', '71+', None, None, None]
     """
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        if not text or text.lower() in ("nan", "na", "none"):
-            return None
-        try:
-            age = float(text)
-        except ValueError:
-            raise ManifestError(f"age {value!r} is not a number of years") from None
-    else:
-        age = float(value)
-    if math.isnan(age):
-        return None
-    for upper, name in zip(AGE_EDGES[1:], AGE_GROUPS, strict=True):
-        if age <= upper:
-            return name if age > AGE_EDGES[0] else None
-    return None
+    return _age_groups([_age_years(value)])[0]
 
 
 def _missing(value: Any) -> bool:
@@ -298,7 +308,8 @@ def mama_mia_seg_score(
     Args:
         dice: Dice per patient.
         norm_hd: NormHD per patient.
-        groups: Variable -> group of each patient (``None``: dropped from that variable).
+        groups: Variable -> group of each patient (``None`` or NaN: dropped from that
+            variable, as the official ``groupby`` drops it; groups sorted, keyed by their text).
         alpha: Weight of the fairness term (official 0.5).
 
     Returns:
@@ -311,24 +322,33 @@ def mama_mia_seg_score(
         >>> s["performance"], s["fairness_by_variable"]["site"], s["score"]
         (0.825, 0.65, 0.7375)
     """
-    d = np.asarray(dice, dtype=np.float64)
-    h = np.asarray(norm_hd, dtype=np.float64)
-    mean_dice, mean_hd = float(np.mean(d)), float(np.mean(h))
+    from medfleet.evaluate.fairness import GroupMetricFrame
+
+    frame = GroupMetricFrame(
+        {"dice": np.asarray(dice, dtype=np.float64), "norm_hd": np.asarray(norm_hd, np.float64)},
+        {variable: list(labels) for variable, labels in groups.items()},
+        min_group_size=0,
+        skipna=False,
+    )
+    mean_dice, mean_hd = float(frame.overall["dice"]), float(frame.overall["norm_hd"])
     performance = 0.5 * (mean_dice + (1.0 - mean_hd))
+    gaps = frame.difference()
+    by_group: dict[str, dict[str, dict[str, Any]]] = {v: {} for v in frame.variables}
+    for (variable, group), row in _json_rows(frame.by_group[["n", "dice", "norm_hd"]]):
+        by_group[variable][str(group)] = row
     f_by_var: dict[str, float] = {}
     tables: dict[str, Any] = {}
-    for variable, labels in groups.items():
-        table = group_means({"dice": d, "norm_hd": h}, labels)
-        dice_gap = max_min([t["dice"] for t in table.values()])
-        hd_gap = max_min([t["norm_hd"] for t in table.values()])
-        f_v = 1.0 - 0.5 * (dice_gap + hd_gap) if table else math.nan
+    for variable, table in by_group.items():
+        dice_gap = float(gaps.loc[variable, "dice"])
+        hd_gap = float(gaps.loc[variable, "norm_hd"])
+        f_v = 1.0 - 0.5 * (dice_gap + hd_gap)  # NaN for a variable without any group
         f_by_var[variable] = f_v
         tables[variable] = {
             "groups": table,
-            "dice_disparity": dice_gap if table else math.nan,
-            "norm_hd_disparity": hd_gap if table else math.nan,
+            "dice_disparity": dice_gap,
+            "norm_hd_disparity": hd_gap,
             "fairness": f_v,
-            "n_dropped": sum(1 for g in labels if g is None),
+            "n_dropped": frame.n_cases - sum(t["n"] for t in table.values()),
         }
     defined = [v for v in f_by_var.values() if not math.isnan(v)]
     fairness = float(np.mean(defined)) if defined else math.nan
@@ -343,26 +363,12 @@ def mama_mia_seg_score(
     }
 
 
-def _group_rates(
-    yt: np.ndarray, yp: np.ndarray, fixed_labels: bool
-) -> tuple[float, float, dict[str, int]]:
-    """TPR and FPR of one group as the official scorer computes them."""
-    tp = int(np.sum((yt == 1) & (yp == 1)))
-    fp = int(np.sum((yt == 0) & (yp == 1)))
-    fn = int(np.sum((yt == 1) & (yp == 0)))
-    tn = int(np.sum((yt == 0) & (yp == 0)))
-    counts = {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
-    if fixed_labels:
-        tpr = tp / (tp + fn) if tp + fn else math.nan
-        fpr = fp / (fp + tn) if fp + tn else math.nan
-        return tpr, fpr, counts
-    # sklearn's confusion_matrix without labels is 1x1 when only one class occurs in the
-    # group; unpacking it fails and the official scorer then sets TPR = FPR = 0.
-    if np.unique(np.concatenate([yt, yp])).size < 2:
-        return 0.0, 0.0, counts
-    tpr = tp / (tp + fn) if tp + fn else 0.0
-    fpr = fp / (fp + tn) if fp + tn else 0.0
-    return tpr, fpr, counts
+def _json_rows(table: Any) -> list[tuple[Any, dict[str, Any]]]:
+    """The rows of a DataFrame as ``(index, {column: value})`` with Python ints and floats."""
+    columns = {c: table[c].tolist() for c in table.columns}
+    return [
+        (key, {c: values[i] for c, values in columns.items()}) for i, key in enumerate(table.index)
+    ]
 
 
 def equalized_odds_disparity(
@@ -377,7 +383,7 @@ def equalized_odds_disparity(
     Args:
         y_true: True class (0/1) per patient.
         y_pred: Predicted class (0/1) per patient.
-        groups: Group of each patient (``None``: not in any group).
+        groups: Group of each patient (``None`` or NaN: not in any group).
         fixed_labels: ``False`` (official): a group holding a single class in truth and
             predictions gets TPR = FPR = 0, and a zero denominator gives 0. ``True``: the
             confusion matrix always has both classes; an undefined rate is left out.
@@ -390,18 +396,17 @@ def equalized_odds_disparity(
         >>> d, t["b"]["tpr"], t["b"]["fpr"]
         (1.0, 0.0, 0.0)
     """
-    yt = np.asarray(y_true, dtype=np.int64)
-    yp = np.asarray(y_pred, dtype=np.int64)
-    index = group_indices(groups)
-    table: dict[str, dict[str, Any]] = {}
-    for name in sorted(index):
-        idx = index[name]
-        tpr, fpr, counts = _group_rates(yt[idx], yp[idx], fixed_labels)
-        table[name] = {"n": int(idx.size), **counts, "tpr": tpr, "fpr": fpr}
-    tprs = [t["tpr"] for t in table.values()]
-    fprs = [t["fpr"] for t in table.values()]
-    disparity = max_min(tprs, ignore_nan=fixed_labels) + max_min(fprs, ignore_nan=fixed_labels)
-    return disparity, table
+    from medfleet.evaluate.fairness import group_rates, max_min
+
+    rates = group_rates(
+        np.asarray(y_true, dtype=np.int64),
+        np.asarray(y_pred, dtype=np.int64),
+        list(groups),
+        policy="skip" if fixed_labels else "mama-mia",
+    )
+    # No rate at all (no group, or only undefined rates with fixed labels) counts as no gap.
+    disparity = max_min(rates["tpr"], empty=0.0) + max_min(rates["fpr"], empty=0.0)
+    return disparity, {str(group): row for group, row in _json_rows(rates)}
 
 
 def mama_mia_pcr_score(
@@ -433,7 +438,7 @@ def mama_mia_pcr_score(
         tables[variable] = {
             "groups": table,
             "disparity": d_v,
-            "n_dropped": sum(1 for g in labels if g is None),
+            "n_dropped": len(labels) - sum(t["n"] for t in table.values()),
         }
     raw = float(np.mean(list(by_var.values()))) if by_var else 0.0
     disparity = float(np.clip(raw, 0.0, 1.0))
@@ -471,27 +476,34 @@ def _groups_for(
             f"{len(lacking)} case(s) have no metadata row: {shown} (fix: give --meta with "
             "case_id, age, menopausal_status and breast_density for every case)"
         )
-    out: dict[str, list[str | None]] = {v: [] for v in VARIABLES}
+    out: dict[str, list[str | None]] = {}
     for variable, names in VARIABLES.items():
-        seen = False
-        for c in case_ids:
-            value = meta_column(run, c, names, extra)
-            seen = seen or value is not None
-            if variable == "age":
-                try:
-                    out[variable].append(age_group(value))
-                except ManifestError as exc:
-                    raise ManifestError(f"case {c}: {exc} (column age in --meta)") from None
-            elif variable == "menopausal_status":
-                out[variable].append(menopause_group(value, scheme, lowercase))
-            else:
-                out[variable].append(density_group(value))
-        if not seen:
+        values = [meta_column(run, c, names, extra) for c in case_ids]
+        if all(value is None for value in values):
             raise MedfleetError(
                 f"no {variable!r} column for the fairness groups (looked for "
                 f"{', '.join(names)}; fix: add it to the --meta CSV)"
             )
+        if variable == "age":
+            years = []
+            for c, value in zip(case_ids, values, strict=True):
+                try:
+                    years.append(_age_years(value))
+                except ManifestError as exc:
+                    raise ManifestError(f"case {c}: {exc} (column age in --meta)") from None
+            out[variable] = _age_groups(years)
+        elif variable == "menopausal_status":
+            out[variable] = [menopause_group(value, scheme, lowercase) for value in values]
+        else:
+            out[variable] = [density_group(value) for value in values]
     return out
+
+
+def _add_group_columns(rows: list[dict[str, Any]], groups: Mapping[str, Sequence[Any]]) -> None:
+    """Write each case's group of every variable into its ``cases.csv`` row (``group_<v>``)."""
+    for i, row in enumerate(rows):
+        for variable in VARIABLES:
+            row[f"group_{variable}"] = groups[variable][i]
 
 
 def _run_seg(run: PresetRun) -> PresetOutcome:
@@ -523,9 +535,7 @@ def _run_seg(run: PresetRun) -> PresetOutcome:
             }
         )
     result = mama_mia_seg_score(dice_values, hd_values, groups, opts["alpha"])
-    for i, row in enumerate(rows):
-        for variable in VARIABLES:
-            row[f"group_{variable}"] = groups[variable][i]
+    _add_group_columns(rows, groups)
     components = {k: v for k, v in result.items() if k not in ("score", "subgroups")}
     warnings = [
         f"fairness variable {v} has no group (every value missing): left out of F"
@@ -629,9 +639,7 @@ def _run_pcr(run: PresetRun) -> PresetOutcome:
         alpha=opts["alpha"],
         fixed_labels=opts["fixed_labels"],
     )
-    for i, row in enumerate(rows):
-        for variable in VARIABLES:
-            row[f"group_{variable}"] = groups[variable][i]
+    _add_group_columns(rows, groups)
     components = {k: v for k, v in result.items() if k not in ("score", "subgroups")}
     report: dict[str, Any] = {}
     if have_scores:
