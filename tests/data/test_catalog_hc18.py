@@ -13,8 +13,9 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from medfleet.data.catalog import prepare_dataset
-from medfleet.data.catalog.ellipse import Ellipse, ellipse_mask
+from medfleet.data.catalog.ellipse import ellipse_mask
 from medfleet.data.validate import validate_manifest
+from medfleet.geometry import Ellipse
 from medfleet.tables import read_table
 from medfleet.tasks import Manifest
 

@@ -8,7 +8,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from scipy import integrate
 from scipy import ndimage as ndi
 
 from medfleet.data.catalog.common import PrepareOptions, assign_splits, slug, take_subset
@@ -17,13 +16,13 @@ from medfleet.data.catalog.ellipse import (
     FILL,
     FILL_AT_EDGE,
     FILL_CLOSED,
-    Ellipse,
     OutlineError,
     ellipse_mask,
     fill_outline,
     fit_outline_ellipse,
 )
 from medfleet.errors import MedfleetError
+from medfleet.geometry import Ellipse
 
 # -- splits ------------------------------------------------------------------------------
 
@@ -129,14 +128,6 @@ def test_fit_recovers_a_rotated_ellipse():
         (cx, cy, a, b), abs=1e-6
     )
     assert math.tan(e.angle) == pytest.approx(math.tan(theta), abs=1e-6)
-
-
-def test_ramanujan_perimeter_matches_arc_length_integral():
-    a, b = 3.0, 1.0
-    exact, _ = integrate.quad(
-        lambda t: math.hypot(a * math.sin(t), b * math.cos(t)), 0, 2 * math.pi
-    )
-    assert Ellipse(0, 0, a, b, 0).perimeter == pytest.approx(exact, rel=1e-6)
 
 
 def test_fit_rejects_too_few_or_collinear_points():

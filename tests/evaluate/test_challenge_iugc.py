@@ -63,7 +63,7 @@ def test_p1_inside_the_head_hull_has_no_tangent() -> None:
 
 
 def test_ellipse_variant_matches_the_analytic_geometry() -> None:
-    from medfleet.data.phantoms.intrapartum import Ellipse, angle_between
+    from medfleet.geometry import Ellipse, angle_between
 
     rows, cols = np.mgrid[:300, :400].astype(float)
     lab = np.zeros((300, 400), np.uint8)

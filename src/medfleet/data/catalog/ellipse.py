@@ -18,13 +18,12 @@ filled mask (HC18 does). :func:`fill_outline` fills it:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from medfleet.evaluate.biometry import Ellipse, fit_ellipse
+from medfleet.geometry import Ellipse, fit_ellipse
 
 FILL = "fill"
 """The outline was closed and filled as drawn."""
@@ -43,8 +42,8 @@ class OutlineError(ValueError):
 def fit_outline_ellipse(x: np.ndarray, y: np.ndarray) -> Ellipse:
     """Least-squares ellipse through outline pixels, in pixel units (x = column, y = row).
 
-    Uses :func:`medfleet.evaluate.biometry.fit_ellipse` (direct fit of Halir and
-    Flusser, 1998) and turns its errors into :class:`OutlineError`.
+    Uses :func:`medfleet.geometry.fit_ellipse` (direct fit of Halir and Flusser, 1998)
+    and turns its errors into :class:`OutlineError`.
 
     Raises:
         OutlineError: With fewer than 6 points or when no ellipse fits.
@@ -72,12 +71,9 @@ def ellipse_mask(ellipse: Ellipse, shape: tuple[int, int]) -> np.ndarray:
         >>> int(ellipse_mask(Ellipse(5, 5, 3, 3, 0), (11, 11)).sum())
         29
     """
-    dy = np.arange(shape[0], dtype=np.float64)[:, None] - ellipse.center_y
-    dx = np.arange(shape[1], dtype=np.float64)[None, :] - ellipse.center_x
-    c, s = math.cos(ellipse.angle), math.sin(ellipse.angle)
-    u = (dx * c + dy * s) / ellipse.semi_major
-    v = (-dx * s + dy * c) / ellipse.semi_minor
-    return u * u + v * v <= 1.0
+    rows = np.arange(shape[0], dtype=np.float64)[:, None]
+    cols = np.arange(shape[1], dtype=np.float64)[None, :]
+    return ellipse.level(cols, rows) <= 1.0
 
 
 @dataclass(frozen=True)

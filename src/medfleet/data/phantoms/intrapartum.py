@@ -16,9 +16,10 @@ each an ellipse in the image plane, in millimetres:
   contour along the infrapubic line, the line through ``I`` perpendicular to the
   PS long axis, directed towards the head (Youssef et al. 2013). Millimetres.
 
-Both are computed analytically: an affine map sends the head ellipse to the unit
-circle, where tangents from a point and ray intersections have closed forms, and
-affine maps preserve tangency and incidence.
+Both are computed analytically with :meth:`medfleet.geometry.Ellipse.tangent_points` and
+:meth:`medfleet.geometry.Ellipse.ray_hit`: an affine map sends the head ellipse to the unit
+circle, where tangents from a point and ray intersections have closed forms, and affine
+maps preserve tangency and incidence.
 """
 
 from __future__ import annotations
@@ -28,100 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Ellipse:
-    """An ellipse in the plane: centre ``(cx, cy)``, semi-axes ``a`` (along ``angle``) and ``b``.
-
-    Example:
-        >>> e = Ellipse(0.0, 0.0, 2.0, 1.0, 0.0)
-        >>> e.point(0.0)
-        (2.0, 0.0)
-    """
-
-    cx: float
-    cy: float
-    a: float
-    b: float
-    angle: float
-
-    def _to_local(self, x: float, y: float) -> tuple[float, float]:
-        c, s = math.cos(self.angle), math.sin(self.angle)
-        dx, dy = x - self.cx, y - self.cy
-        return (dx * c + dy * s) / self.a, (-dx * s + dy * c) / self.b
-
-    def _from_unit(self, u: float, v: float) -> tuple[float, float]:
-        c, s = math.cos(self.angle), math.sin(self.angle)
-        lx, ly = u * self.a, v * self.b
-        return self.cx + lx * c - ly * s, self.cy + lx * s + ly * c
-
-    def point(self, t: float) -> tuple[float, float]:
-        """Boundary point at parameter ``t`` (radians)."""
-        return self._from_unit(math.cos(t), math.sin(t))
-
-    def level(self, x: float, y: float) -> float:
-        """``u**2 + v**2`` in the normalised frame: < 1 inside, 1 on the boundary, > 1 outside."""
-        u, v = self._to_local(x, y)
-        return u * u + v * v
-
-    def axis_endpoints(self) -> tuple[tuple[float, float], tuple[float, float]]:
-        """Endpoints of the major axis (the ``a`` axis when ``a >= b``)."""
-        if self.a >= self.b:
-            return self.point(0.0), self.point(math.pi)
-        return self.point(math.pi / 2), self.point(-math.pi / 2)
-
-    def tangent_points(self, x: float, y: float) -> list[tuple[float, float]]:
-        """The two points where lines through the outside point ``(x, y)`` touch the ellipse.
-
-        Example:
-            >>> pts = Ellipse(0.0, 0.0, 1.0, 1.0, 0.0).tangent_points(2.0, 0.0)
-            >>> [tuple(round(c, 6) for c in p) for p in pts]
-            [(0.5, 0.866025), (0.5, -0.866025)]
-        """
-        u, v = self._to_local(x, y)
-        rho = math.hypot(u, v)
-        if rho <= 1.0:
-            raise ValueError("tangent points need a point outside the ellipse")
-        base = math.atan2(v, u)
-        half = math.acos(1.0 / rho)
-        return [self._from_unit(math.cos(base + d), math.sin(base + d)) for d in (half, -half)]
-
-    def ray_hit(self, x: float, y: float, dx: float, dy: float) -> float | None:
-        """Smallest ``s >= 0`` with ``(x + s dx, y + s dy)`` on the boundary; None on a miss.
-
-        ``(dx, dy)`` should be a unit vector for ``s`` to be a distance.
-
-        Example:
-            >>> Ellipse(0.0, 0.0, 1.0, 1.0, 0.0).ray_hit(-3.0, 0.0, 1.0, 0.0)
-            2.0
-        """
-        u0, v0 = self._to_local(x, y)
-        c, s = math.cos(self.angle), math.sin(self.angle)
-        du, dv = (dx * c + dy * s) / self.a, (-dx * s + dy * c) / self.b
-        qa = du * du + dv * dv
-        qb = 2.0 * (u0 * du + v0 * dv)
-        qc = u0 * u0 + v0 * v0 - 1.0
-        disc = qb * qb - 4.0 * qa * qc
-        if disc < 0:
-            return None
-        root = math.sqrt(disc)
-        hits = sorted(((-qb - root) / (2 * qa), (-qb + root) / (2 * qa)))
-        for hit in hits:
-            if hit >= 0:
-                return hit
-        return None
-
-
-def angle_between(v1: tuple[float, float], v2: tuple[float, float]) -> float:
-    """Angle in degrees between two plane vectors, in [0, 180].
-
-    Example:
-        >>> angle_between((1.0, 0.0), (0.0, 2.0))
-        90.0
-    """
-    cross = v1[0] * v2[1] - v1[1] * v2[0]
-    dot = v1[0] * v2[0] + v1[1] * v2[1]
-    return math.degrees(math.atan2(abs(cross), dot))
+from medfleet.geometry import Ellipse, angle_between
 
 
 @dataclass(frozen=True)
@@ -181,7 +89,7 @@ def intrapartum_biometry(symphysis: Ellipse, head: Ellipse) -> Biometry:
     best = int(np.argmax(angles))
     # Infrapubic line: perpendicular to the axis at I, on the side of the head centre.
     px, py = -uy, ux
-    if px * (head.cx - ix) + py * (head.cy - iy) < 0:
+    if px * (head.center_x - ix) + py * (head.center_y - iy) < 0:
         px, py = -px, -py
     hit = head.ray_hit(ix, iy, px, py)
     if hit is None:
@@ -199,9 +107,5 @@ def intrapartum_biometry(symphysis: Ellipse, head: Ellipse) -> Biometry:
 
 def _distance_to_ellipse_along_samples(e: Ellipse, p: tuple[float, float], n: int = 2048) -> float:
     """Minimum distance from ``p`` to ``n`` evenly spaced boundary samples of ``e``."""
-    t = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
-    c, s = math.cos(e.angle), math.sin(e.angle)
-    lx, ly = e.a * np.cos(t), e.b * np.sin(t)
-    x = e.cx + lx * c - ly * s
-    y = e.cy + lx * s + ly * c
+    x, y = e.points(np.linspace(0.0, 2 * np.pi, n, endpoint=False))
     return float(np.min(np.hypot(x - p[0], y - p[1])))

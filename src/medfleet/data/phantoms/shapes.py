@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from medfleet.geometry import Ellipse
+
 
 def grid2d(shape: tuple[int, int], spacing: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
     """Broadcastable ``(X, Y)`` pixel-centre coordinates in mm of a ``(rows, cols)`` image.
@@ -51,28 +53,6 @@ def grid3d(
     )
 
 
-def ellipse_frame(
-    X: np.ndarray,
-    Y: np.ndarray,
-    center: tuple[float, float],
-    axes: tuple[float, float],
-    angle: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised ellipse coordinates ``(u, v)``: the ellipse is ``u**2 + v**2 <= 1``.
-
-    Args:
-        X: Pixel x coordinates (mm).
-        Y: Pixel y coordinates (mm).
-        center: ``(cx, cy)`` in mm.
-        axes: Semi-axes ``(a, b)`` in mm; ``a`` lies along ``angle``.
-        angle: Direction of the ``a`` axis in radians, measured from +x towards +y.
-    """
-    cx, cy = center
-    c, s = math.cos(angle), math.sin(angle)
-    dx, dy = X - cx, Y - cy
-    return (dx * c + dy * s) / axes[0], (-dx * s + dy * c) / axes[1]
-
-
 def ellipse_mask(
     X: np.ndarray,
     Y: np.ndarray,
@@ -80,15 +60,21 @@ def ellipse_mask(
     axes: tuple[float, float],
     angle: float = 0.0,
 ) -> np.ndarray:
-    """Pixels whose centres lie inside a rotated ellipse.
+    """Pixels whose centres lie inside a rotated ellipse (:class:`medfleet.geometry.Ellipse`).
+
+    Args:
+        X: Pixel x coordinates (mm).
+        Y: Pixel y coordinates (mm).
+        center: ``(cx, cy)`` in mm.
+        axes: Semi-axes ``(a, b)`` in mm; ``a`` lies along ``angle``.
+        angle: Direction of the ``a`` axis in radians, measured from +x towards +y.
 
     Example:
         >>> X, Y = grid2d((5, 5), (1.0, 1.0))
         >>> int(ellipse_mask(X, Y, (2, 2), (1.5, 1.5)).sum())
         9
     """
-    u, v = ellipse_frame(X, Y, center, axes, angle)
-    return u * u + v * v <= 1.0
+    return Ellipse(*center, *axes, angle).level(X, Y) <= 1.0
 
 
 def radial_blob2d(
@@ -123,7 +109,7 @@ def radial_blob2d(
         >>> bool(spiky[10, 18]), bool(smooth[10, 18])
         (True, False)
     """
-    u, v = ellipse_frame(X, Y, center, axes, angle)
+    u, v = Ellipse(*center, *axes, angle).to_local(X, Y)
     r = np.hypot(u, v)
     t = np.arctan2(v, u)
     limit = np.ones_like(r)
@@ -404,16 +390,3 @@ def bounding_box(mask: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
         lower.append(int(hit[0]))
         upper.append(int(hit[-1]))
     return tuple(lower), tuple(upper)
-
-
-def ramanujan_circumference(a: float, b: float) -> float:
-    """Ellipse circumference by Ramanujan's second approximation (error < 1e-9 for b/a >= 0.5).
-
-    ``pi (a + b) (1 + 3h / (10 + sqrt(4 - 3h)))`` with ``h = ((a - b) / (a + b))**2``.
-
-    Example:
-        >>> round(ramanujan_circumference(1.0, 1.0), 12) == round(2 * math.pi, 12)
-        True
-    """
-    h = ((a - b) / (a + b)) ** 2
-    return math.pi * (a + b) * (1 + 3 * h / (10 + math.sqrt(4 - 3 * h)))

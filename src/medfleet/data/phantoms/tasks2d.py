@@ -22,7 +22,7 @@ from medfleet.data.phantoms.cases import (
     uniform,
 )
 from medfleet.data.phantoms.config import normalised
-from medfleet.data.phantoms.intrapartum import Ellipse, intrapartum_biometry
+from medfleet.data.phantoms.intrapartum import intrapartum_biometry
 from medfleet.data.phantoms.shapes import (
     bounding_box,
     convex_polygon_mask,
@@ -30,9 +30,9 @@ from medfleet.data.phantoms.shapes import (
     grid2d,
     radial_blob2d,
     radial_extent,
-    ramanujan_circumference,
     segment_distance,
 )
+from medfleet.geometry import Ellipse, ellipse_perimeter
 from medfleet.tables import Box, format_boxes, format_landmarks
 from medfleet.tasks import TaskSpec
 
@@ -305,7 +305,7 @@ def head_circumference(ctx: CaseContext) -> CaseOutput:
         clean=image,
         masks={"head_mask": head.astype(np.uint8)},
         fields={
-            "value": rounded(ramanujan_circumference(a, b), 4),
+            "value": rounded(ellipse_perimeter(a, b), 4),
             "semi_major_mm": rounded(a),
             "semi_minor_mm": rounded(b),
             "center_x": rounded(cx / sx),
@@ -382,7 +382,7 @@ def intrapartum(ctx: CaseContext) -> CaseOutput:
             ps_b,
             alpha,
         )
-        ix, iy = ps.cx + ps_a * ux, ps.cy + ps_a * uy
+        ix, iy = ps.center_x + ps_a * ux, ps.center_y + ps_a * uy
         psi = math.radians(uniform(rng, 70.0, 140.0))
         vx, vy = -uy, ux  # perpendicular pointing down (y grows downwards)
         dx, dy = math.cos(psi) * ux + math.sin(psi) * vx, math.cos(psi) * uy + math.sin(psi) * vy
@@ -409,9 +409,11 @@ def intrapartum(ctx: CaseContext) -> CaseOutput:
         raise ctx.fail("could not place symphysis and head with a defined angle of progression")
 
     X, Y = _grid(ctx)
-    ps_mask = ellipse_mask(X, Y, (ps.cx, ps.cy), (ps.a, ps.b), ps.angle)
-    head_mask = ellipse_mask(X, Y, (head.cx, head.cy), (head.a, head.b), head.angle)
-    skull_inner = ellipse_mask(X, Y, (head.cx, head.cy), (head.a - 3.0, head.b - 3.0), head.angle)
+    ps_mask = ps.level(X, Y) <= 1.0
+    head_mask = head.level(X, Y) <= 1.0
+    skull_inner = ellipse_mask(
+        X, Y, (head.center_x, head.center_y), (head.a - 3.0, head.b - 3.0), head.angle
+    )
     image = ctx.background()
     paint(image, ps_mask, 0.35 * ctx.contrast)
     paint(image, head_mask & ~skull_inner, 0.40 * ctx.contrast)
@@ -439,7 +441,7 @@ def _boundary(e: Ellipse, n: int = 256) -> np.ndarray:
 
 
 def _separated(ps: Ellipse, head: Ellipse, gap: float) -> bool:
-    grown = Ellipse(head.cx, head.cy, head.a + gap, head.b + gap, head.angle)
+    grown = Ellipse(head.center_x, head.center_y, head.a + gap, head.b + gap, head.angle)
     return all(grown.level(x, y) > 1.0 for x, y in _boundary(ps))
 
 

@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from medfleet.errors import MedfleetError
+from medfleet.geometry import Ellipse
 
 __all__ = [
     "DEG_FACTOR",
@@ -124,6 +125,25 @@ class CvEllipse:
         """
         (cx, cy), (w, h), angle = box
         return cls((float(cx), float(cy)), (float(w), float(h)), float(angle))
+
+    def to_ellipse(self) -> Ellipse:
+        """The same ellipse as a :class:`medfleet.geometry.Ellipse`, in pixels.
+
+        Its ``a`` is the major semi-axis ``h / 2``, along ``angle + 90`` degrees (in
+        radians), and its ``b`` is ``w / 2``.
+
+        Example:
+            >>> e = CvEllipse((10.0, 20.0), (4.0, 8.0), 0.0).to_ellipse()
+            >>> e.a, e.b, round(math.degrees(e.angle), 6)
+            (4.0, 2.0, 90.0)
+        """
+        return Ellipse(
+            self.center[0],
+            self.center[1],
+            self.size[1] / 2,
+            self.size[0] / 2,
+            math.radians(self.angle + 90.0),
+        )
 
 
 @dataclass(frozen=True)

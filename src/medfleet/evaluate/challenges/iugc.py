@@ -99,6 +99,7 @@ from medfleet.evaluate.challenges.base import (
 )
 from medfleet.evaluate.run_common import meta_spacing
 from medfleet.evaluate.run_segmentation import resample_nearest
+from medfleet.geometry import Ellipse, fit_ellipse
 
 __all__ = [
     "BIOMETRY_VARIANTS",
@@ -407,25 +408,16 @@ def intrapartum_geometry_ellipse(
         >>> g.status, 19.0 < g.hsd < 21.0, 160 < g.aop < 180
         ('ok', True, True)
     """
-    from medfleet.data.phantoms.intrapartum import Ellipse as AnalyticEllipse
-    from medfleet.evaluate.biometry import fit_ellipse
-
     lab = np.asarray(labels)
     ps = largest_contour(lab == ps_label)
     head = largest_contour(lab == head_label)
     if ps is None or head is None:
         return _missing(ps, head)
     try:
-        e_ps = fit_ellipse(_xy(ps, spacing))
-        e_head = fit_ellipse(_xy(head, spacing))
+        ps_e = fit_ellipse(_xy(ps, spacing))
+        head_e = fit_ellipse(_xy(head, spacing))
     except ValueError:
         return IntrapartumGeometry(math.nan, math.nan, None, None, None, "no_ellipse")
-    ps_e = AnalyticEllipse(
-        e_ps.center_x, e_ps.center_y, e_ps.semi_major, e_ps.semi_minor, e_ps.angle
-    )
-    head_e = AnalyticEllipse(
-        e_head.center_x, e_head.center_y, e_head.semi_major, e_head.semi_minor, e_head.angle
-    )
     a, b = (np.asarray(p, dtype=np.float64) for p in ps_e.axis_endpoints())
     p1, p2 = _endpoints(a, b)
     theta = np.linspace(0.0, 2.0 * np.pi, 8192, endpoint=False)
@@ -443,27 +435,20 @@ def intrapartum_geometry_ellipse(
 
 
 def _nearest_on_ellipse(
-    center: tuple[float, float],
-    semi: tuple[float, float],
-    angle: float,
+    ellipse: Ellipse,
     point: tuple[float, float],
     scale: tuple[float, float],
 ) -> tuple[float, tuple[float, float]]:
     """Distance from ``point`` to an ellipse and the nearest ellipse point.
 
-    The ellipse is ``center + a cos(t) u + b sin(t) v`` in pixels (``u`` at ``angle``
-    radians, ``semi = (a, b)``); distances are measured after scaling x by ``scale[0]``
-    and y by ``scale[1]`` (mm per pixel), so an anisotropic pixel is handled exactly.
+    The ellipse and the point are in pixels; distances are measured after scaling x by
+    ``scale[0]`` and y by ``scale[1]`` (mm per pixel), so an anisotropic pixel is handled
+    exactly.
     """
-    (cx, cy), (a, b), (px, py), (sx, sy) = center, semi, point, scale
-    c, s = math.cos(angle), math.sin(angle)
-
-    def at(t: Any) -> tuple[Any, Any]:
-        u, v = a * np.cos(t), b * np.sin(t)
-        return cx + u * c - v * s, cy + u * s + v * c
+    (px, py), (sx, sy) = point, scale
 
     def dist2(t: Any) -> Any:
-        x, y = at(t)
+        x, y = ellipse.points(t)
         return ((x - px) * sx) ** 2 + ((y - py) * sy) ** 2
 
     grid = np.linspace(0.0, 2.0 * np.pi, 4096, endpoint=False)
@@ -476,7 +461,7 @@ def _nearest_on_ellipse(
         options={"xatol": 1e-12},
     )
     t = float(best.x) if best.fun <= dist2(grid[k]) else float(grid[k])
-    x, y = at(t)
+    x, y = ellipse.points(t)
     return math.sqrt(float(dist2(t))), (float(x), float(y))
 
 
@@ -529,13 +514,7 @@ def intrapartum_geometry_official(
     sy, sx = (1.0, 1.0) if spacing is None else (float(spacing[0]), float(spacing[1]))
     head = res.head.ellipse
     assert head is not None
-    hsd, near = _nearest_on_ellipse(
-        head.center,
-        (head.size[1] / 2, head.size[0] / 2),
-        math.radians(head.angle + 90.0),
-        geo.d2,
-        (sx, sy),
-    )
+    hsd, near = _nearest_on_ellipse(head.to_ellipse(), geo.d2, (sx, sy))
 
     def mm(p: tuple[float, float]) -> tuple[float, float]:
         return p[0] * sx, p[1] * sy
