@@ -25,11 +25,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
-from medfleet.data.phantoms.config import SiteProfile
+if TYPE_CHECKING:  # a site profile is given by the simulator; scoring needs no phantoms
+    from medfleet.data.phantoms.config import SiteProfile
 
 Scorer = Callable[[np.ndarray], np.ndarray]
 """Any function from an image stack ``(n, H, W)`` to class probabilities ``(n, C)``."""
@@ -145,6 +147,7 @@ def acquire_stack(clean: np.ndarray, site: SiteProfile, rng: np.random.Generator
     to [0, 1]), vectorised over the stack; each image gets its own noise.
 
     Example:
+        >>> from medfleet.data.phantoms.config import SiteProfile
         >>> quiet = SiteProfile(name="s", speckle=0.0, noise=0.0, blur=0.0, gain=1.5)
         >>> float(acquire_stack(np.full((2, 8, 8), 0.5), quiet, np.random.default_rng(0)).mean())
         0.75
