@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from medfleet.evaluate.conventions import MetricInputError
-from medfleet.evaluate.stats import bootstrap_ci, paired_bootstrap
+from medfleet.evaluate.stats import bootstrap_ci, bootstrap_distribution, paired_bootstrap
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +90,34 @@ def test_paired_bootstrap_p_value_bounds_and_consistency():
         outside = r.low > 0 or r.high < 0
         if abs(r.p_value - 0.05) > 0.01:  # away from the interpolation boundary
             assert outside == (r.p_value < 0.05)
+
+
+def test_bootstrap_distribution_is_scipys_paired_distribution():
+    tp = np.random.default_rng(1).integers(0, 4, 30).astype(float)
+    gt = tp + np.random.default_rng(2).integers(0, 2, 30)
+
+    def ratio(t, g, axis=-1):
+        return np.sum(t, axis=axis) / np.sum(g, axis=axis)
+
+    ref = stats.bootstrap(
+        (tp, gt), ratio, paired=True, n_resamples=300, rng=np.random.default_rng([7, 1])
+    )
+    ours = bootstrap_distribution([tp, gt], ratio, n_resamples=300, seed=[7, 1])
+    np.testing.assert_array_equal(ours, ref.bootstrap_distribution)
+
+
+def test_undefined_scipy_interval_falls_back_without_acceleration():
+    # the jackknife of a mean over an infinite value is undefined: SciPy's BCa is NaN
+    x = np.array([0.5, 1.0, 1.5, 2.0, 2.5, 3.0, math.inf])
+    with pytest.warns(stats.DegenerateDataWarning), np.errstate(invalid="ignore"):
+        ref = stats.bootstrap((x,), np.mean, n_resamples=400, rng=np.random.default_rng(0))
+    assert math.isnan(ref.confidence_interval.low)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # SciPy's warnings are handled, not passed on
+        ci = bootstrap_ci(x, n_resamples=400, method="bca")
+        pct = bootstrap_ci(x, n_resamples=400, method="percentile")
+    assert 0.5 <= ci.low < 3.0 and ci.high == math.inf
+    assert pct.high == math.inf and math.isfinite(pct.low)
 
 
 def test_nan_policies():

@@ -1,32 +1,49 @@
 """Bootstrap confidence intervals over cases, single and paired (numpy/scipy only).
 
-Conventions:
+The resampling and the intervals are :func:`scipy.stats.bootstrap`'s; the functions here
+are thin wrappers that add medfleet's conventions:
 
-* **Per-case resampling.** Each resample draws ``n`` case indices with replacement
-  (``rng.integers(0, n, (batch, n))`` from ``numpy.random.default_rng(seed)``), the same
-  draws as :func:`scipy.stats.bootstrap`, so a given ``seed`` reproduces SciPy's intervals.
-  A paired bootstrap uses one index draw for both methods, so each resample keeps the
-  pairing of the cases.
-* **Intervals.** ``"percentile"``: the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2``
-  quantiles (linear interpolation) of the bootstrap distribution. ``"bca"``: the
-  bias-corrected and accelerated interval (Efron and Tibshirani 1993, 14.3), with the bias
-  from the fraction of resamples below the estimate (ties count one half) and the
-  acceleration from the jackknife; degenerate data (every jackknife value equal) gives an
-  acceleration of 0.
+* **Per-case resampling.** Each resample draws ``n`` case indices with replacement from
+  ``numpy.random.default_rng(seed)`` (``seed=0`` by default, so results are reproducible).
+  A paired bootstrap (``paired=True`` in SciPy) uses one index draw for both methods, so
+  each resample keeps the pairing of the cases. A given ``seed`` gives exactly SciPy's
+  intervals for ``rng=np.random.default_rng(seed)``.
+* **Intervals.** ``"percentile"`` or ``"bca"`` (SciPy's ``"BCa"``: Efron and Tibshirani
+  1993, 14.3, the bias from the fraction of resamples below the estimate, ties counting one
+  half, and the acceleration from the jackknife). SciPy returns NaN, with a warning, where
+  its interval is undefined: BCa on degenerate data (every jackknife value equal or
+  infinite, every resample on one side of the estimate), or a quantile interpolated next to
+  an infinite value. medfleet reports a bound there instead (an HD95 mean over a missed
+  structure is infinite, not undefined), so that case stays hand-written here: the
+  interval comes from the same bootstrap distribution, BCa with the acceleration set to 0
+  (the percentile levels when the bias correction is infinite too), and a quantile between
+  two equal values is that value, infinities included.
 * **NaN policy.** ``"omit"`` (default) drops NaN values before resampling (for paired data,
   a pair is dropped when either value is NaN) and reports how many in ``n_dropped``;
   ``"propagate"`` returns NaN everywhere when a NaN is present; ``"raise"`` raises.
   Infinite values are kept: a statistic that sees one (e.g. the mean of an infinite HD95) is
   infinite, and so are the interval bounds that depend on it.
-* **Small samples.** No case left: every field is NaN. One case (or identical values): the
-  interval is the single value.
-* **Memory.** Resamples are drawn in batches of at most about two million indices, so a
-  large number of cases never materialises an ``n_resamples x n`` matrix.
+* **Small samples.** No case left: every field is NaN. One case (SciPy needs two): every
+  resample is that case, so the interval is the single value. Identical values: the
+  interval is that value.
+* **Statistics.** One that accepts ``axis=-1`` runs on whole batches of resamples; any
+  other is called once per resample (``float(statistic(*arrays))``). A statistic runs under
+  the caller's NumPy error settings; warnings from SciPy's own handling of NaN or infinite
+  bootstrap values are silenced (the NaN rules above replace them).
+* **Memory.** Resamples (and jackknife samples) are drawn in batches of at most about two
+  million indices (SciPy's ``batch``), so a large number of cases never materialises an
+  ``n_resamples x n`` matrix; batching does not change the draws.
+
+At medfleet's sizes SciPy's bootstrap costs about as much as the resampling written here
+before it (2000 resamples of 500 cases: about 9 ms instead of 7 ms, paired 14 ms instead of
+9 ms; about 1 ms of fixed cost per call), which is small next to the statistics it runs.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -43,6 +60,7 @@ Statistic = Callable[..., Any]
 Seed = int | np.random.Generator | None
 
 _BATCH_ELEMENTS = 2_000_000
+_SCIPY_METHOD = {"percentile": "percentile", "bca": "BCa"}
 
 
 def _as_values(values: Any, name: str) -> np.ndarray:
@@ -60,7 +78,7 @@ def _check_common(n_resamples: int, confidence: float, method: str) -> None:
         raise MetricInputError(f"n_resamples must be at least 1, got {n_resamples}")
     if not 0.0 < confidence < 1.0:
         raise MetricInputError(f"confidence must be strictly between 0 and 1, got {confidence}")
-    if method not in ("percentile", "bca"):
+    if method not in _SCIPY_METHOD:
         raise MetricInputError(f"method must be 'percentile' or 'bca', got {method!r}")
 
 
@@ -104,96 +122,71 @@ def _is_vectorized(
     return out.shape == (2,)
 
 
-def _evaluate(
-    statistic: Statistic, samples: list[np.ndarray], idx: np.ndarray, vectorized: bool
-) -> np.ndarray:
-    """Statistic of ``samples[..., idx]`` for each row of ``idx`` (shape ``(k, m)``)."""
-    if vectorized:
-        return np.asarray(statistic(*[s[idx] for s in samples], axis=-1), dtype=np.float64)
-    return np.array([float(statistic(*[s[row] for s in samples])) for row in idx], dtype=np.float64)
+def _batched(statistic: Statistic, vectorized: bool, errors: dict[str, str]) -> Statistic:
+    """``statistic`` as SciPy's vectorized form, run under the NumPy error settings ``errors``."""
+
+    def stat(*arrays: np.ndarray, axis: int = -1) -> np.ndarray:
+        with np.errstate(**errors):  # type: ignore[arg-type]
+            if vectorized:
+                return np.asarray(statistic(*arrays, axis=axis), dtype=np.float64)
+            rows = zip(*(a.reshape(-1, a.shape[-1]) for a in arrays), strict=True)
+            out = np.array([float(statistic(*row)) for row in rows], dtype=np.float64)
+            return out.reshape(arrays[0].shape[:-1])
+
+    return stat
 
 
-def bootstrap_distribution(
+def _resample(
     samples: list[np.ndarray],
     statistic: Statistic,
-    *,
-    n_resamples: int = 2000,
-    seed: Seed = 0,
-    vectorized: bool | None = None,
-) -> np.ndarray:
-    """Bootstrap distribution of ``statistic(*samples)`` under per-case resampling.
-
-    All ``samples`` share one index draw per resample (paired resampling).
-
-    Args:
-        samples: Arrays of equal length (one value per case).
-        statistic: ``statistic(*arrays) -> float``; when it accepts ``axis=-1`` it is called
-            on whole batches of resamples (detected, or forced with ``vectorized``).
-        n_resamples: Number of resamples.
-        seed: Seed or generator of :func:`numpy.random.default_rng`.
-        vectorized: Whether ``statistic`` takes ``axis``; ``None`` detects it.
-
-    Returns:
-        float64 array of ``n_resamples`` statistic values.
-
-    Example:
-        >>> d = bootstrap_distribution([np.array([1.0, 2.0, 3.0])], np.mean, n_resamples=4)
-        >>> d.shape, bool(((d >= 1) & (d <= 3)).all())
-        ((4,), True)
-    """
-    n = len(samples[0])
-    if n == 0:
-        return np.full(int(n_resamples), np.nan)
-    rng = _rng(seed)
-    vec = _is_vectorized(statistic, samples, vectorized)
-    batch = max(1, min(int(n_resamples), _BATCH_ELEMENTS // max(n, 1)))
-    out = np.empty(int(n_resamples), dtype=np.float64)
-    for start in range(0, int(n_resamples), batch):
-        k = min(batch, int(n_resamples) - start)
-        idx = rng.integers(0, n, (k, n))
-        out[start : start + k] = _evaluate(statistic, samples, idx, vec)
-    return out
-
-
-def _jackknife(statistic: Statistic, samples: list[np.ndarray], vectorized: bool) -> np.ndarray:
-    n = len(samples[0])
-    out = np.empty(n, dtype=np.float64)
-    batch = max(1, _BATCH_ELEMENTS // max(n - 1, 1))
-    cols = np.arange(n - 1)
-    for start in range(0, n, batch):
-        rows = np.arange(start, min(n, start + batch))
-        idx = cols[None, :] + (cols[None, :] >= rows[:, None])
-        out[rows] = _evaluate(statistic, samples, idx, vectorized)
-    return out
-
-
-def _interval(
-    boot: np.ndarray,
-    estimate: float,
-    confidence: float,
-    method: str,
-    statistic: Statistic,
-    samples: list[np.ndarray],
     vectorized: bool,
+    *,
+    n_resamples: int,
+    seed: Any,
+    method: str = "percentile",
+    confidence: float = 0.95,
+) -> tuple[np.ndarray, float, float]:
+    """Bootstrap distribution and SciPy's interval of ``statistic(*samples)`` (``n >= 1``)."""
+    stat = _batched(statistic, vectorized, np.geterr())
+    n, k = len(samples[0]), int(n_resamples)
+    if n < 2:  # SciPy needs two cases; with one, every resample is that case
+        value = float(stat(*[s[None, :] for s in samples])[0])
+        return np.full(k, value), value, value
+    from scipy import stats
+
+    rng_keyword = (
+        "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
+    )
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap(
+            tuple(samples),
+            stat,
+            n_resamples=k,
+            batch=max(1, min(k, _BATCH_ELEMENTS // n)),
+            vectorized=True,
+            paired=len(samples) > 1,
+            confidence_level=confidence,
+            method=_SCIPY_METHOD[method],
+            **{rng_keyword: _rng(seed)},
+        )
+    boot = np.asarray(res.bootstrap_distribution, dtype=np.float64)
+    return boot, float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def _undefined_interval(
+    boot: np.ndarray, estimate: float, confidence: float, method: str
 ) -> tuple[float, float]:
+    """Interval where SciPy's is NaN: BCa without acceleration, equal infinities kept."""
     alpha = (1.0 - confidence) / 2.0
-    if method == "bca" and len(samples[0]) >= 2:
+    q_lo, q_hi = alpha, 1.0 - alpha
+    if method == "bca":
         below = np.count_nonzero(boot < estimate) + np.count_nonzero(boot <= estimate)
         z0 = float(ndtri(below / (2.0 * boot.size)))
-        theta = _jackknife(statistic, samples, vectorized)
-        dev = theta.mean() - theta
-        den = float(np.sum(dev**2))
-        accel = float(np.sum(dev**3)) / (6.0 * den**1.5) if den > 0 else 0.0
-        z_lo, z_hi = float(ndtri(alpha)), float(ndtri(1.0 - alpha))
-        q_lo = float(ndtr(z0 + (z0 + z_lo) / (1.0 - accel * (z0 + z_lo))))
-        q_hi = float(ndtr(z0 + (z0 + z_hi) / (1.0 - accel * (z0 + z_hi))))
-        if not (math.isfinite(q_lo) and math.isfinite(q_hi)):
-            # every resample on one side of the estimate: fall back to the percentile bounds
-            q_lo, q_hi = alpha, 1.0 - alpha
-    else:
-        q_lo, q_hi = alpha, 1.0 - alpha
+        if math.isfinite(z0):
+            q_lo, q_hi = float(ndtr(2 * z0 + ndtri(alpha))), float(ndtr(2 * z0 + ndtri(1 - alpha)))
     low, high = _quantiles(boot, [q_lo, q_hi])
-    return float(low), float(high)
+    return low, high
 
 
 def _quantiles(values: np.ndarray, qs: list[float]) -> list[float]:
@@ -209,6 +202,43 @@ def _quantiles(values: np.ndarray, qs: list[float]) -> list[float]:
     return out
 
 
+def bootstrap_distribution(
+    samples: list[np.ndarray],
+    statistic: Statistic,
+    *,
+    n_resamples: int = 2000,
+    seed: Seed = 0,
+    vectorized: bool | None = None,
+) -> np.ndarray:
+    """Bootstrap distribution of ``statistic(*samples)`` under per-case resampling.
+
+    All ``samples`` share one index draw per resample (paired resampling); this is
+    ``scipy.stats.bootstrap(samples, statistic, paired=True, ...).bootstrap_distribution``.
+
+    Args:
+        samples: Arrays of equal length (one value per case).
+        statistic: ``statistic(*arrays) -> float``; when it accepts ``axis=-1`` it is called
+            on whole batches of resamples (detected, or forced with ``vectorized``).
+        n_resamples: Number of resamples.
+        seed: Seed or generator of :func:`numpy.random.default_rng`.
+        vectorized: Whether ``statistic`` takes ``axis``; ``None`` detects it.
+
+    Returns:
+        float64 array of ``n_resamples`` statistic values (all NaN without cases).
+
+    Example:
+        >>> d = bootstrap_distribution([np.array([1.0, 2.0, 3.0])], np.mean, n_resamples=4)
+        >>> d.shape, bool(((d >= 1) & (d <= 3)).all())
+        ((4,), True)
+    """
+    samples = [np.asarray(s) for s in samples]
+    if len(samples[0]) == 0:
+        return np.full(int(n_resamples), np.nan)
+    vec = _is_vectorized(statistic, samples, vectorized)
+    boot, _, _ = _resample(samples, statistic, vec, n_resamples=n_resamples, seed=seed)
+    return boot
+
+
 def bootstrap_ci(
     values: Any,
     statistic: Statistic = np.mean,
@@ -221,6 +251,9 @@ def bootstrap_ci(
     vectorized: bool | None = None,
 ) -> CI:
     """Confidence interval of a statistic of per-case values, by resampling cases.
+
+    The interval is ``scipy.stats.bootstrap((values,), statistic, ...)``'s with
+    ``rng=numpy.random.default_rng(seed)``, plus the module's NaN and small-sample rules.
 
     Args:
         values: One value per case.
@@ -253,10 +286,17 @@ def bootstrap_ci(
         return nan_ci
     estimate = float(statistic(arr))
     vec = _is_vectorized(statistic, [arr], vectorized)
-    boot = bootstrap_distribution(
-        [arr], statistic, n_resamples=n_resamples, seed=seed, vectorized=vec
+    boot, low, high = _resample(
+        [arr],
+        statistic,
+        vec,
+        n_resamples=n_resamples,
+        seed=seed,
+        method=method,
+        confidence=confidence,
     )
-    low, high = _interval(boot, estimate, confidence, method, statistic, [arr], vec)
+    if math.isnan(low) or math.isnan(high):
+        low, high = _undefined_interval(boot, estimate, confidence, method)
     return CI(estimate, low, high, confidence, int(arr.size), method, n_dropped)
 
 
@@ -274,11 +314,13 @@ def paired_bootstrap(
 ) -> PairedResult:
     """Paired bootstrap of the difference ``statistic(b) - statistic(a)`` on the same cases.
 
-    Both methods are resampled with the same case indices. The two-sided p-value inverts the
-    percentile interval: ``p = min(1, 2 * min(P*(d <= 0), P*(d >= 0)))`` over the bootstrap
-    differences ``d``, each probability computed as ``(1 + count) / (1 + n_resamples)`` so
-    that it is never 0. Hence ``p < 1 - confidence`` exactly when 0 lies outside the
-    percentile interval (up to the interpolation of the quantiles).
+    The interval is ``scipy.stats.bootstrap((a, b), diff, paired=True, ...)``'s, with
+    ``diff(a, b) = statistic(b) - statistic(a)``: both methods are resampled with the same
+    case indices. The two-sided p-value inverts the percentile interval:
+    ``p = min(1, 2 * min(P*(d <= 0), P*(d >= 0)))`` over the bootstrap differences ``d``,
+    each probability computed as ``(1 + count) / (1 + n_resamples)`` so that it is never 0.
+    Hence ``p < 1 - confidence`` exactly when 0 lies outside the percentile interval (up to
+    the interpolation of the quantiles).
 
     Args:
         a: Per-case values of the reference method.
@@ -327,10 +369,17 @@ def paired_bootstrap(
             return float(statistic(y)) - float(statistic(x))
 
     estimate = est_b - est_a
-    boot = bootstrap_distribution(
-        [xa, xb], diff, n_resamples=n_resamples, seed=seed, vectorized=vec
+    boot, low, high = _resample(
+        [xa, xb],
+        diff,
+        vec,
+        n_resamples=n_resamples,
+        seed=seed,
+        method=method,
+        confidence=confidence,
     )
-    low, high = _interval(boot, estimate, confidence, method, diff, [xa, xb], vec)
+    if math.isnan(low) or math.isnan(high):
+        low, high = _undefined_interval(boot, estimate, confidence, method)
     n_b = boot.size
     p_le = (1 + np.count_nonzero(boot <= 0)) / (1 + n_b)
     p_ge = (1 + np.count_nonzero(boot >= 0)) / (1 + n_b)

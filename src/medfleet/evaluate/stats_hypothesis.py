@@ -3,7 +3,12 @@
 * :func:`wilcoxon_signed_rank`: Wilcoxon signed-rank test of the differences ``b - a``,
   giving the same statistic and p-value as ``scipy.stats.wilcoxon(b, a)`` (including its
   ``method="auto"`` choice), computed here from the exact permutation distribution of the
-  signed ranks or its normal approximation.
+  signed ranks or its normal approximation. It stays hand-written rather than wrapping
+  ``scipy.stats.wilcoxon``: for tied or zero differences with up to 13 pairs SciPy runs a
+  permutation test (about 600 ms per test, against 0.2 ms for the subset-sum distribution
+  here), it has no exact test for tied data beyond 13 pairs, and it returns NaN where every
+  difference is zero (p = 1 here); where SciPy applies the results are equal (tests pin
+  them).
 * :func:`mcnemar`: McNemar's test on paired correct/incorrect outcomes.
 * :func:`delong_test`, :func:`delong_auc_ci`, :func:`delong_covariance`: DeLong's
   nonparametric variance of correlated ROC AUCs (DeLong, DeLong and Clarke-Pearson 1988),

@@ -10,7 +10,14 @@
   (sigma 1.5), ``K1 = 0.01``, ``K2 = 0.03``, 2x average pooling between scales and the
   five published scale weights; small images use as many scales as fit (weights
   renormalised). **Diversity** is the mean MS-SSIM over random pairs of generated images
-  (lower is more diverse).
+  (lower is more diverse). This NumPy code stays rather than
+  ``monai.metrics.MultiScaleSSIMMetric``, which gives the same values to about 5e-6 where
+  both apply (``tests/synth/test_synth_units.py`` compares them): MONAI computes in float32,
+  averages the channels' contrast terms before combining the scales (here each channel's
+  MS-SSIM is averaged), and its size check (``(scales - 1) ** 2`` instead of
+  ``2 ** (scales - 1)`` times the window) refuses the 4 scales of an 88-98 pixel image;
+  ``import monai`` also takes about 5 s and brings in torch, which this function does not
+  need.
 * **PSNR/MAE** score VAE reconstructions (images in [0, 1]).
 """
 

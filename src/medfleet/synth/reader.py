@@ -95,17 +95,30 @@ def make_reader_kit(
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     """Wilson score interval of a proportion.
 
+    This is ``scipy.stats.binomtest(successes, n).proportion_ci(level, method="wilson")``
+    with ``level = erf(z / sqrt(2))``, the two-sided coverage of ``z`` standard errors (the
+    default ``z`` gives 95%); no trials gives NaN bounds.
+
+    Args:
+        successes: Number of successes (``0 <= successes <= n``).
+        n: Number of trials.
+        z: Half-width of the interval in standard errors.
+
+    Returns:
+        ``(low, high)``.
+
     Example:
         >>> [round(v, 4) for v in wilson_interval(5, 10)]
         [0.2366, 0.7634]
     """
+    from scipy.stats import binomtest
+
     if n == 0:
         return math.nan, math.nan
-    p = successes / n
-    denom = 1 + z**2 / n
-    centre = (p + z**2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
-    return centre - half, centre + half
+    ci = binomtest(int(successes), int(n)).proportion_ci(
+        confidence_level=math.erf(z / math.sqrt(2.0)), method="wilson"
+    )
+    return float(ci.low), float(ci.high)
 
 
 def _stats(calls: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,16 +1,37 @@
 """Loss functions of the task heads.
 
-* segmentation: soft Dice over the foreground classes + cross-entropy
-  (``ignore_index=-1`` marks unlabelled pixels);
+* segmentation: soft Dice over the foreground classes (MONAI's ``DiceLoss``) +
+  cross-entropy (``ignore_index=-1`` marks unlabelled pixels);
 * classification: cross-entropy with optional class weights;
-* detection: focal objectness + L1 and generalised-IoU on matched boxes + class CE;
+* detection: focal objectness (MONAI's ``FocalLoss``) + L1 and generalised-IoU on matched
+  boxes + class CE;
 * regression: L1 / MSE / smooth-L1 on the normalised target;
 * landmarks: heatmap MSE against Gaussians, missing points masked out.
+
+The Dice and focal terms are MONAI's losses behind thin wrappers that keep medfleet's
+conventions; ``tests/models/test_losses_library.py`` checks each wrapper against the MONAI
+call. MONAI is imported on the first Dice or focal loss (``import monai`` takes seconds), so
+heads and models that never compute those losses do not load it.
+
+* The unlabelled pixels are masked here rather than with ``DiceLoss(ignore_index=...)``,
+  which needs MONAI 1.6, and the softmax and one-hot encoding are done here because
+  MONAI skips both for a single-class output (a segmentation task without labels has
+  one class).
+* ``segmentation_loss`` adds ``torch.nn.functional.cross_entropy`` rather than using
+  ``DiceCELoss``, which has no ``ignore_index`` for its cross-entropy and applies its
+  ``weight`` to the Dice classes too (here the class weights weight the cross-entropy
+  only); a batch without a labelled pixel gives a zero loss.
+* ``sigmoid_focal_loss`` sums with ``reduction="none"``: MONAI's ``"sum"`` first averages
+  over the spatial dimensions. MONAI computes it in float32, and a soft target ``t`` is
+  weighted by ``sigmoid(-x (2t - 1)) ** gamma`` (the same as ``(1 - p_t) ** gamma`` for 0/1
+  targets, which are the detection targets).
 """
 
 from __future__ import annotations
 
 import math
+from functools import cache
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,16 +40,45 @@ IGNORE_INDEX = -1
 """Target index of unlabelled pixels in segmentation targets."""
 
 
+@cache
+def _dice_loss(include_background: bool, smooth: float) -> Any:
+    from monai.losses import DiceLoss
+
+    return DiceLoss(
+        include_background=include_background,
+        batch=True,
+        smooth_nr=smooth,
+        smooth_dr=smooth,
+        reduction="mean",
+    )
+
+
+@cache
+def _focal_loss(alpha: float, gamma: float) -> Any:
+    from monai.losses import FocalLoss
+
+    return FocalLoss(alpha=alpha, gamma=gamma, use_softmax=False, reduction="none")
+
+
 def soft_dice_loss(
     logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX, eps: float = 1.0
 ) -> torch.Tensor:
     """Mean soft Dice loss over the foreground classes (index >= 1).
+
+    One Dice per class over the whole batch, ``(2 sum(p y) + eps) / (sum(p) + sum(y) + eps)``
+    with ``p`` the softmax and ``y`` the one-hot target, both zero on unlabelled pixels;
+    the loss is ``1 -`` the mean over the foreground classes (the only class when there is
+    one). This is ``monai.losses.DiceLoss(include_background=False, batch=True,
+    smooth_nr=eps, smooth_dr=eps)`` on the masked softmax and one-hot target.
 
     Args:
         logits: ``(N, K, *spatial)``.
         target: ``(N, *spatial)`` class indices, ``ignore_index`` for unlabelled pixels.
         ignore_index: Index excluded from the loss.
         eps: Smoothing added to numerator and denominator.
+
+    Returns:
+        Scalar loss.
 
     Example:
         >>> t = torch.tensor([[[0, 1], [1, 1]]])
@@ -38,15 +88,9 @@ def soft_dice_loss(
     """
     num_classes = logits.shape[1]
     valid = (target != ignore_index).unsqueeze(1).to(logits.dtype)
-    safe = target.clamp(min=0)
     probs = logits.softmax(dim=1) * valid
-    onehot = F.one_hot(safe, num_classes).movedim(-1, 1).to(logits.dtype) * valid
-    dims = (0, *range(2, logits.ndim))
-    inter = (probs * onehot).sum(dims)
-    denom = probs.sum(dims) + onehot.sum(dims)
-    dice = (2 * inter + eps) / (denom + eps)
-    fg = dice[1:] if num_classes > 1 else dice
-    return 1.0 - fg.mean()
+    onehot = F.one_hot(target.clamp(min=0), num_classes).movedim(-1, 1).to(logits.dtype) * valid
+    return _dice_loss(num_classes == 1, float(eps))(probs, onehot)
 
 
 def segmentation_loss(
@@ -206,13 +250,23 @@ def sigmoid_focal_loss(
 ) -> torch.Tensor:
     """Summed focal loss (RetinaNet) of binary logits.
 
+    ``sum(w * BCE(x, t) * (1 - p_t) ** gamma)`` with ``w = alpha`` for positives and
+    ``1 - alpha`` for negatives: ``monai.losses.FocalLoss(alpha=alpha, gamma=gamma,
+    reduction="none")`` summed, computed in float32 (float64 logits give a float64 result).
+
+    Args:
+        logits: Binary logits, any shape.
+        target: 0/1 targets of the same shape.
+        alpha: Weight of the positives.
+        gamma: Focusing exponent.
+
+    Returns:
+        Scalar loss.
+
     Example:
         >>> sigmoid_focal_loss(torch.tensor([10.0]), torch.tensor([1.0])).item() < 1e-6
         True
     """
-    prob = logits.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p_t = prob * target + (1 - prob) * (1 - target)
-    loss = ce * (1 - p_t) ** gamma
-    weight = alpha * target + (1 - alpha) * (1 - target)
-    return (weight * loss).sum()
+    flat = logits.reshape(1, -1)
+    loss = _focal_loss(float(alpha), float(gamma))(flat, target.reshape(1, -1).to(flat.dtype))
+    return loss.sum().to(torch.promote_types(logits.dtype, torch.float32))
