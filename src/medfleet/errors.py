@@ -44,8 +44,39 @@ class ImageReadError(FileError, OSError):
     action = "read"
 
 
-class ManifestError(MedfleetError, ValueError):
+class InputError(MedfleetError, ValueError):
+    """Something a user gave is malformed: a manifest, an input file or table, an option.
+
+    The base of :class:`ManifestError`, :class:`InputFileError` and :class:`OptionError`;
+    catch it to refuse any bad input alike.
+    """
+
+
+class ManifestError(InputError):
     """A manifest or task table is malformed in a way that stops loading it."""
+
+
+class InputFileError(InputError):
+    """An input file, folder or table of a run is unusable.
+
+    For example a missing column, an unreadable cell, a duplicated case, or a folder
+    without the expected files.
+
+    Example:
+        >>> str(InputFileError("--pred preds.csv lacks column(s) ['score']"))
+        "--pred preds.csv lacks column(s) ['score']"
+    """
+
+
+class OptionError(InputError):
+    """An option value is invalid.
+
+    A command-line setting, a ``--preset-option`` or a run setting given in Python.
+
+    Example:
+        >>> isinstance(OptionError("--percentile must be in [0, 100]"), InputError)
+        True
+    """
 
 
 def one_line(exc: BaseException, limit: int = 200) -> str:

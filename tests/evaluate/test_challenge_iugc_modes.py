@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from medfleet.cli import app
-from medfleet.errors import ManifestError
+from medfleet.errors import OptionError
 from medfleet.evaluate.challenges.iugc import intrapartum_geometry
 from medfleet.evaluate.run_common import EvaluationConfig
 
@@ -201,7 +201,7 @@ def test_gt_is_required_everywhere_else(tmp_path: Path, args: list[str]) -> None
 
 
 def test_evaluation_config_without_gt(tmp_path: Path) -> None:
-    with pytest.raises(ManifestError, match="--gt is required unless"):
+    with pytest.raises(OptionError, match="--gt is required unless"):
         EvaluationConfig(task_type="segmentation", pred=tmp_path, gt=None, out=tmp_path / "o")
     config = EvaluationConfig(
         task_type="segmentation",

@@ -14,7 +14,7 @@ from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 from typer.testing import CliRunner
 
 from medfleet.cli import app
-from medfleet.errors import ManifestError
+from medfleet.errors import InputFileError
 from medfleet.evaluate.cases import read_case_table
 
 AGES = [35, 45, 55, 65, 75]
@@ -168,5 +168,5 @@ def test_case_id_wins_over_patient_id_and_a_missing_id_column_names_both(tmp_pat
     assert table.id_column == "case_id" and sorted(table.rows) == ["img_a", "img_b"]
     none = tmp_path / "none.csv"
     none.write_text("subject,value\nP1,1\n")
-    with pytest.raises(ManifestError, match="patient_id"):
+    with pytest.raises(InputFileError, match="patient_id"):
         read_case_table(none, ["value"])

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from medfleet.errors import ManifestError
+from medfleet.errors import InputFileError, OptionError
 from medfleet.evaluate.cases import CaseMismatchError, case_id_from_path, parse_points
 from medfleet.evaluate.runner import EvaluationConfig, resample_nearest, run_evaluation
 
@@ -251,7 +251,7 @@ def test_case_ids_and_points() -> None:
     assert case_id_from_path("img.v2.png") == "img.v2"
     pts = parse_points("1,2;3,4", case_id="c", column="landmarks")
     assert pts.tolist() == [[1.0, 2.0], [3.0, 4.0]]
-    with pytest.raises(ManifestError, match="case c: column 'landmarks': point 2"):
+    with pytest.raises(InputFileError, match="case c: column 'landmarks': point 2"):
         parse_points("1,2;x,4", case_id="c", column="landmarks")
 
 
@@ -324,7 +324,7 @@ def test_nan_probability_is_an_error_naming_the_case(tmp_path: Path) -> None:
             {"case_id": "b", "prob_x": float("nan"), "prob_y": 0.7},
         ],
     )
-    with pytest.raises(ManifestError, match="case b: prob_x is NaN"):
+    with pytest.raises(InputFileError, match="case b: prob_x is NaN"):
         run_evaluation(EvaluationConfig("classification", pred, gt, tmp_path / "out"))
     _csv(
         tmp_path / "pred.csv",
@@ -333,7 +333,7 @@ def test_nan_probability_is_an_error_naming_the_case(tmp_path: Path) -> None:
             {"case_id": "b", "prob_x": 0.2, "prob_y": 0.7},
         ],
     )
-    with pytest.raises(ManifestError, match=r"case a: prob_x is 1.2, outside the range \[0, 1\]"):
+    with pytest.raises(InputFileError, match=r"case a: prob_x is 1.2, outside the range \[0, 1\]"):
         run_evaluation(EvaluationConfig("classification", pred, gt, tmp_path / "out"))
 
 
@@ -441,7 +441,7 @@ def test_detection_with_classes(tmp_path: Path) -> None:
     assert ds["per_class"]["cyst"]["ap50"] == 1.0 and ds["per_class"]["polyp"]["ap50"] == 0.0
     assert ds["ap50"] == 0.5
     _csv(tmp_path / "pred.csv", [{"case_id": "a", "boxes": "0,0,10,10", "scores": "0.9"}])
-    with pytest.raises(ManifestError, match="some boxes carry a class"):
+    with pytest.raises(InputFileError, match="some boxes carry a class"):
         run_evaluation(EvaluationConfig("detection", pred, gt, tmp_path / "out"))
 
 
@@ -468,10 +468,10 @@ def test_detection_bad_cells_name_the_case(tmp_path: Path) -> None:
     pred = _csv(
         tmp_path / "pred.csv", [{"case_id": "a", "boxes": "0,0,10,10;1,1,3,3", "scores": "0.5"}]
     )
-    with pytest.raises(ManifestError, match="case a: 2 boxes but 1 scores"):
+    with pytest.raises(InputFileError, match="case a: 2 boxes but 1 scores"):
         run_evaluation(EvaluationConfig("detection", pred, gt, tmp_path / "out"))
     _csv(tmp_path / "pred.csv", [{"case_id": "a", "boxes": "0,0,10", "scores": "0.5"}])
-    with pytest.raises(ManifestError, match="case a: column 'boxes \\(--pred\\)': box 1"):
+    with pytest.raises(InputFileError, match="case a: column 'boxes \\(--pred\\)': box 1"):
         run_evaluation(EvaluationConfig("detection", pred, gt, tmp_path / "out"))
 
 
@@ -514,7 +514,7 @@ def test_regression_nan_value_names_the_case(tmp_path: Path) -> None:
         tmp_path / "pred.csv",
         [{"case_id": "a", "value": 1.0}, {"case_id": "b", "value": float("nan")}],
     )
-    with pytest.raises(ManifestError, match="case b: pred value"):
+    with pytest.raises(InputFileError, match="case b: pred value"):
         run_evaluation(EvaluationConfig("regression", pred, gt, tmp_path / "out"))
 
 
@@ -577,10 +577,10 @@ def test_landmark_count_mismatch_is_listed(tmp_path: Path) -> None:
 def test_table_errors(tmp_path: Path) -> None:
     gt = _csv(tmp_path / "gt.csv", [{"case_id": "a", "value": 1.0}, {"case_id": "a", "value": 2.0}])
     pred = _csv(tmp_path / "pred.csv", [{"case_id": "a", "value": 1.0}])
-    with pytest.raises(ManifestError, match="lists case 'a' more than once"):
+    with pytest.raises(InputFileError, match="lists case 'a' more than once"):
         run_evaluation(EvaluationConfig("regression", pred, gt, tmp_path / "out"))
     _csv(tmp_path / "gt.csv", [{"case_id": "a", "target": 1.0}])
-    with pytest.raises(ManifestError, match=r"lacks column\(s\) \['value'\]"):
+    with pytest.raises(InputFileError, match=r"lacks column\(s\) \['value'\]"):
         run_evaluation(EvaluationConfig("regression", pred, gt, tmp_path / "out"))
-    with pytest.raises(ManifestError, match="unknown task type"):
+    with pytest.raises(OptionError, match="unknown task type"):
         EvaluationConfig("ranking", pred, gt, tmp_path / "out")

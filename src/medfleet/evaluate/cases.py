@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from medfleet import tables
-from medfleet.errors import ManifestError, MedfleetError
+from medfleet.errors import InputFileError, MedfleetError
 
 __all__ = [
     "ID_COLUMNS",
@@ -135,7 +135,7 @@ def list_case_files(folder: str | Path, role: str = "folder") -> dict[str, Path]
         Case ids in sorted order, each with its file.
 
     Raises:
-        ManifestError: The folder does not exist, holds no mask, or two files share a case id.
+        InputFileError: The folder does not exist, holds no mask, or two files share a case id.
 
     Example:
         >>> import tempfile, pathlib
@@ -146,7 +146,7 @@ def list_case_files(folder: str | Path, role: str = "folder") -> dict[str, Path]
     """
     root = Path(folder)
     if not root.is_dir():
-        raise ManifestError(f"{role} {root} is not a folder (fix: give the folder of mask files)")
+        raise InputFileError(f"{role} {root} is not a folder (fix: give the folder of mask files)")
     found: dict[str, Path] = {}
     for path in sorted(root.iterdir()):
         if path.name.startswith(".") or not path.is_file():
@@ -155,13 +155,13 @@ def list_case_files(folder: str | Path, role: str = "folder") -> dict[str, Path]
             continue
         case_id = case_id_from_path(path)
         if case_id in found:
-            raise ManifestError(
+            raise InputFileError(
                 f"{role} holds two files for case {case_id!r}: {found[case_id].name} and "
                 f"{path.name} (fix: keep one file per case)"
             )
         found[case_id] = path
     if not found:
-        raise ManifestError(
+        raise InputFileError(
             f"{role} {root} holds no mask files (looked for {', '.join(MASK_SUFFIXES)})"
         )
     return dict(sorted(found.items()))
@@ -243,7 +243,7 @@ def read_case_table(
         The table, cells as text.
 
     Raises:
-        ManifestError: Missing file or column, empty or duplicated case ids.
+        InputFileError: Missing file or column, empty or duplicated case ids.
 
     Example:
         >>> import tempfile, pathlib
@@ -260,21 +260,21 @@ def read_case_table(
     path = Path(path)
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "is not a file"
-        raise ManifestError(f"{role} {path} {what} (fix: give a CSV table with case_id)")
+        raise InputFileError(f"{role} {path} {what} (fix: give a CSV table with case_id)")
     if path.suffix.lower() in SPREADSHEET_SUFFIXES:
         columns, raw = _read_spreadsheet(path, role)
     else:
         columns, raw = _read_csv(path, role)
     if not columns:
         names = ", ".join(("case_id", *required))
-        raise ManifestError(
+        raise InputFileError(
             f"{role} {path} is empty (no header line) (fix: write a header line with "
             f"{names} and one row per case)"
         )
     id_column = next((c for c in ID_COLUMNS if c in columns), "case_id")
     absent = [c for c in (id_column, *required) if c not in columns]
     if absent:
-        raise ManifestError(
+        raise InputFileError(
             f"{role} {path} lacks column(s) {absent}; it has {list(columns)} "
             f"(fix: add {', '.join(absent)}; the case id may also be named patient_id "
             "or filename)"
@@ -282,7 +282,7 @@ def read_case_table(
     rows: dict[str, dict[str, str]] = {}
     for line, values in enumerate(raw, start=2):
         if len(values) != len(columns) or any(v is None for v in values):
-            raise ManifestError(
+            raise InputFileError(
                 f"{role} {path} line {line}: {len([v for v in values if v is not None])} cells "
                 f"for {len(columns)} columns (fix: one cell per column; quote cells that "
                 "hold commas)"
@@ -294,11 +294,11 @@ def read_case_table(
         if id_column == "filename" and case_id:
             case_id = case_id_from_path(case_id)
         if not case_id:
-            raise ManifestError(
+            raise InputFileError(
                 f"{role} {path} line {line}: {id_column} is empty (fix: give every row its case id)"
             )
         if case_id in rows:
-            raise ManifestError(
+            raise InputFileError(
                 f"{role} {path} lists case {case_id!r} more than once (line {line}; "
                 "fix: one row per case)"
             )
@@ -315,12 +315,12 @@ def _read_csv(path: Path, role: str) -> tuple[tuple[str, ...], list[list[Any]]]:
             columns = tuple(c.strip() for c in (reader.fieldnames or ()))
             raw = [list(r.values()) for r in reader]
     except UnicodeDecodeError as exc:
-        raise ManifestError(
+        raise InputFileError(
             f"{role} {path} is not a readable UTF-8 CSV table: {exc} "
             "(fix: save the table as UTF-8 CSV)"
         ) from exc
     except (OSError, csv.Error) as exc:
-        raise ManifestError(f"{role} {path} is not a readable CSV table: {exc}") from exc
+        raise InputFileError(f"{role} {path} is not a readable CSV table: {exc}") from exc
     return columns, raw
 
 
@@ -329,7 +329,7 @@ def _read_spreadsheet(path: Path, role: str) -> tuple[tuple[str, ...], list[list
     try:
         import openpyxl  # noqa: F401  (pandas reads .xlsx through it)
     except ImportError:
-        raise ManifestError(
+        raise InputFileError(
             f"{role} {path} is a spreadsheet and reading it needs openpyxl "
             '(fix: pip install "medfleet[xlsx]", or save the sheet as CSV)'
         ) from None
@@ -341,7 +341,7 @@ def _read_spreadsheet(path: Path, role: str) -> tuple[tuple[str, ...], list[list
             sheet = PREFERRED_SHEET if PREFERRED_SHEET in names else names[0]
             frame = pd.read_excel(book, sheet_name=sheet, dtype=str, keep_default_na=False)
     except Exception as exc:  # any parse failure means a bad input file
-        raise ManifestError(
+        raise InputFileError(
             f"{role} {path} is not a readable spreadsheet: {exc} (fix: save it as .xlsx or CSV)"
         ) from None
     columns = tuple(str(c).strip() for c in frame.columns)
@@ -395,8 +395,8 @@ def read_result_rows(
     return grouped
 
 
-def _cell_error(case_id: str, column: str, exc: Exception) -> ManifestError:
-    return ManifestError(f"case {case_id}: column {column!r}: {exc}")
+def _cell_error(case_id: str, column: str, exc: Exception) -> InputFileError:
+    return InputFileError(f"case {case_id}: column {column!r}: {exc}")
 
 
 def parse_numbers(cell: str | None, *, case_id: str, column: str) -> np.ndarray:
@@ -412,7 +412,7 @@ def parse_numbers(cell: str | None, *, case_id: str, column: str) -> np.ndarray:
     try:
         return np.array([float(v) for v in text.split(";") if v.strip()], dtype=np.float64)
     except ValueError:
-        raise ManifestError(
+        raise InputFileError(
             f"case {case_id}: column {column!r} holds {cell!r}, not numbers separated by ';'"
         ) from None
 

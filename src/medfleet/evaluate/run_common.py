@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from medfleet.errors import ManifestError
+from medfleet.errors import OptionError
 from medfleet.evaluate.cases import CaseMatch, CaseMismatchError, match_cases, parse_spacing
 from medfleet.utils.atomic import require_folder_path
 from medfleet.utils.progress import ProgressCallback
@@ -147,13 +147,13 @@ class EvaluationConfig:
 
     def __post_init__(self) -> None:
         if self.task_type not in TASK_TYPES:
-            raise ManifestError(
+            raise OptionError(
                 f"unknown task type {self.task_type!r} (fix: use one of {', '.join(TASK_TYPES)})"
             )
         if self.workers < 1:
-            raise ManifestError(f"workers must be >= 1, got {self.workers}")
+            raise OptionError(f"workers must be >= 1, got {self.workers}")
         if self.resample_pred not in (None, "nearest"):
-            raise ManifestError(
+            raise OptionError(
                 f"resample_pred {self.resample_pred!r} is not supported (fix: 'nearest')"
             )
         if isinstance(self.preset_options, Mapping):
@@ -162,7 +162,7 @@ class EvaluationConfig:
         if self.gt is None:
             message = gt_required_message(self.preset, self.preset_options)
             if message is not None:
-                raise ManifestError(message)
+                raise OptionError(message)
         for name in ("pred", "gt", "out"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))

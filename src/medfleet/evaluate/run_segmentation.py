@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from medfleet.errors import ManifestError, MedfleetError
+from medfleet.errors import MedfleetError, OptionError
 from medfleet.evaluate.aggregate import summarize_table
 from medfleet.evaluate.cases import CaseMismatchError, list_case_files, match_cases
 from medfleet.evaluate.run_common import (
@@ -200,13 +200,13 @@ def _score_segmentation_case(job: _SegJob) -> _SegOutcome:
 def _segmentation_options(config: EvaluationConfig, threads: int) -> dict[str, Any]:
     p = float(config.percentile)
     if not 0 <= p <= 100:
-        raise ManifestError(f"--percentile must be in [0, 100], got {p:g}")
+        raise OptionError(f"--percentile must be in [0, 100], got {p:g}")
     one_empty: str | float = config.one_empty
     if isinstance(one_empty, str) and one_empty not in ("inf", "nan", "diagonal"):
         try:
             one_empty = float(one_empty)
         except ValueError:
-            raise ManifestError(
+            raise OptionError(
                 f"--empty-policy {one_empty!r} is not inf, nan, diagonal or a number of mm"
             ) from None
     return {
@@ -229,7 +229,7 @@ def _segmentation_labels(config: EvaluationConfig) -> tuple[int, ...] | None:
         try:
             out.append(int(v))
         except (TypeError, ValueError):
-            raise ManifestError(f"--labels holds {v!r}; segmentation labels are integers") from None
+            raise OptionError(f"--labels holds {v!r}; segmentation labels are integers") from None
     return tuple(out)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from medfleet.errors import ManifestError
+from medfleet.errors import InputFileError, OptionError
 from medfleet.evaluate.aggregate import summarize_table
 from medfleet.evaluate.cases import (
     CaseMismatchError,
@@ -59,7 +59,8 @@ def score_table_task(
 
     Raises:
         CaseMismatchError: Missing, extra or mismatched cases.
-        ManifestError: A malformed table, cell or option; the message names the case.
+        InputFileError: A malformed table or cell; the message names the case.
+        OptionError: An invalid setting (positive label, missing-landmark policy, ...).
     """
     pred_required, gt_required = _REQUIRED[config.task_type]
     pred_table = read_case_table(config.pred, pred_required, role="--pred")
@@ -69,7 +70,7 @@ def score_table_task(
     match = check_match(config, pred_rows, gt_rows)
     case_ids = sorted([*match.matched, *(match.missing if config.allow_missing else [])])
     if not case_ids:
-        raise ManifestError(f"no case of {config.gt} has a prediction in {config.pred}")
+        raise InputFileError(f"no case of {config.gt} has a prediction in {config.pred}")
     scorer = {
         "classification": _classification,
         "detection": _detection,
@@ -143,7 +144,7 @@ class _ClassTables:
     def check(self, value: str, case_id: str, role: str) -> None:
         """Refuse a label outside the classes, naming the case."""
         if value not in self.classes:
-            raise ManifestError(
+            raise InputFileError(
                 f"case {case_id}: {role} label {value!r} is not one of the classes {self.classes}"
             )
 
@@ -191,7 +192,7 @@ def _class_tables(
     has_score = "score" in pred_columns
     has_label = "label" in pred_columns
     if not (has_label or prob_columns or has_score):
-        raise ManifestError(
+        raise InputFileError(
             f"--pred {config.pred} needs a 'label' column, 'prob_<class>' columns or a 'score' "
             "column"
         )
@@ -200,7 +201,7 @@ def _class_tables(
     for c in case_ids:
         values = probe.split(gt_rows[c]["label"])
         if not values and not config.multilabel:
-            raise ManifestError(f"--gt {config.gt}: case {c} has an empty label")
+            raise InputFileError(f"--gt {config.gt}: case {c} has an empty label")
         truth[c] = values
     if config.labels is not None:
         classes = [str(v) for v in config.labels]
@@ -214,14 +215,14 @@ def _class_tables(
         classes = sorted(seen, key=_natural_key)
     unknown_prob = [col for col in prob_columns if col[len("prob_") :] not in classes]
     if unknown_prob:
-        raise ManifestError(f"--pred columns {unknown_prob} name classes outside {classes}")
+        raise InputFileError(f"--pred columns {unknown_prob} name classes outside {classes}")
     if prob_columns and len(prob_columns) != len(classes):
         absent = [f"prob_{k}" for k in classes if f"prob_{k}" not in prob_columns]
-        raise ManifestError(
+        raise InputFileError(
             f"--pred {config.pred} has probability columns for some classes only; add {absent}"
         )
     if config.multilabel and not prob_columns and not has_label:
-        raise ManifestError(
+        raise InputFileError(
             "multilabel predictions need a 'label' column or 'prob_<class>' columns"
         )
     positive = _positive_class(config, classes)
@@ -230,7 +231,7 @@ def _class_tables(
         and not prob_columns
         and (len(classes) != 2 or positive is None or config.multilabel)
     ):
-        raise ManifestError(
+        raise InputFileError(
             "a 'score' column needs a binary problem with a positive class "
             f"(classes {classes}; fix: pass --positive-label or give prob_<class> columns)"
         )
@@ -248,7 +249,7 @@ def _positive_class(config: EvaluationConfig, classes: list[str]) -> str | None:
     if config.positive_label is not None:
         pos = str(config.positive_label)
         if pos not in classes:
-            raise ManifestError(f"--positive-label {pos!r} is not one of the classes {classes}")
+            raise OptionError(f"--positive-label {pos!r} is not one of the classes {classes}")
         return pos
     if not config.multilabel and len(classes) == 2 and set(classes) <= {"0", "1"}:
         return "1"
@@ -351,14 +352,14 @@ def _probability(value: Any, case_id: str, column: str) -> float:
     try:
         p = float(text) if text else math.nan
     except ValueError:
-        raise ManifestError(f"case {case_id}: {column} is {value!r}, not a number") from None
+        raise InputFileError(f"case {case_id}: {column} is {value!r}, not a number") from None
     if math.isnan(p):
-        raise ManifestError(
+        raise InputFileError(
             f"case {case_id}: {column} is NaN or empty "
             "(fix: give a probability in [0, 1] for every case)"
         )
     if not 0.0 <= p <= 1.0:
-        raise ManifestError(f"case {case_id}: {column} is {p:g}, outside the range [0, 1]")
+        raise InputFileError(f"case {case_id}: {column} is {p:g}, outside the range [0, 1]")
     return p
 
 
@@ -377,7 +378,7 @@ def _predicted_from_scores(
     if score is not None and pos is not None:
         neg = next(k for k in classes if k != pos)
         return [pos if score >= 0.5 else neg]
-    raise ManifestError(f"case {case_id}: the prediction has no label and no probabilities")
+    raise InputFileError(f"case {case_id}: the prediction has no label and no probabilities")
 
 
 def _worst_classification(
@@ -420,12 +421,12 @@ def _detection(
             if has_scores:
                 scores = parse_numbers(pred_rows[c]["scores"], case_id=c, column="scores")
                 if len(scores) != len(pred):
-                    raise ManifestError(
+                    raise InputFileError(
                         f"case {c}: {len(pred)} boxes but {len(scores)} scores "
                         "(fix: one score per box, separated by ';')"
                     )
                 if not np.all(np.isfinite(scores)):
-                    raise ManifestError(f"case {c}: scores contain NaN or infinite values")
+                    raise InputFileError(f"case {c}: scores contain NaN or infinite values")
         else:
             status = "pred_missing"
             pred, pred_cls, scores = np.zeros((0, 4)), [], np.zeros(0)
@@ -433,7 +434,7 @@ def _detection(
         rows.append({"case_id": c, "status": status})
     labelled = {cls is not None for _, _, pc, _, gc in images for cls in (*pc, *gc)}
     if len(labelled) > 1:
-        raise ManifestError(
+        raise InputFileError(
             "some boxes carry a class (class:x0,y0,x1,y1) and others not "
             "(fix: give every box a class, or none)"
         )
@@ -501,9 +502,9 @@ def _value(cell: Any, case_id: str, role: str) -> float:
     try:
         v = float(cell)
     except (TypeError, ValueError):
-        raise ManifestError(f"case {case_id}: {role} value {cell!r} is not a number") from None
+        raise InputFileError(f"case {case_id}: {role} value {cell!r} is not a number") from None
     if not math.isfinite(v):
-        raise ManifestError(
+        raise InputFileError(
             f"case {case_id}: {role} value is {cell!r} (fix: give a finite number for every case)"
         )
     return v
@@ -581,11 +582,11 @@ def _landmarks(
     )
 
     if config.missing_landmarks not in MISSING_POLICIES:
-        raise ManifestError(
+        raise OptionError(
             f"--missing-landmarks {config.missing_landmarks!r} is not one of {MISSING_POLICIES}"
         )
     if config.sdr_comparison not in ("<", "<="):
-        raise ManifestError(f"--sdr-comparison must be '<' or '<=', got {config.sdr_comparison!r}")
+        raise OptionError(f"--sdr-comparison must be '<' or '<=', got {config.sdr_comparison!r}")
     rows: list[dict[str, Any]] = []
     errors_by_case: list[np.ndarray] = []
     units: set[str] = set()
@@ -594,11 +595,11 @@ def _landmarks(
     for c in case_ids:
         gt = parse_points(gt_rows[c]["landmarks"], case_id=c, column="landmarks (--gt)")
         if not np.isfinite(gt).all():
-            raise ManifestError(f"case {c}: the reference landmarks have a missing point")
+            raise InputFileError(f"case {c}: the reference landmarks have a missing point")
         if n_points is None:
             n_points = len(gt)
         elif len(gt) != n_points:
-            raise ManifestError(
+            raise InputFileError(
                 f"case {c}: the reference has {len(gt)} landmarks, other cases {n_points}"
             )
         spacing = meta_spacing(meta_rows, c)
@@ -636,7 +637,7 @@ def _landmarks(
             status = "pred_missing"
             pred = np.full(gt.shape, np.nan)
         if spacing is not None and len(spacing) not in (1, gt.shape[1]):
-            raise ManifestError(
+            raise InputFileError(
                 f"case {c}: spacing {fmt_spacing(spacing)} has {len(spacing)} values for "
                 f"{gt.shape[1]}-D landmarks"
             )
@@ -644,7 +645,7 @@ def _landmarks(
         try:
             err = landmark_errors(pred, gt, spacing, reference=config.landmark_reference)
         except ValueError as exc:
-            raise ManifestError(f"case {c}: {exc}") from exc
+            raise InputFileError(f"case {c}: {exc}") from exc
         errors_by_case.append(err)
         for i, e in enumerate(err):
             rows.append(
@@ -658,7 +659,7 @@ def _landmarks(
     if mismatched:
         raise CaseMismatchError(mismatched=mismatched, pred=config.pred, gt=config.gt)
     if len(units) > 1:
-        raise ManifestError(
+        raise InputFileError(
             "some cases have a spacing and others not, so errors would mix mm and pixels "
             "(fix: give a spacing for every case in --gt or --meta)"
         )

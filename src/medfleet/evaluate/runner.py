@@ -97,7 +97,8 @@ def run_evaluation(
 
     Raises:
         CaseMismatchError: Missing, extra or mismatched cases (one error lists them all).
-        ManifestError: A malformed table or option.
+        InputFileError: A malformed table or input folder.
+        OptionError: An invalid setting or preset option.
         MedfleetError: A case could not be read or scored; the message names it.
     """
     meta_rows = _read_meta(config.meta)

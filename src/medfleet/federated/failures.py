@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from medfleet.errors import ImageReadError, ManifestError, MedfleetError
+from medfleet.errors import ImageReadError, InputError, MedfleetError
 
 LOGGER = logging.getLogger("medfleet.federated.site")
 
@@ -126,7 +126,7 @@ _RULES: tuple[tuple[type[BaseException], str], ...] = (
     (JobConfigError, "config/invalid-job"),
     (ImageReadError, "data/unreadable-image"),
     (NoTrainingRowsError, "data/no-training-rows"),
-    (ManifestError, "data/invalid"),
+    (InputError, "data/invalid"),
     (MemoryError, "resource/out-of-memory"),
 )
 

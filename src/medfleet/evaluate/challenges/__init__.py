@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from medfleet.errors import ManifestError
+from medfleet.errors import OptionError
 from medfleet.evaluate.challenges.base import (
     Preset,
     PresetOption,
@@ -66,12 +66,12 @@ def get_preset(name: str) -> Preset:
     """The preset called ``name``.
 
     Raises:
-        ManifestError: No such preset (the message lists the known ones).
+        OptionError: No such preset (the message lists the known ones).
     """
     try:
         return PRESETS[name]
     except KeyError:
-        raise ManifestError(
+        raise OptionError(
             f"unknown preset {name!r} (fix: use one of {', '.join(sorted(PRESETS))})"
         ) from None
 
@@ -95,14 +95,14 @@ def run_preset(
         block and the ``preset`` block of ``summary.json``.
 
     Raises:
-        ManifestError: Unknown preset or option, a task type the preset does not take.
+        OptionError: Unknown preset or option, a task type the preset does not take.
     """
     from medfleet.evaluate.aggregate import summarize_table
     from medfleet.evaluate.run_common import ScoredTask
 
     preset = get_preset(config.preset)
     if config.task_type not in preset.task_types:
-        raise ManifestError(
+        raise OptionError(
             f"preset {preset.name} scores {', '.join(preset.task_types)} tasks, not "
             f"{config.task_type} (fix: drop --task-type or use one of those)"
         )

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from medfleet.errors import ManifestError
+from medfleet.errors import InputFileError
 
 __all__ = [
     "BOX_COLUMNS",
@@ -187,11 +187,11 @@ def _read_csv(path: Path) -> tuple[tuple[str, ...], list[tuple[int, dict[str, st
                 cells = {c: v.strip() for c, v in zip(columns, values, strict=False) if c}
                 rows.append((reader.line_num, cells))
     except UnicodeDecodeError as exc:
-        raise ManifestError(
+        raise InputFileError(
             f"--gt {path} is not a UTF-8 CSV table: {exc} (fix: save it as UTF-8 CSV)"
         ) from None
     except (OSError, csv.Error) as exc:
-        raise ManifestError(f"--gt {path} is not a readable CSV table: {exc}") from None
+        raise InputFileError(f"--gt {path} is not a readable CSV table: {exc}") from None
     return columns, rows
 
 
@@ -206,7 +206,7 @@ def read_task(root: Path, task_id: str) -> OfficialTask:
         The task's rows, keyed by case ids derived from ``image_path``.
 
     Raises:
-        ManifestError: No table, a table without the needed columns, an unknown task
+        InputFileError: No table, a table without the needed columns, an unknown task
             (the message lists the known ones), inconsistent ``task_name`` or
             ``num_classes``, an image listed twice.
 
@@ -224,7 +224,7 @@ def read_task(root: Path, task_id: str) -> OfficialTask:
     csv_dir = Path(root) / CSV_FOLDER
     files = sorted(p for p in csv_dir.glob("*.csv") if p.is_file())
     if not files:
-        raise ManifestError(
+        raise InputFileError(
             f"--gt {csv_dir} holds no .csv table (fix: point --gt at the challenge's data "
             "root, whose csv_files/ lists the images of each task)"
         )
@@ -234,27 +234,27 @@ def read_task(root: Path, task_id: str) -> OfficialTask:
         if not records:
             continue
         if "task_id" not in columns:
-            raise ManifestError(
+            raise InputFileError(
                 f"--gt {path} has no task_id column; it has {list(columns)} (fix: use the "
                 "challenge's tables, with task_id, task_name, num_classes and image_path)"
             )
         for line, cells in records:
             tid = cells.get("task_id", "")
             if not tid:
-                raise ManifestError(
+                raise InputFileError(
                     f"--gt {path} line {line}: task_id is empty (fix: give every row its task)"
                 )
             by_task.setdefault(tid, []).append((path, columns, line, cells))
     known = ", ".join(sorted(by_task)) or "none"
     if not task_id:
         if len(by_task) != 1:
-            raise ManifestError(
+            raise InputFileError(
                 f"--gt {csv_dir} lists {len(by_task)} tasks ({known}); one run scores one "
                 "(fix: --preset-option task_id=TASK)"
             )
         task_id = next(iter(by_task))
     if task_id not in by_task:
-        raise ManifestError(
+        raise InputFileError(
             f"task_id {task_id!r} is not in {csv_dir} (known tasks: {known}) "
             "(fix: --preset-option task_id=<one of those>)"
         )
@@ -262,13 +262,13 @@ def read_task(root: Path, task_id: str) -> OfficialTask:
     first_path, first_columns, first_line, first = records[0]
     absent = [c for c in _REQUIRED if c not in first_columns]
     if absent:
-        raise ManifestError(
+        raise InputFileError(
             f"--gt {first_path} lacks column(s) {absent} (fix: use the challenge's tables)"
         )
     task_name = first.get("task_name", "")
     types = TASK_TYPES.get(task_name.lower())
     if types is None:
-        raise ManifestError(
+        raise InputFileError(
             f"--gt {first_path} line {first_line}: task {task_id} has task_name {task_name!r}, "
             "not segmentation, classification, detection or Regression"
         )
@@ -282,26 +282,26 @@ def read_task(root: Path, task_id: str) -> OfficialTask:
             seen_files.add(path)
             absent = [c for c in needed if c not in columns]
             if absent:
-                raise ManifestError(
+                raise InputFileError(
                     f"--gt {path} lacks column(s) {absent} needed by {types[0]} task "
                     f"{task_id} (fix: use the challenge's tables)"
                 )
         if cells.get("task_name", "") != task_name:
-            raise ManifestError(
+            raise InputFileError(
                 f"--gt {where}: task {task_id} has task_name {cells.get('task_name')!r} here "
                 f"but {task_name!r} in {first_path} line {first_line} (fix: one name per task)"
             )
         if _class_count(cells.get("num_classes", ""), where) != num_classes:
-            raise ManifestError(
+            raise InputFileError(
                 f"--gt {where}: task {task_id} has num_classes {cells.get('num_classes')!r} "
                 f"here but {num_classes} in {first_path} line {first_line} "
                 "(fix: one num_classes per task)"
             )
         image_path = cells.get("image_path", "")
         if not image_path:
-            raise ManifestError(f"--gt {where}: image_path is empty (fix: name the image)")
+            raise InputFileError(f"--gt {where}: image_path is empty (fix: name the image)")
         if image_path in raw:
-            raise ManifestError(
+            raise InputFileError(
                 f"--gt {where}: task {task_id} lists image {image_path!r} again (also in "
                 f"{raw[image_path].where}) (fix: one row per image)"
             )
@@ -328,7 +328,7 @@ def _case_ids(image_paths: list[str], task_id: str) -> dict[str, str]:
     taken: dict[str, str] = {}
     for path, cid in ids.items():
         if cid in taken:
-            raise ManifestError(
+            raise InputFileError(
                 f"task {task_id}: images {taken[cid]!r} and {path!r} give the same case id "
                 f"{cid!r} (fix: one row per image)"
             )
@@ -342,7 +342,7 @@ def _class_count(text: str, where: str) -> int:
     except ValueError:
         value = math.nan
     if not value.is_integer() or value < 1:
-        raise ManifestError(
+        raise InputFileError(
             f"--gt {where}: num_classes {text!r} is not a positive whole number "
             "(fix: the number of classes, background included, or of points)"
         )
@@ -358,7 +358,7 @@ def check_task_type(task: OfficialTask, task_type: str, default: str) -> None:
         default: The preset's default task type (used when ``--task-type`` is absent).
 
     Raises:
-        ManifestError: The types differ; the message names the task, its type and the fix.
+        InputFileError: The types differ; the message names the task, its type and the fix.
     """
     if task_type in task.task_types:
         return
@@ -367,7 +367,7 @@ def check_task_type(task: OfficialTask, task_type: str, default: str) -> None:
         if task_type == default
         else ""
     )
-    raise ManifestError(
+    raise InputFileError(
         f"task {task.task_id} of {task.csv_dir} is a {task.task_types[0]} task (task_name "
         f"{task.task_name!r}), but this run scores {task_type}{implied} "
         f"(fix: --task-type {task.task_types[0]})"
@@ -423,7 +423,7 @@ def reference_class(row: TaskRow, n_classes: int) -> int:
     except ValueError:
         value = math.nan
     if not value.is_integer() or not 0 <= value < n_classes:
-        raise ManifestError(
+        raise InputFileError(
             f"--gt {row.where}: mask {text!r} is not a class index 0..{n_classes - 1} "
             "(fix: the image's class; or --preset-option num_classes= the number of classes)"
         )
@@ -446,7 +446,7 @@ def reference_box(row: TaskRow) -> np.ndarray | None:
     except ValueError:
         box = np.array([math.nan])
     if not np.isfinite(box).all() or box[2] < box[0] or box[3] < box[1]:
-        raise ManifestError(
+        raise InputFileError(
             f"--gt {row.where}: the box {', '.join(texts)} is not four numbers with "
             "x_min <= x_max and y_min <= y_max (fix: x_min, y_min, x_max, y_max in pixels)"
         )
@@ -475,7 +475,7 @@ def reference_points(row: TaskRow, n_points: int) -> np.ndarray:
         except ValueError:
             value = None
         if not _numbers(value, 2, allow_nan=True):
-            raise ManifestError(
+            raise InputFileError(
                 f"--gt {row.where}: {column} {text!r} is not a point (fix: write it as JSON "
                 "[x, y] in pixels, or leave it empty)"
             )
@@ -526,7 +526,7 @@ def read_predictions(
         the file read.
 
     Raises:
-        ManifestError: A missing or unparsable file, or an entry that is not valid; the
+        InputFileError: A missing or unparsable file, or an entry that is not valid; the
             message names the file, the entry index and the fix.
 
     Example:
@@ -546,7 +546,7 @@ def read_predictions(
     pred = Path(pred)
     path = pred / name if pred.is_dir() else pred
     if not path.is_file():
-        raise ManifestError(
+        raise InputFileError(
             f"--pred {path} does not exist (fix: --pred is the prediction root holding {name}, "
             "as the challenge's model.py writes it, or that JSON file itself)"
         )
@@ -554,11 +554,11 @@ def read_predictions(
         with open(path, encoding="utf-8") as fh:
             entries = json.load(fh)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ManifestError(
+        raise InputFileError(
             f"--pred {path} is not a readable JSON file: {exc} (fix: write it with json.dump)"
         ) from None
     if not isinstance(entries, list):
-        raise ManifestError(
+        raise InputFileError(
             f"--pred {path} holds a {type(entries).__name__}, not a list of entries "
             "(fix: a JSON list of {task_id, image_path, ...} objects)"
         )
@@ -568,18 +568,18 @@ def read_predictions(
     for index, entry in enumerate(entries):
         where = f"--pred {path} entry {index}"
         if not isinstance(entry, dict):
-            raise ManifestError(
+            raise InputFileError(
                 f"{where} is a {type(entry).__name__}, not an object (fix: one "
                 "{task_id, image_path, ...} object per image)"
             )
         for key in ("task_id", "image_path"):
             if key not in entry:
-                raise ManifestError(f"{where} has no {key!r} (fix: add it to every entry)")
+                raise InputFileError(f"{where} has no {key!r} (fix: add it to every entry)")
         tid, image_path = entry["task_id"], entry["image_path"]
         if isinstance(tid, bool) or not isinstance(tid, (str, int)):
-            raise ManifestError(f"{where}: task_id {_show(tid)} is not text (fix: the task id)")
+            raise InputFileError(f"{where}: task_id {_show(tid)} is not text (fix: the task id)")
         if not isinstance(image_path, str):
-            raise ManifestError(
+            raise InputFileError(
                 f"{where}: image_path {_show(image_path)} is not text (fix: the image_path of "
                 "the image's row in csv_files)"
             )
@@ -587,7 +587,7 @@ def read_predictions(
             continue
         where = f"{where} (task {task.task_id}, image {image_path!r})"
         if image_path in seen:
-            raise ManifestError(
+            raise InputFileError(
                 f"{where} repeats entry {seen[image_path]} (fix: one entry per image)"
             )
         seen[image_path] = index
@@ -604,36 +604,36 @@ def _entry_value(entry: dict[str, Any], kind: str, n_classes: int, where: str) -
     """The checked prediction of one entry."""
     if kind == "classification":
         if "predicted_class" not in entry:
-            raise ManifestError(
+            raise InputFileError(
                 f"{where} has no 'predicted_class' (fix: the predicted class index)"
             )
         label = entry["predicted_class"]
         if not _number(label) or not float(label).is_integer() or not 0 <= label < n_classes:
-            raise ManifestError(
+            raise InputFileError(
                 f"{where}: predicted_class {_show(label)} is not a class index "
                 f"0..{n_classes - 1} (fix: the index of the predicted class)"
             )
         probs = entry.get("predicted_probs")
         if probs is not None and not _numbers(probs, n_classes):
-            raise ManifestError(
+            raise InputFileError(
                 f"{where}: predicted_probs {_show(probs)} is not a list of {n_classes} numbers "
                 "(fix: one probability per class, in class order, or leave it out)"
             )
         return int(label), (None if probs is None else np.array(probs, dtype=float))
     if kind == "detection":
         if "bbox_pixels" not in entry:
-            raise ManifestError(
+            raise InputFileError(
                 f"{where} has no 'bbox_pixels' (fix: [x_min, y_min, x_max, y_max] in pixels)"
             )
         box = entry["bbox_pixels"]
         if not _numbers(box, 4):
-            raise ManifestError(
+            raise InputFileError(
                 f"{where}: bbox_pixels {_show(box)} is not 4 numbers "
                 "(fix: [x_min, y_min, x_max, y_max] in pixels)"
             )
         return np.array(box, dtype=float)
     if "predicted_points_pixels" not in entry:
-        raise ManifestError(
+        raise InputFileError(
             f"{where} has no 'predicted_points_pixels' (fix: [x1, y1, x2, y2, ...] in pixels)"
         )
     points = entry["predicted_points_pixels"]
@@ -641,7 +641,7 @@ def _entry_value(entry: dict[str, Any], kind: str, n_classes: int, where: str) -
     if isinstance(points, list) and points and all(isinstance(p, list) for p in points):
         flat = [v for p in points for v in p] if all(len(p) == 2 for p in points) else None
     if not _numbers(flat, 2 * n_classes):
-        raise ManifestError(
+        raise InputFileError(
             f"{where}: predicted_points_pixels {_show(points)} is not {n_classes} points "
             f"(fix: a flat list [x1, y1, ..., x{n_classes}, y{n_classes}] of "
             f"{2 * n_classes} numbers in pixels)"

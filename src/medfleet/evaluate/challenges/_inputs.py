@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from medfleet.errors import ManifestError, MedfleetError
+from medfleet.errors import InputFileError, MedfleetError
 from medfleet.evaluate.cases import (
     CaseMismatchError,
     CaseTable,
@@ -111,13 +111,13 @@ def plan_cases(
 
     Raises:
         CaseMismatchError: Missing or extra cases without ``allow_missing``.
-        ManifestError: No case to score.
+        InputFileError: No case to score.
     """
     config = run.config
     match = check_match(config, pred_ids, gt_ids)
     case_ids = sorted([*match.matched, *(match.missing if config.allow_missing else [])])
     if not case_ids:
-        raise ManifestError(f"no case of {config.gt} has a prediction in {config.pred}")
+        raise InputFileError(f"no case of {config.gt} has a prediction in {config.pred}")
     return case_ids, match_info(match, config)
 
 
@@ -201,9 +201,9 @@ def binary_cell(text: str, case_id: str, column: str) -> int:
     try:
         value = float(text)
     except ValueError:
-        raise ManifestError(f"case {case_id}: {column} {text!r} is not 0 or 1") from None
+        raise InputFileError(f"case {case_id}: {column} {text!r} is not 0 or 1") from None
     if value not in (0.0, 1.0):
-        raise ManifestError(f"case {case_id}: {column} is {text!r}, not 0 or 1")
+        raise InputFileError(f"case {case_id}: {column} is {text!r}, not 0 or 1")
     return int(value)
 
 

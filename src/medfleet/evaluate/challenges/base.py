@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medfleet.errors import ManifestError, one_line
+from medfleet.errors import OptionError, one_line
 
 __all__ = [
     "Preset",
@@ -69,21 +69,21 @@ def parse_option_value(option: PresetOption, text: str, preset: str) -> Any:
             return True
         if low in _FALSE:
             return False
-        raise ManifestError(f"{where} is not a boolean (fix: true or false)")
+        raise OptionError(f"{where} is not a boolean (fix: true or false)")
     if option.kind in ("float", "int"):
         try:
             value: float | int = float(raw) if option.kind == "float" else int(raw)
         except ValueError:
-            raise ManifestError(f"{where} is not a number (fix: e.g. {option.default})") from None
+            raise OptionError(f"{where} is not a number (fix: e.g. {option.default})") from None
         if option.kind == "float" and not math.isfinite(float(value)):
-            raise ManifestError(f"{where} must be finite")
+            raise OptionError(f"{where} must be finite")
         return value
     if option.kind == "path":
         if not raw:
-            raise ManifestError(f"{where} is empty (fix: give a path)")
+            raise OptionError(f"{where} is empty (fix: give a path)")
         return Path(raw)
     if option.choices is not None and raw not in option.choices:
-        raise ManifestError(f"{where} is not one of {', '.join(option.choices)}")
+        raise OptionError(f"{where} is not one of {', '.join(option.choices)}")
     return raw
 
 
@@ -117,7 +117,7 @@ class Preset:
             if opt.name == name:
                 return opt
         known = ", ".join(o.name for o in self.options) or "none"
-        raise ManifestError(f"preset {self.name} has no option {name!r} (fix: use one of: {known})")
+        raise OptionError(f"preset {self.name} has no option {name!r} (fix: use one of: {known})")
 
     def parse_options(self, raw: Mapping[str, str] | None) -> dict[str, Any]:
         """Defaults updated by the given ``NAME -> text`` options, converted to their kinds.
@@ -137,9 +137,9 @@ class Preset:
         if units is None:
             return self.units[0] if self.units else None
         if not self.units:
-            raise ManifestError(f"preset {self.name} takes no --units (got {units!r})")
+            raise OptionError(f"preset {self.name} takes no --units (got {units!r})")
         if units not in self.units:
-            raise ManifestError(
+            raise OptionError(
                 f"--units {units!r} is not valid for preset {self.name} "
                 f"(fix: use one of {', '.join(self.units)})"
             )

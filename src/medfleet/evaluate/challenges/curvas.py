@@ -74,7 +74,7 @@ from typing import Any
 
 import numpy as np
 
-from medfleet.errors import ManifestError, MedfleetError
+from medfleet.errors import InputError, InputFileError, MedfleetError, OptionError
 from medfleet.evaluate.calibration import (
     DEFAULT_CHUNK,
     CalibrationResult,
@@ -579,17 +579,17 @@ def _read_probabilities(
 def _rater_folders(gt: Path, names: str) -> list[Path]:
     root = Path(gt)
     if not root.is_dir():
-        raise ManifestError(f"--gt {root} is not a folder of rater folders")
+        raise InputFileError(f"--gt {root} is not a folder of rater folders")
     if names:
         folders = [root / n.strip() for n in names.split(",") if n.strip()]
         absent = [str(f) for f in folders if not f.is_dir()]
         if absent:
-            raise ManifestError(f"rater folder(s) {absent} do not exist (option raters)")
+            raise InputFileError(f"rater folder(s) {absent} do not exist (option raters)")
         return folders
     subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     raters = [p for p in subs if "rater" in p.name.lower()] or subs
     if not raters:
-        raise ManifestError(
+        raise InputFileError(
             f"--gt {root} has no rater sub-folders (fix: one folder of masks per rater, "
             "one case folder of annotation_1.nii.gz, annotation_2.nii.gz, ... per case, or "
             "--preset-option raters=a,b,c)"
@@ -644,7 +644,7 @@ def _gt_inputs(
 ) -> tuple[list[str], dict[str, list[Path]], dict[str, Path], str]:
     """Rater names, case -> rater files, case -> CT (case folders only) and the layout."""
     if not Path(root).is_dir():
-        raise ManifestError(f"--gt {root} is not a folder (fix: rater folders or case folders)")
+        raise InputFileError(f"--gt {root} is not a folder (fix: rater folders or case folders)")
     case_folders = {f.name: f for f in _sub_folders(root) if _annotations(f)}
     if not case_folders:
         raters = _rater_folders(root, names)
@@ -652,7 +652,7 @@ def _gt_inputs(
         common = set(files[0]).intersection(*files[1:])
         uneven = sorted(set().union(*files) - common)
         if uneven:
-            raise ManifestError(
+            raise InputFileError(
                 f"cases {uneven[:10]} lack a mask in some rater folders (fix: every rater "
                 "folder needs every case)"
             )
@@ -664,7 +664,7 @@ def _gt_inputs(
     rater_names = wanted or all_names
     lacking = sorted(c for c, a in found.items() if any(n not in a for n in rater_names))
     if lacking:
-        raise ManifestError(
+        raise InputFileError(
             f"case folders {lacking[:10]} of --gt lack some of {', '.join(rater_names)} (fix: "
             "every case folder needs every rater's annotation, or --preset-option raters=...)"
         )
@@ -676,7 +676,7 @@ def _gt_inputs(
 def _pred_inputs(root: Path) -> tuple[dict[str, Path], dict[str, Path], str]:
     """Case -> probabilities file, case -> binarized prediction (case folders) and layout."""
     if not Path(root).is_dir():
-        raise ManifestError(f"--pred {root} is not a folder of probabilities files")
+        raise InputFileError(f"--pred {root} is not a folder of probabilities files")
     probs: dict[str, Path] = {}
     labels: dict[str, Path] = {}
     for folder in _sub_folders(root):
@@ -722,7 +722,7 @@ def _plan_inputs(run: PresetRun) -> _Inputs:
     elif gt_cts:
         ct_files = gt_cts
     if opts["crop"] and ct_files is None:
-        raise ManifestError(
+        raise OptionError(
             "crop=true needs the CT: --preset-option ct=FOLDER of CT images, or image.nii.gz "
             "in each case folder of --gt"
         )
@@ -798,7 +798,7 @@ def _score_case(run: PresetRun, inputs: _Inputs, case_id: str, n_organs: int | N
             inputs.label_files[case_id], case_id, "binarized prediction", None, axes
         )
     elif inputs.label_files is not None and opts["pred_labels"]:
-        raise ManifestError(f"case {case_id}: no binarized prediction in pred_labels")
+        raise InputFileError(f"case {case_id}: no binarized prediction in pred_labels")
     else:
         background = probs.dtype.type(1) - probs.sum(axis=0, keepdims=True)
         pred_labels = np.argmax(np.concatenate([background, probs]), axis=0)
@@ -811,7 +811,7 @@ def _score_case(run: PresetRun, inputs: _Inputs, case_id: str, n_organs: int | N
     if opts["crop"]:
         assert inputs.ct_files is not None
         if case_id not in inputs.ct_files:
-            raise ManifestError(f"case {case_id}: no CT image (ct folder or image.nii.gz)")
+            raise InputFileError(f"case {case_id}: no CT image (ct folder or image.nii.gz)")
         from medfleet.data.io import read_image
 
         ct_path = inputs.ct_files[case_id]
@@ -878,7 +878,7 @@ def _run(run: PresetRun) -> PresetOutcome:
     for done, case_id in enumerate(inputs.match.matched, start=1):
         try:
             case = _score_case(run, inputs, case_id, n_organs)
-        except (ManifestError, CaseMismatchError):
+        except (InputError, CaseMismatchError):
             raise
         except _CASE_ERRORS as exc:
             all_rows.append(case_error_row(case_id, exc))

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from medfleet.errors import ManifestError, MedfleetError
+from medfleet.errors import InputFileError, MedfleetError, OptionError
 from medfleet.evaluate.cases import parse_boxes, parse_numbers, parse_points
 from medfleet.evaluate.challenges import _fmc_uia_files as files
 from medfleet.evaluate.challenges._inputs import (
@@ -108,7 +108,7 @@ def _segmentation(run: PresetRun) -> PresetOutcome:
         n_classes = top + 1
     for pair in pairs if pairs is not None else iter_mask_pairs(run, plan):
         if pair.gt.ndim != 2:
-            raise ManifestError(f"case {pair.case_id}: FMC_UIA masks are 2-D, got {pair.gt.shape}")
+            raise InputFileError(f"case {pair.case_id}: FMC_UIA masks are 2-D, got {pair.gt.shape}")
         metrics = fmc_segmentation_metrics(pair.pred, pair.gt, n_classes)
         rows.append({"case_id": pair.case_id, "status": pair.status, **metrics})
     return _segmentation_outcome(rows, n_classes, plan.cases)
@@ -186,7 +186,7 @@ def _classification(run: PresetRun) -> PresetOutcome:
         elif p_vec is not None:
             label = int(np.argmax(p_vec))
         else:
-            raise ManifestError(f"case {c}: the prediction has no label and no prob_<k> columns")
+            raise InputFileError(f"case {c}: the prediction has no label and no prob_<k> columns")
         items.append((c, truths[c], label, p_vec))
     return _classification_outcome(run, items, n_classes, cases)
 
@@ -265,7 +265,7 @@ def _detection(run: PresetRun) -> PresetOutcome:
     for c in case_ids:
         g_boxes, _ = parse_boxes(gt.rows[c]["boxes"], case_id=c, column="boxes (--gt)")
         if len(g_boxes) != 1:
-            raise ManifestError(
+            raise InputFileError(
                 f"case {c}: FMC_UIA detection needs one reference box, got {len(g_boxes)}"
             )
         status = "ok"
@@ -314,12 +314,12 @@ def _keypoints(run: PresetRun) -> PresetOutcome:
         g = parse_points(gt.rows[c]["landmarks"], case_id=c, column="landmarks (--gt)")
         p = parse_points(pred.rows[c]["landmarks"], case_id=c, column="landmarks (--pred)")
         if p.shape != g.shape:
-            raise ManifestError(
+            raise InputFileError(
                 f"case {c}: {len(p)} predicted points but {len(g)} in the reference"
             )
         g = np.where(np.isnan(g), 0.0, g)  # a missing reference point is (0, 0) officially
         if np.isnan(p).any():
-            raise ManifestError(
+            raise InputFileError(
                 f"case {c}: a predicted point is missing (fix: predict every point)"
             )
         rows.append({"case_id": c, "status": "ok", "mre": _mre(p, g)})
@@ -336,7 +336,7 @@ def _keypoints_outcome(
 ) -> PresetOutcome:
     """MRE: the mean over the images of their mean point distance."""
     if not rows:
-        raise ManifestError("no case has a keypoint prediction")
+        raise InputFileError("no case has a keypoint prediction")
     return PresetOutcome(
         rows=rows,
         metrics=["mre"],
@@ -357,9 +357,9 @@ def _int(text: str, case_id: str, column: str) -> int:
     try:
         value = float(text)
     except ValueError:
-        raise ManifestError(f"case {case_id}: {column} {text!r} is not a class index") from None
+        raise InputFileError(f"case {case_id}: {column} {text!r} is not a class index") from None
     if not value.is_integer() or value < 0:
-        raise ManifestError(f"case {case_id}: {column} {text!r} is not a class index 0, 1, ...")
+        raise InputFileError(f"case {case_id}: {column} {text!r} is not a class index 0, 1, ...")
     return int(value)
 
 
@@ -367,9 +367,9 @@ def _float(text: str, case_id: str, column: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ManifestError(f"case {case_id}: {column} {text!r} is not a number") from None
+        raise InputFileError(f"case {case_id}: {column} {text!r} is not a number") from None
     if not math.isfinite(value):
-        raise ManifestError(f"case {case_id}: {column} is not finite")
+        raise InputFileError(f"case {case_id}: {column} is not finite")
     return value
 
 
@@ -383,7 +383,7 @@ def _run(run: PresetRun) -> PresetOutcome:
     if root is not None:
         return _run_files(run, root)
     if run.options["task_id"]:
-        raise ManifestError(
+        raise OptionError(
             f"--preset-option task_id={run.options['task_id']} picks a task of the challenge's "
             f"data root, but --gt {run.config.gt} has no {files.CSV_FOLDER}/ folder (fix: "
             "--gt DATA_ROOT, the folder holding csv_files/, or drop task_id)"
@@ -414,7 +414,7 @@ def _run_files(run: PresetRun, root: Path) -> PresetOutcome:
     kind = task.task_types[0]
     if kind == "segmentation":
         if not config.pred.is_dir():
-            raise ManifestError(
+            raise InputFileError(
                 f"--pred {config.pred} is not a folder (fix: the prediction root, with each "
                 "predicted mask at its mask_path without '../', as the challenge's model.py "
                 "writes it)"
@@ -435,7 +435,7 @@ def _run_files(run: PresetRun, root: Path) -> PresetOutcome:
         for c in case_ids:
             box = boxes[c]
             if box is None:
-                problem = ManifestError(
+                problem = InputFileError(
                     f"{task.rows[c].where}: the reference box (x_min, y_min, x_max, y_max) "
                     "is empty; the official script skips the image"
                 )
@@ -497,16 +497,16 @@ def _segmentation_files(
 def _segmentation_case(run: PresetRun, case: files.MaskCase, n_classes: int) -> dict[str, Any]:
     """The ``cases.csv`` row of one image of the data root."""
     if case.gt is None or case.pred is None:
-        raise ManifestError(case.problem)
+        raise InputFileError(case.problem)
     gt, _ = read_label_map(case.gt, case.case_id, "gt")
     if gt.ndim != 2:
-        raise ManifestError(f"the reference mask {case.gt} is not 2-D: {gt.shape}")
+        raise InputFileError(f"the reference mask {case.gt} is not 2-D: {gt.shape}")
     status = "ok"
     if case.pred.exists():
         pred, _ = read_label_map(case.pred, case.case_id, "pred")
         if pred.shape != gt.shape:
             if run.config.resample_pred != "nearest" or pred.ndim != gt.ndim:
-                raise ManifestError(
+                raise InputFileError(
                     f"the predicted mask {case.pred} is {pred.shape}, the reference "
                     f"{gt.shape} (fix: --resample-pred nearest resizes predictions onto the "
                     "reference, as the official script does)"

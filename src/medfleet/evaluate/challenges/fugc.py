@@ -42,7 +42,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.stats import rankdata
 
-from medfleet.errors import ManifestError, MedfleetError
+from medfleet.errors import InputError, InputFileError, MedfleetError, OptionError
 from medfleet.evaluate.cases import CaseMismatchError
 from medfleet.evaluate.challenges._inputs import plan_mask_pairs, read_mask_pair, read_table
 from medfleet.evaluate.challenges.base import (
@@ -259,7 +259,7 @@ def _runtime_table(run: PresetRun) -> dict[str, float] | None:
         (c for c in ("runtime", "runtime_s", "time", "seconds") if c in table.columns), None
     )
     if column is None:
-        raise ManifestError(
+        raise InputFileError(
             f"runtime table {path} needs a 'runtime' column (seconds per image) next to case_id"
         )
     out = {}
@@ -267,11 +267,11 @@ def _runtime_table(run: PresetRun) -> dict[str, float] | None:
         try:
             value = float(row[column])
         except ValueError:
-            raise ManifestError(
+            raise InputFileError(
                 f"runtime table {path}: case {case_id}: {row[column]!r} is not a number"
             ) from None
         if not math.isfinite(value) or value < 0:
-            raise ManifestError(f"runtime table {path}: case {case_id}: runtime must be >= 0")
+            raise InputFileError(f"runtime table {path}: case {case_id}: runtime must be >= 0")
         out[case_id] = value
     return out
 
@@ -280,21 +280,21 @@ def _submissions(path: Path) -> dict[str, dict[str, float]]:
     import csv
 
     if not Path(path).is_file():
-        raise ManifestError(f"submissions table {path} is not a file")
+        raise InputFileError(f"submissions table {path} is not a file")
     with open(path, newline="", encoding="utf-8-sig") as fh:
         rows = list(csv.DictReader(fh))
     out: dict[str, dict[str, float]] = {}
     for line, row in enumerate(rows, start=2):
         missing = [c for c in ("submission", "dsc", "hd", "runtime") if c not in row]
         if missing:
-            raise ManifestError(
+            raise InputFileError(
                 f"submissions table {path} lacks column(s) {missing} "
                 "(fix: submission,dsc,hd,runtime)"
             )
         try:
             out[row["submission"].strip()] = {k: float(row[k]) for k in ("dsc", "hd", "runtime")}
         except ValueError:
-            raise ManifestError(
+            raise InputFileError(
                 f"submissions table {path} line {line}: dsc, hd, runtime must be numbers"
             ) from None
     return out
@@ -313,7 +313,7 @@ def _run(run: PresetRun) -> PresetOutcome:
         try:
             pair = read_mask_pair(run, plan, case_id)
             metrics = fugc_case_metrics(pair.pred, pair.gt, opts["hd"])
-        except (ManifestError, CaseMismatchError):
+        except (InputError, CaseMismatchError):
             raise
         except _CASE_ERRORS as exc:
             all_rows.append(case_error_row(case_id, exc))
@@ -359,7 +359,7 @@ def _run(run: PresetRun) -> PresetOutcome:
         others = _submissions(opts["submissions"])
         name = opts["name"]
         if name in others:
-            raise ManifestError(
+            raise OptionError(
                 f"submissions table already lists {name!r} (fix: --preset-option name=...)"
             )
         if math.isnan(runtime):

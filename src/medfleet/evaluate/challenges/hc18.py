@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from medfleet.errors import ManifestError
+from medfleet.errors import InputFileError
 from medfleet.evaluate.cases import list_case_files
 from medfleet.evaluate.challenges._inputs import (
     MaskPlan,
@@ -97,18 +97,18 @@ def _run(run: PresetRun) -> PresetOutcome:
     warnings: list[str] = []
     for pair in iter_mask_pairs(run, plan):
         if pair.gt.ndim != 2:
-            raise ManifestError(f"case {pair.case_id}: HC18 masks are 2-D, got {pair.gt.shape}")
+            raise InputFileError(f"case {pair.case_id}: HC18 masks are 2-D, got {pair.gt.shape}")
         reference = None
         if opts["hc_column"]:
             text = meta_column(run, pair.case_id, [opts["hc_column"]])
             try:
                 reference = float(text) if text else None
             except ValueError:
-                raise ManifestError(
+                raise InputFileError(
                     f"case {pair.case_id}: {opts['hc_column']} {text!r} is not a number"
                 ) from None
             if reference is None:
-                raise ManifestError(
+                raise InputFileError(
                     f"case {pair.case_id}: no {opts['hc_column']!r} value in --meta "
                     "(fix: give the reference HC in mm for every case)"
                 )
@@ -186,7 +186,7 @@ def _plan(run: PresetRun, suffix: str) -> MaskPlan:
         for case_id, path in files.items():
             key = case_id[: -len(suffix)] if suffix and case_id.endswith(suffix) else case_id
             if key in out:
-                raise ManifestError(
+                raise InputFileError(
                     f"{role}: {out[key].name} and {path.name} are both case {key!r} once "
                     f"{suffix!r} is removed (fix: --preset-option strip_suffix= to keep "
                     "the names as they are)"

@@ -79,7 +79,7 @@ import numpy as np
 from scipy import ndimage, optimize
 from scipy.spatial import ConvexHull, QhullError, cKDTree
 
-from medfleet.errors import ManifestError, MedfleetError
+from medfleet.errors import InputFileError, MedfleetError, OptionError
 from medfleet.evaluate.cases import CaseMismatchError, list_case_files
 from medfleet.evaluate.challenges._contours import contour_mask, largest_contour
 from medfleet.evaluate.challenges._inputs import (
@@ -564,14 +564,14 @@ def _classification_part(run: PresetRun) -> tuple[dict[str, Any], list[dict[str,
     if pred_path is None and gt_path is None:
         return {}, []
     if pred_path is None or gt_path is None:
-        raise ManifestError(
+        raise OptionError(
             "give both classification_pred and classification_gt (CSV tables) or neither"
         )
     pred = read_table(pred_path, (), "classification_pred")
     gt = read_table(gt_path, ("label",), "classification_gt")
     missing = sorted(set(gt.rows) - set(pred.rows))
     if missing and not run.config.allow_missing:
-        raise ManifestError(
+        raise InputFileError(
             f"classification_pred lacks {len(missing)} case(s) of classification_gt: "
             f"{', '.join(missing[:10])} (fix: add them or pass --allow-missing)"
         )
@@ -591,7 +591,7 @@ def _classification_part(run: PresetRun) -> tuple[dict[str, Any], list[dict[str,
         elif "label" in row:
             p = binary_cell(row["label"], c, "label")
         else:
-            raise ManifestError(f"classification_pred case {c}: no score, prob_1 or label")
+            raise InputFileError(f"classification_pred case {c}: no score, prob_1 or label")
         if row is not None and "label" in row and row["label"] != "":
             p = binary_cell(row["label"], c, "label")
         y_true.append(t)
@@ -621,9 +621,9 @@ def _probability(text: str, case_id: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ManifestError(f"case {case_id}: score {text!r} is not a number") from None
+        raise InputFileError(f"case {case_id}: score {text!r} is not a number") from None
     if not 0.0 <= value <= 1.0:
-        raise ManifestError(f"case {case_id}: score {value:g} is outside [0, 1]")
+        raise InputFileError(f"case {case_id}: score {value:g} is outside [0, 1]")
     return value
 
 
@@ -636,7 +636,7 @@ _READ_ERRORS = (MedfleetError, ValueError, OSError)
 def _check_labels(opts: dict[str, Any]) -> tuple[int, int]:
     ps, head = int(opts["ps_label"]), int(opts["head_label"])
     if ps == head or 0 in (ps, head):
-        raise ManifestError(
+        raise OptionError(
             f"--preset-option ps_label={ps} and head_label={head} must be two different "
             "nonzero labels (fix: e.g. ps_label=7 head_label=8 for the dataset's own masks)"
         )
@@ -646,7 +646,7 @@ def _check_labels(opts: dict[str, Any]) -> tuple[int, int]:
 def _read_2d(path: Path, case_id: str, role: str, override: Any) -> tuple[np.ndarray, Any]:
     arr, spacing = read_label_map(path, case_id, role, override)
     if arr.ndim != 2:
-        raise ManifestError(
+        raise InputFileError(
             f"case {case_id}: IUGC masks are 2-D, but {path} has shape {arr.shape} "
             "(fix: save one 2-D label image per case)"
         )
@@ -872,13 +872,13 @@ def _run_biometry(run: PresetRun, ps: int, head: int) -> PresetOutcome:
     """``mode=biometry``: AoP, HSD and landmarks of each ``--pred`` mask, no reference."""
     config, opts = run.config, run.options
     if config.gt is not None:
-        raise ManifestError(
+        raise OptionError(
             f"--preset-option mode=biometry measures the --pred masks alone, but --gt "
             f"{config.gt} was given (fix: drop --gt, or use mode=compare to score --pred "
             "against --gt)"
         )
     if opts["classification_pred"] is not None or opts["classification_gt"] is not None:
-        raise ManifestError(
+        raise OptionError(
             "classification_pred/classification_gt need mode=compare (fix: drop them or "
             "use mode=compare with --gt)"
         )

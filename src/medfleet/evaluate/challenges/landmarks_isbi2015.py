@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from medfleet.errors import ManifestError
+from medfleet.errors import InputFileError
 from medfleet.evaluate.challenges._inputs import read_table
 from medfleet.evaluate.challenges.base import Preset, PresetOption, PresetOutcome, PresetRun
 
@@ -45,7 +45,7 @@ def read_annotation_folder(folder: Path, n_landmarks: int = N_LANDMARKS) -> dict
         Case id -> ``landmarks`` cell (``x,y;x,y;...`` in pixels), in file-name order.
 
     Raises:
-        ManifestError: No ``.txt`` file, or a file with fewer than ``n_landmarks`` readable
+        InputFileError: No ``.txt`` file, or a file with fewer than ``n_landmarks`` readable
             ``x,y`` lines (the message names the file and line).
 
     Example:
@@ -57,7 +57,7 @@ def read_annotation_folder(folder: Path, n_landmarks: int = N_LANDMARKS) -> dict
     """
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".txt" and p.is_file())
     if not files:
-        raise ManifestError(
+        raise InputFileError(
             f"{folder} holds no .txt landmark file (fix: a folder of NNN.txt files with one "
             "x,y line per landmark, or a CSV with case_id and landmarks)"
         )
@@ -66,20 +66,20 @@ def read_annotation_folder(folder: Path, n_landmarks: int = N_LANDMARKS) -> dict
         try:
             lines = path.read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            raise ManifestError(f"{path} cannot be read as text: {exc}") from None
+            raise InputFileError(f"{path} cannot be read as text: {exc}") from None
         points = []
         for number, line in enumerate(lines[:n_landmarks], start=1):
             parts = [t for t in line.replace(" ", ",").split(",") if t]
             try:
                 x, y = (float(t) for t in parts)
             except ValueError:
-                raise ManifestError(
+                raise InputFileError(
                     f"{path} line {number}: {line.strip()!r} is not 'x,y' (fix: the first "
                     f"{n_landmarks} lines hold one landmark each)"
                 ) from None
             points.append(f"{x!r},{y!r}")
         if len(points) < n_landmarks:
-            raise ManifestError(
+            raise InputFileError(
                 f"{path} has {len(points)} landmark lines, not {n_landmarks} (fix: "
                 "--preset-option n_landmarks=N, or complete the file)"
             )

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
-from medfleet.errors import ManifestError, MedfleetError
+from medfleet.errors import InputFileError, MedfleetError
 from medfleet.evaluate.challenges._inputs import (
     binary_cell,
     iter_mask_pairs,
@@ -223,7 +223,7 @@ def _age_years(value: Any) -> float:
         try:
             return float(text)
         except ValueError:
-            raise ManifestError(f"age {value!r} is not a number of years") from None
+            raise InputFileError(f"age {value!r} is not a number of years") from None
     return float(value)
 
 
@@ -489,8 +489,8 @@ def _groups_for(
             for c, value in zip(case_ids, values, strict=True):
                 try:
                     years.append(_age_years(value))
-                except ManifestError as exc:
-                    raise ManifestError(f"case {c}: {exc} (column age in --meta)") from None
+                except InputFileError as exc:
+                    raise InputFileError(f"case {c}: {exc} (column age in --meta)") from None
             out[variable] = _age_groups(years)
         elif variable == "menopausal_status":
             out[variable] = [menopause_group(value, scheme, lowercase) for value in values]
@@ -578,16 +578,16 @@ def _pcr_prediction(row: Mapping[str, str], case_id: str, threshold: float) -> t
             try:
                 p = float(row[column])
             except ValueError:
-                raise ManifestError(
+                raise InputFileError(
                     f"case {case_id}: {column} {row[column]!r} is not a number"
                 ) from None
             if not 0.0 <= p <= 1.0 or math.isnan(p):
-                raise ManifestError(f"case {case_id}: {column} is {p:g}, outside [0, 1]")
+                raise InputFileError(f"case {case_id}: {column} is {p:g}, outside [0, 1]")
             return int(p > threshold), p
     for column in PCR_LABEL_COLUMNS:
         if column in row and row[column] != "":
             return binary_cell(row[column], case_id, column), math.nan
-    raise ManifestError(
+    raise InputFileError(
         f"case {case_id}: the prediction has no value in any of "
         f"{', '.join(PCR_SCORE_COLUMNS + PCR_LABEL_COLUMNS)} "
         "(fix: a 'score' column with the pCR probability)"
@@ -601,7 +601,7 @@ def _run_pcr(run: PresetRun) -> PresetOutcome:
     gt = read_table(config.gt, (), "--gt")
     truth_col = next((c for c in PCR_TRUTH_COLUMNS if c in gt.columns), None)
     if truth_col is None:
-        raise ManifestError(
+        raise InputFileError(
             f"--gt {config.gt} needs a 'pcr' (or 'label') column with the true 0/1 pCR; "
             f"it has {list(gt.columns)}"
         )
