@@ -40,6 +40,7 @@ container: ``clip.mp4#frame=12``, ``set.npz#key=train_images&index=5``.
 from __future__ import annotations
 
 import csv
+import enum
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,22 @@ from typing import Any
 import numpy as np
 
 from medfleet.utils.atomic import atomic_open
+
+
+class TaskType(enum.StrEnum):
+    """The kinds of clinical task: what a manifest's tasks and an evaluation score.
+
+    Example:
+        >>> TaskType("landmarks") == "landmarks", [t.value for t in TaskType][:2]
+        (True, ['segmentation', 'classification'])
+    """
+
+    segmentation = "segmentation"
+    classification = "classification"
+    detection = "detection"
+    regression = "regression"
+    landmarks = "landmarks"
+
 
 BASE_COLUMNS: tuple[str, ...] = ("case_id", "image", "site", "split", "subject")
 """Columns every task table has."""

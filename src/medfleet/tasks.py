@@ -27,7 +27,6 @@ Example manifest::
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,19 +36,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medfleet.errors import ManifestError
+from medfleet.tables import TaskType
 from medfleet.utils.atomic import write_text_atomic
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class TaskType(enum.StrEnum):
-    """The kinds of clinical task a manifest can hold."""
-
-    segmentation = "segmentation"
-    classification = "classification"
-    detection = "detection"
-    regression = "regression"
-    landmarks = "landmarks"
 
 
 def _check_name(value: str, what: str) -> str:

@@ -6,12 +6,13 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from medfleet.errors import OptionError
 from medfleet.evaluate.cases import CaseMatch, CaseMismatchError, match_cases, parse_spacing
+from medfleet.tables import TaskType
 from medfleet.utils.atomic import require_folder_path
 from medfleet.utils.progress import ProgressCallback
 
@@ -30,14 +31,8 @@ __all__ = [
 
 #: Called as ``progress(done, total)`` after each scored case.
 
-TaskType = Literal["segmentation", "classification", "detection", "regression", "landmarks"]
-TASK_TYPES: tuple[str, ...] = (
-    "segmentation",
-    "classification",
-    "detection",
-    "regression",
-    "landmarks",
-)
+#: The task types a run scores: those of :class:`medfleet.tables.TaskType`.
+TASK_TYPES: tuple[str, ...] = tuple(t.value for t in TaskType)
 #: Version string of the ``summary.json`` layout.
 SUMMARY_SCHEMA = "medfleet.evaluate.summary/1"
 
