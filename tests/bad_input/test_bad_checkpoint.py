@@ -55,7 +55,7 @@ def run_dir(phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _predict(checkpoint: Path, phantoms: Path, out: Path):
     return run_cli(
-        ["predict", "--checkpoint", checkpoint, "-m", phantoms, "--out", out, "--split", "test",
+        ["predict", "--model", checkpoint, "-m", phantoms, "--out", out, "--split", "test",
          "--threads", "1"]
     )  # fmt: skip
 

@@ -150,7 +150,7 @@ def test_validate_reports_bad_cells(
 ) -> None:
     manifest = one_task_manifest(phantoms, tmp_path / "set", task, edit)
     before = sorted(tmp_path.rglob("*"))
-    outcome = run_cli(["data", "validate", manifest, "--no-decode"])
+    outcome = run_cli(["data", "validate", "--manifest", manifest, "--no-decode"])
     assert_reported(outcome, *names)
     assert sorted(tmp_path.rglob("*")) == before  # validation writes nothing
 
@@ -190,7 +190,7 @@ def test_validate_reports_bad_files(
     folder = tmp_path / "set"
     manifest = one_task_manifest(phantoms, folder, "organ_lesion_seg", copy_files=("image", "mask"))
     damage(folder / column / "seg_site_a_000.png")
-    outcome = run_cli(["data", "validate", manifest])
+    outcome = run_cli(["data", "validate", "--manifest", manifest])
     assert_reported(outcome, "organ_lesion_seg.csv:2", *names)
 
 
@@ -219,7 +219,7 @@ def test_validate_reports_bad_tables(
         table.write_bytes(text.replace("Aurora", "Aur\u00f6ra").encode(content))
     else:
         table.write_bytes(content)
-    outcome = run_cli(["data", "validate", manifest, "--no-decode"])
+    outcome = run_cli(["data", "validate", "--manifest", manifest, "--no-decode"])
     assert_reported(outcome, *names)
 
 
@@ -229,18 +229,20 @@ def test_validate_reports_bad_tables(
 def test_validate_reports_invalid_yaml(tmp_path: Path) -> None:
     manifest = tmp_path / "manifest.yaml"
     manifest.write_text("name: [unclosed\n")
-    assert_reported(run_cli(["data", "validate", manifest]), str(manifest), "not valid YAML")
+    assert_reported(
+        run_cli(["data", "validate", "--manifest", manifest]), str(manifest), "not valid YAML"
+    )
 
 
 def test_validate_reports_unknown_task_type(phantoms: Path, tmp_path: Path) -> None:
     manifest = one_task_manifest(phantoms, tmp_path / "set", "head_circumference")
     manifest.write_text(manifest.read_text().replace("type: regression", "type: regresion"))
-    outcome = run_cli(["data", "validate", manifest])
+    outcome = run_cli(["data", "validate", "--manifest", manifest])
     assert_reported(outcome, str(manifest), "'head_circumference'", "'type'")
 
 
 def test_validate_names_a_folder_given_as_the_manifest(phantoms: Path) -> None:
-    outcome = run_cli(["data", "validate", phantoms.parent])
+    outcome = run_cli(["data", "validate", "--manifest", phantoms.parent])
     assert_reported(outcome, str(phantoms.parent), "folder")
 
 
@@ -251,7 +253,7 @@ def test_validate_prints_a_manifest_path_with_brackets_as_written(
     manifest = one_task_manifest(
         phantoms, folder, "lesion_cls", _set("cls_site_a_000", "site", "x")
     )
-    outcome = run_cli(["data", "validate", manifest, "--no-decode"])
+    outcome = run_cli(["data", "validate", "--manifest", manifest, "--no-decode"])
     assert_reported(outcome, f"{folder / 'lesion_cls.csv'}:2")
     assert f"{manifest}: 1 error(s), 0 warning(s)" in outcome.stdout, outcome.describe()
 
@@ -260,7 +262,7 @@ def test_validate_of_a_valid_set_in_a_bracketed_folder_says_valid(
     phantoms: Path, tmp_path: Path
 ) -> None:
     manifest = one_task_manifest(phantoms, tmp_path / "runs[v2]", "lesion_cls")
-    outcome = run_cli(["data", "validate", manifest, "--no-decode"])
+    outcome = run_cli(["data", "validate", "--manifest", manifest, "--no-decode"])
     assert outcome.exit_code == 0, outcome.describe()
     assert f"{manifest}: valid, 0 warning(s)" in outcome.stdout, outcome.describe()
 

@@ -225,7 +225,7 @@ def test_train_runs_exactly_the_steps_asked_and_prints_out_as_written(
 def test_predict_names_a_missing_checkpoint(phantoms: Path, tmp_path: Path) -> None:
     missing = tmp_path / "runs" / "model.safetensors"
     outcome = run_cli(
-        ["predict", "--checkpoint", missing, "--manifest", phantoms, "--out", tmp_path / "p"]
+        ["predict", "--model", missing, "--manifest", phantoms, "--out", tmp_path / "p"]
     )
     assert_refused(outcome, str(missing))
     assert not (tmp_path / "p").exists()
@@ -237,7 +237,7 @@ def test_predict_refuses_an_out_that_is_a_file(
     out = tmp_path / "predictions"
     out.write_text("keep me")
     outcome = run_cli(
-        ["predict", "--checkpoint", trained, "--manifest", phantoms, "--out", out,
+        ["predict", "--model", trained, "--manifest", phantoms, "--out", out,
          "--threads", "1"]
     )  # fmt: skip
     assert_refused(outcome, "--out", str(out), code=2)
@@ -247,7 +247,7 @@ def test_predict_refuses_an_out_that_is_a_file(
 
 def test_predict_refuses_an_unknown_split(trained: Path, phantoms: Path, tmp_path: Path) -> None:
     outcome = run_cli(
-        ["predict", "--checkpoint", trained, "--manifest", phantoms, "--out", tmp_path / "p",
+        ["predict", "--model", trained, "--manifest", phantoms, "--out", tmp_path / "p",
          "--split", "tset"]
     )  # fmt: skip
     assert_refused(outcome, "--split", "'tset'", code=2)
@@ -258,7 +258,7 @@ def test_predict_refuses_a_task_the_model_lacks(
     trained: Path, phantoms: Path, tmp_path: Path
 ) -> None:
     outcome = run_cli(
-        ["predict", "--checkpoint", trained, "--manifest", phantoms, "--out", tmp_path / "p",
+        ["predict", "--model", trained, "--manifest", phantoms, "--out", tmp_path / "p",
          "--tasks", "nodule_det", "--threads", "1"]
     )  # fmt: skip
     assert_refused(outcome, "'nodule_det'", "lesion_cls")
@@ -270,7 +270,7 @@ def test_predict_prints_an_out_with_brackets_as_written(
 ) -> None:
     out = tmp_path / "pred[v2]" / "[/bold]test"
     outcome = run_cli(
-        ["predict", "--checkpoint", trained, "--manifest", phantoms, "--out", out,
+        ["predict", "--model", trained, "--manifest", phantoms, "--out", out,
          "--threads", "1"]
     )  # fmt: skip
     assert outcome.exit_code == 0, outcome.describe()

@@ -116,7 +116,9 @@ def test_phantoms_command_json(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     manifest = Path(json.loads(result.stdout)["manifest"])
     assert manifest.is_file()
-    check = CliRunner().invoke(app, ["data", "validate", str(manifest), "--format", "json"])
+    check = CliRunner().invoke(
+        app, ["data", "validate", "--manifest", str(manifest), "--format", "json"]
+    )
     assert check.exit_code == 0, check.output
     assert json.loads(check.stdout)["ok"] is True
 
@@ -126,3 +128,21 @@ def test_prepare_unknown_dataset(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "unknown data set 'nosuch'" in result.output and "hc18" in result.output
+
+
+def test_text_summary_shows_the_federated_stage(capsys: pytest.CaptureFixture[str]) -> None:
+    from medfleet.cli.demo import _print_summary
+
+    federated = {
+        "strategy": "dual-lora",
+        "rounds": 2,
+        "balanced_accuracy": {"site_a": 0.75, "site_b": 0.5},
+        "bytes_per_round": {"1": {"sent": 10, "received": 20, "total": 30}},
+    }
+    base = {"out": "demo", "seconds": {"federated": 1.0}}
+    _print_summary({**base, "stages": {"federated": federated}})
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "federated dual-lora, 2 rounds" in shown and "site_a" in shown
+    assert "round 1: 30" in shown
+    _print_summary({**base, "stages": {"federated": {"skipped": True, "reason": "flwr missing"}}})
+    assert "federated stage skipped: flwr missing" in capsys.readouterr().out

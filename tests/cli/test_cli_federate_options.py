@@ -113,7 +113,7 @@ def test_the_printed_predict_command_uses_real_options(phantoms, tmp_path) -> No
     known = {o for p in predict.params if isinstance(p, click.Option) for o in p.opts}
     given = [a for a in command if a.startswith("--")]
     assert given and set(given) <= known, (given, known)
-    assert "--checkpoint" in given
+    assert "--model" in given
     # and the command, with the placeholders filled in, runs
     filled = [
         a.replace("<site>", "site_a").replace("<predictions-folder>", str(tmp_path / "pred"))

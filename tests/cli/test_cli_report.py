@@ -58,7 +58,7 @@ def test_compare_text_and_json(tmp_path: Path) -> None:
             str(b),
             "--out",
             str(out),
-            "--resamples",
+            "--n-resamples",
             "200",
             "--format",
             "json",

@@ -86,7 +86,7 @@ def test_predict_then_evaluate(experiment, phantoms, tmp_path):
     pred = tmp_path / "pred"
     result = RUNNER.invoke(
         app,
-        ["predict", "--checkpoint", str(out / "unified" / "unified" / "model.safetensors"),
+        ["predict", "--model", str(out / "unified" / "unified" / "model.safetensors"),
          "--manifest", str(phantoms), "--split", "test", "--out", str(pred), "--format", "json",
          "--threads", "1"],
     )  # fmt: skip

@@ -333,10 +333,10 @@ def test_every_problem_reported_at_once(dataset: Path) -> None:
 
 def test_cli_exit_code_and_json(dataset: Path) -> None:
     runner = CliRunner()
-    ok = runner.invoke(app, ["data", "validate", str(dataset), "--format", "json"])
+    ok = runner.invoke(app, ["data", "validate", "--manifest", str(dataset), "--format", "json"])
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout)["ok"] is True
     _edit(dataset, "cls", 2, site="zz")
-    bad = runner.invoke(app, ["data", "validate", str(dataset)])
+    bad = runner.invoke(app, ["data", "validate", "--manifest", str(dataset)])
     assert bad.exit_code == 1
     assert "cls.csv:2 [site] case 'c0': site 'zz' is not declared" in bad.output

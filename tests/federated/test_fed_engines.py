@@ -49,7 +49,7 @@ def test_cli_federate_then_predict_with_a_site_model(fed_phantoms: Path, tmp_pat
         app,
         [
             "predict",
-            "--checkpoint",
+            "--model",
             str(out / "sites" / "site_a"),
             "--manifest",
             str(fed_phantoms),

@@ -85,7 +85,7 @@ def test_sampled_manifest_validates_and_trains(model_dir: Path, tmp_path: Path):
     result = RUNNER.invoke(
         app,
         ["synth", "sample", "--model", str(model_dir), "--n", "5", "--out", str(out),
-         "--steps", "2", "--sampler", "ddpm", "--format", "json"],
+         "--sample-steps", "2", "--sampler", "ddpm", "--format", "json"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     manifest_path = Path(json.loads(result.stdout)["manifest"])
@@ -118,7 +118,7 @@ def test_random_layout_with_captions_file(model_dir: Path, tmp_path: Path):
     result = RUNNER.invoke(
         app,
         ["synth", "sample", "--model", str(model_dir), "--n", "3", "--out", str(out),
-         "--layout", "random", "--captions", str(captions), "--steps", "2"],
+         "--layout", "random", "--captions", str(captions), "--sample-steps", "2"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = read_table(out / "nodule_det.csv")
@@ -134,10 +134,10 @@ def test_quality_reader_kit_and_scoring(model_dir: Path, phantoms: Path, tmp_pat
     syn = tmp_path / "syn"
     assert RUNNER.invoke(
         app, ["synth", "sample", "--model", str(model_dir), "--n", "4", "--out", str(syn),
-              "--steps", "2"],
+              "--sample-steps", "2"],
     ).exit_code == 0  # fmt: skip
     result = RUNNER.invoke(
-        app, ["synth", "quality", "--real", str(phantoms), "--synthetic",
+        app, ["synth", "quality", "--manifest", str(phantoms), "--synthetic",
               str(syn / "manifest.yaml"), "--format", "json"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -145,7 +145,7 @@ def test_quality_reader_kit_and_scoring(model_dir: Path, phantoms: Path, tmp_pat
     assert quality["fid_backbone"] >= 0 and 0 < quality["ms_ssim_synthetic"] <= 1
     kit = tmp_path / "kit"
     result = RUNNER.invoke(
-        app, ["synth", "reader-kit", "--real", str(phantoms), "--synthetic",
+        app, ["synth", "reader-kit", "--manifest", str(phantoms), "--synthetic",
               str(syn / "manifest.yaml"), "--out", str(kit), "--n", "3", "--split", "",
               "--readers", "ann,bob"],
     )  # fmt: skip
@@ -181,7 +181,7 @@ def test_augment_study_writes_table_plot_and_cis(model_dir: Path, phantoms: Path
     result = RUNNER.invoke(
         app,
         ["synth", "augment-study", "--manifest", str(phantoms), "--task", "nodule_det",
-         "--out", str(out), "--synth-model", str(model_dir), "--fractions", "0,0.5",
+         "--out", str(out), "--model", str(model_dir), "--fractions", "0,0.5",
          "--steps", "2", "--image-size", "16", "--sample-steps", "2", "--n-resamples", "50",
          "--threads", "1", "--format", "json"],
     )  # fmt: skip

@@ -124,6 +124,24 @@ def test_ms_ssim_matches_monai():
     assert ms_ssim(a, b) == pytest.approx(float(metric(to(b), to(a))), abs=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(44, 50), (3, 64, 64), (180, 176)])
+def test_ms_ssim_matches_monai_per_channel_at_three_and_five_scales(shape):
+    import torch
+    from monai.metrics.regression import compute_ms_ssim
+
+    from medfleet.synth.quality import MS_SSIM_WEIGHTS
+
+    rng = np.random.default_rng(1)
+    a = rng.random(shape)
+    b = np.clip(a + 0.2 * rng.normal(size=a.shape), 0, 1)
+    scales = 5 if min(shape[-2:]) >= 176 else 3
+    weights = np.array(MS_SSIM_WEIGHTS[:scales]) / sum(MS_SSIM_WEIGHTS[:scales])
+    # channels as a batch: MONAI would mix the channels before combining the scales
+    to = lambda x: torch.tensor(x, dtype=torch.float64).reshape(-1, 1, *shape[-2:])  # noqa: E731
+    ref = compute_ms_ssim(to(b), to(a), spatial_dims=2, weights=tuple(weights)).mean()
+    assert ms_ssim(a, b) == pytest.approx(float(ref), abs=1e-5)
+
+
 def test_psnr_and_mae_by_hand():
     a, b = np.zeros((4, 4)), np.full((4, 4), 0.5)
     assert psnr(a, b) == pytest.approx(10 * math.log10(1 / 0.25))
@@ -165,3 +183,15 @@ def test_wilson_interval_matches_the_formula():
     low, high = wilson_interval(40, 50)
     assert low == pytest.approx(centre - half) and high == pytest.approx(centre + half)
     assert 0.66 < low < 0.68 and 0.88 < high < 0.90
+
+
+def test_wilson_interval_is_scipys_at_the_coverage_of_z():
+    from scipy.stats import binomtest
+
+    for k, n in [(0, 5), (3, 7), (5, 5), (40, 50)]:
+        ref = binomtest(k, n).proportion_ci(0.99, method="wilson")
+        assert wilson_interval(k, n, z=2.5758293035489004) == pytest.approx(
+            (ref.low, ref.high), rel=1e-12, abs=1e-15
+        )
+    assert wilson_interval(0, 5)[0] == 0.0 and wilson_interval(5, 5)[1] == 1.0
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))

@@ -22,10 +22,12 @@ from medfleet.cli import report as report_cli
 from medfleet.cli import synth as synth_cli
 from medfleet.cli import train as train_cli
 from medfleet.cli.common import MedfleetGroup
+from medfleet.cli.deprecated import renamed_options
 
 app = typer.Typer(
     name="medfleet",
-    help="Multi-task, multi-site medical imaging AI: data, models, evaluation, monitoring.",
+    help="Multi-task, multi-site medical imaging AI: data, models, federated fine-tuning, "
+    "evaluation, monitoring, synthesis.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -34,7 +36,7 @@ app = typer.Typer(
 app.add_typer(data_cli.app, name="data")
 app.command("demo")(demo_cli.demo)
 app.command("train")(train_cli.train)
-app.command("predict")(predict_cli.predict)
+app.command("predict", cls=renamed_options(predict_cli.RENAMED))(predict_cli.predict)
 app.command("federate")(federate_cli.federate)
 app.command("federate-study")(federate_study_cli.federate_study)
 app.command("evaluate")(evaluate_cli.evaluate)

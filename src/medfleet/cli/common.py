@@ -1,4 +1,9 @@
-"""Helpers shared by CLI verbs: output format, console, error reporting."""
+"""Helpers shared by CLI verbs: shared options, output format, console, error reporting.
+
+The options every kind of verb takes (``--manifest``, ``--n-resamples``, ``--format``) are
+defined here once; the model and run options of the verbs that train or run a model are in
+:mod:`medfleet.cli.run_options`. docs/cli/README.md lists every option with its file.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import enum
 import json
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import click
 import typer
@@ -28,6 +33,22 @@ class OutputFormat(enum.StrEnum):
 FORMAT_OPTION = typer.Option(
     OutputFormat.text, "--format", help="Output for people (text) or programs (json)."
 )
+
+ManifestOption = Annotated[Path, typer.Option("--manifest", "-m", help="The manifest YAML.")]
+
+DEFAULT_N_RESAMPLES = 1000
+"""The one default of ``--n-resamples`` (every verb that bootstraps takes it)."""
+MIN_N_RESAMPLES = 10
+"""The one minimum of ``--n-resamples``."""
+
+NResamplesOption = Annotated[
+    int,
+    typer.Option(
+        "--n-resamples",
+        min=MIN_N_RESAMPLES,
+        help="Bootstrap resamples of each confidence interval.",
+    ),
+]
 
 
 def print_json(obj: Any) -> None:

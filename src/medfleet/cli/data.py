@@ -9,6 +9,7 @@ import typer
 
 from medfleet.cli.common import (
     FORMAT_OPTION,
+    ManifestOption,
     OutputFormat,
     check_out_folder,
     console,
@@ -17,6 +18,7 @@ from medfleet.cli.common import (
     print_json,
     say,
 )
+from medfleet.cli.deprecated import renamed_options
 from medfleet.cli.progress import progress_bar
 
 app = typer.Typer(help="Make, import and check data sets.", no_args_is_help=True)
@@ -35,11 +37,19 @@ def phantoms(
         int, typer.Option("--dim", min=2, max=3, help="2 for images, 3 for NIfTI volumes.")
     ] = 2,
     seed: Annotated[
-        int, typer.Option("--seed", help="Random seed; the same seed gives byte-identical files.")
+        int,
+        typer.Option(
+            "--seed", min=0, help="Random seed; the same seed gives byte-identical files."
+        ),
     ] = 0,
     size: Annotated[
         int | None,
-        typer.Option("--size", min=32, help="Image side in pixels [default: 128 in 2D, 64 in 3D]."),
+        typer.Option(
+            "--size",
+            min=32,
+            help="Side of the phantom images in pixels (not a model input size) "
+            "[default: 128 in 2D, 64 in 3D].",
+        ),
     ] = None,
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
@@ -81,13 +91,16 @@ def prepare(
     out: Annotated[
         Path, typer.Option("--out", help="Folder for the manifest, tables and derived files.")
     ],
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the split.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the split.")] = 0,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Use only the first N cases.")
     ] = None,
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
-    """Convert a public data set into a medfleet manifest and task tables."""
+    """Convert the public data set NAME into a medfleet manifest and task tables.
+
+    NAME: hc18, busi, pneumoniamnist or kvasir_seg, as downloaded into --src.
+    """
     from medfleet.data.catalog import ADAPTERS, prepare_dataset
     from medfleet.errors import MedfleetError
 
@@ -105,9 +118,9 @@ def prepare(
         say(f"wrote {manifest}")
 
 
-@app.command("validate")
+@app.command("validate", cls=renamed_options(positional="--manifest"))
 def validate(
-    manifest: Annotated[Path, typer.Argument(help="The manifest YAML to check.")],
+    manifest: ManifestOption,
     decode: Annotated[
         bool, typer.Option("--decode/--no-decode", help="Decode every image and mask.")
     ] = True,

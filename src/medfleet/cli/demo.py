@@ -1,4 +1,4 @@
-"""``medfleet demo``: run the end-to-end pipeline on phantoms."""
+"""``medfleet demo``: run the end-to-end pipeline on phantoms, federated stage included."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from medfleet.cli.common import (
     say,
 )
 from medfleet.cli.progress import progress_bar
+from medfleet.cli.run_options import SeedOption
 
 
 def demo(
@@ -27,17 +28,24 @@ def demo(
     quick: Annotated[
         bool, typer.Option("--quick", help="Smaller data for a run of a few seconds.")
     ] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    seed: SeedOption = 0,
     stages: Annotated[
         str | None,
         typer.Option(
             "--stages",
-            help="Comma-separated stages to run (phantoms,validate,summary,train,monitor).",
+            help="Comma-separated stages to run "
+            "(phantoms,validate,summary,train,monitor,federated; default: all).",
         ),
     ] = None,
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
-    """Run the end-to-end demo: phantoms, validation, training + evaluation, monitoring."""
+    """Run the demo on phantoms: data, training, evaluation, monitoring, federated fine-tuning.
+
+    Three phantom sites are made and validated; a unified multi-task model is trained and
+    scored; its outputs are monitored for drift at the three sites; and two rounds of
+    DualLoRA federated fine-tuning run across the sites on Flower (skipped, with the reason,
+    when Flower is not installed).
+    """
     from medfleet.demo import run_demo
     from medfleet.errors import MedfleetError
 
@@ -116,8 +124,29 @@ def _print_summary(summary: dict) -> None:
             f"alerts: {len(monitor['alerts'])}; drift at {monitor['drifted_site']} detected: "
             f"{monitor['drift_detected']}; false-alarm sites: {false_sites}"
         )
+    federated = summary["stages"].get("federated")
+    if federated:
+        _print_federated(federated)
     seconds = ", ".join(f"{k} {v:.1f}s" for k, v in summary["seconds"].items())
     say(f"demo finished ({seconds}); summary: {Path(summary['out']) / 'demo_summary.json'}")
+
+
+def _print_federated(federated: dict) -> None:
+    from rich.table import Table
+
+    if federated.get("skipped"):
+        say(f"federated stage skipped: {federated.get('reason', '')}")
+        return
+    table = Table(title=literal(f"federated {federated['strategy']}, {federated['rounds']} rounds"))
+    for column in ("site", "lesion_cls balanced accuracy (val)"):
+        table.add_column(column)
+    for site, value in federated.get("balanced_accuracy", {}).items():
+        table.add_row(literal(site), literal(_fmt(value)))
+    console.print(table)
+    sizes = federated.get("bytes_per_round", {})
+    if sizes:
+        shown = ", ".join(f"round {r}: {s['total']:,}" for r, s in sizes.items())
+        say(f"federated bytes per round (all sites, both ways): {shown}")
 
 
 def _fmt(value: object) -> str:

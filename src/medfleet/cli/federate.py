@@ -15,6 +15,7 @@ import typer
 
 from medfleet.cli.common import (
     FORMAT_OPTION,
+    ManifestOption,
     OutputFormat,
     check_out_folder,
     console,
@@ -23,11 +24,13 @@ from medfleet.cli.common import (
 )
 from medfleet.cli.progress import progress_bar
 from medfleet.cli.run_options import (
+    DEFAULT_ENGINE,
     BackboneOption,
     BatchSizeOption,
     BlocksOption,
     ConfigOption,
-    EngineChoice,
+    DeviceOption,
+    EngineOption,
     FedBNOption,
     ImageSizeOption,
     LocalEpochsOption,
@@ -55,7 +58,7 @@ def _shared_heads(text: str | None) -> list[str] | None:
 
 
 def federate(
-    manifest: Annotated[Path, typer.Option("--manifest", "-m", help="The manifest YAML.")],
+    manifest: ManifestOption,
     out: Annotated[Path, typer.Option("--out", help="Output folder of the federated run.")],
     strategy: Annotated[
         StrategyChoice,
@@ -121,13 +124,7 @@ def federate(
             help="The delta of the (epsilon, delta) guarantee recorded in federated.json.",
         ),
     ] = 1e-5,
-    engine: Annotated[
-        EngineChoice,
-        typer.Option(
-            "--engine",
-            help="simulation (Flower's Ray simulation engine) or inprocess (no Ray).",
-        ),
-    ] = EngineChoice.simulation,
+    engine: EngineOption = DEFAULT_ENGINE,
     seed: Annotated[
         int | None,
         typer.Option(
@@ -137,6 +134,7 @@ def federate(
             "train.seed, else 0).",
         ),
     ] = None,
+    device: DeviceOption = None,
     threads: ThreadsOption = 1,
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
@@ -155,7 +153,13 @@ def federate(
         model_config, train_config = load_configs(
             config,
             model={"backbone": backbone, "image_size": image_size, "weights": weights},
-            train={"batch_size": batch_size, "lr": lr, "threads": threads, "seed": seed},
+            train={
+                "batch_size": batch_size,
+                "lr": lr,
+                "threads": threads,
+                "seed": seed,
+                "device": device,
+            },
         )
         fed_config = FederatedConfig(
             strategy=strategy.value,
@@ -264,7 +268,7 @@ def _print_summary(summary: dict[str, Any], manifest: Path) -> None:
     sites_dir = shlex.quote(f"{summary['out']}/sites")
     console.print(
         f"site models: {summary['out']}/sites/<site>; predict with: medfleet predict "
-        f"--checkpoint {sites_dir}/<site> --manifest {shlex.quote(str(manifest))} "
+        f"--model {sites_dir}/<site> --manifest {shlex.quote(str(manifest))} "
         "--out <predictions-folder>",
         highlight=False,
         markup=False,

@@ -10,7 +10,10 @@ from typing import Annotated, Any
 import typer
 
 from medfleet.cli.common import (
+    DEFAULT_N_RESAMPLES,
     FORMAT_OPTION,
+    ManifestOption,
+    NResamplesOption,
     OutputFormat,
     check_out_folder,
     console,
@@ -18,11 +21,13 @@ from medfleet.cli.common import (
     print_json,
 )
 from medfleet.cli.run_options import (
+    DEFAULT_ENGINE,
     BackboneOption,
     BatchSizeOption,
     BlocksOption,
     ConfigOption,
-    EngineChoice,
+    DeviceOption,
+    EngineOption,
     FedBNOption,
     ImageSizeOption,
     LocalEpochsOption,
@@ -30,7 +35,6 @@ from medfleet.cli.run_options import (
     LrOption,
     MuOption,
     RankOption,
-    SeedOption,
     StrategyChoice,
     ThreadsOption,
     WeightsOption,
@@ -53,7 +57,7 @@ def _positive(text: str | None) -> dict[str, str]:
 
 
 def federate_study(
-    manifest: Annotated[Path, typer.Option("--manifest", "-m", help="The manifest YAML.")],
+    manifest: ManifestOption,
     out: Annotated[Path, typer.Option("--out", help="Output folder of the study.")],
     strategies: Annotated[
         str,
@@ -91,7 +95,8 @@ def federate_study(
         str | None,
         typer.Option(
             "--tasks",
-            help="Comma-separated tasks (default: every classification and segmentation task).",
+            help="Comma-separated task names (default: every classification and segmentation "
+            "task).",
         ),
     ] = None,
     positive_class: Annotated[
@@ -102,16 +107,18 @@ def federate_study(
             "(default: the second of two classes; macro one-vs-rest otherwise).",
         ),
     ] = None,
-    n_resamples: Annotated[
-        int, typer.Option("--n-resamples", min=10, help="Bootstrap resamples.")
-    ] = 1000,
-    engine: Annotated[
-        EngineChoice,
+    n_resamples: NResamplesOption = DEFAULT_N_RESAMPLES,
+    engine: EngineOption = DEFAULT_ENGINE,
+    seed: Annotated[
+        int | None,
         typer.Option(
-            "--engine", help="inprocess (no Ray) or simulation (Flower's Ray simulation engine)."
+            "--seed",
+            min=0,
+            help="Seed of initialisation and training of every arm (default: the --config's "
+            "train.seed, else 0).",
         ),
-    ] = EngineChoice.inprocess,
-    seed: SeedOption = 0,
+    ] = None,
+    device: DeviceOption = None,
     threads: ThreadsOption = 1,
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
@@ -133,7 +140,13 @@ def federate_study(
         model_config, train_config = load_configs(
             config,
             model={"backbone": backbone, "image_size": image_size, "weights": weights},
-            train={"batch_size": batch_size, "lr": lr, "threads": threads, "seed": seed},
+            train={
+                "batch_size": batch_size,
+                "lr": lr,
+                "threads": threads,
+                "seed": seed,
+                "device": device,
+            },
         )
         fed_config = FederatedConfig(
             strategy=chosen[0] if chosen else "fedavg",
@@ -144,7 +157,7 @@ def federate_study(
             blocks=parse_blocks(blocks),
             rank=rank,
             fedbn=fedbn,
-            seed=seed,
+            seed=train_config.seed,
         )
     except ValidationError as exc:
         fail(f"invalid setting: {exc}", code=2)

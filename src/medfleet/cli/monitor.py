@@ -120,7 +120,8 @@ def simulate(
         int | None, typer.Option("--batches", min=2, help="Batches per site.")
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", min=10, help="Outputs per batch.")
+        int | None,
+        typer.Option("--batch-size", min=10, help="Model outputs per monitored batch."),
     ] = None,
     schemes: Annotated[
         str | None,
@@ -130,7 +131,9 @@ def simulate(
             "centralised [default: all].",
         ),
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed.")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", min=0, help="Random seed (default: the config's).")
+    ] = None,
     quick: Annotated[
         bool, typer.Option("--quick", help="A small, fast simulation (3 sites, 12 batches).")
     ] = False,

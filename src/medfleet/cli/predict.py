@@ -9,6 +9,7 @@ import typer
 
 from medfleet.cli.common import (
     FORMAT_OPTION,
+    ManifestOption,
     OutputFormat,
     check_out_folder,
     console,
@@ -19,34 +20,36 @@ from medfleet.cli.common import (
     say,
 )
 from medfleet.cli.progress import progress_bar
+from medfleet.cli.run_options import RunDeviceOption, ThreadsOption, check_device
+
+RENAMED = {"--checkpoint": "--model"}
+"""Old spellings of this verb's options (accepted with a deprecation message)."""
 
 
 def predict(
-    checkpoint: Annotated[
+    model: Annotated[
         Path,
         typer.Option(
-            "--checkpoint",
-            help="Model file of a training run (model.safetensors), its "
-            "checkpoints/last.safetensors, or the run folder.",
+            "--model",
+            help="Trained model: a training run's folder, its model.safetensors or its "
+            "checkpoints/last.safetensors.",
         ),
     ],
-    manifest: Annotated[Path, typer.Option("--manifest", "-m", help="The manifest YAML.")],
+    manifest: ManifestOption,
     out: Annotated[Path, typer.Option("--out", help="Output folder for the predictions.")],
     split: Annotated[
         str, typer.Option("--split", help="Split to predict: train, val or test.")
     ] = "test",
     tasks: Annotated[
         str | None,
-        typer.Option("--tasks", help="Comma-separated tasks (default: all the model serves)."),
+        typer.Option("--tasks", help="Comma-separated task names (default: all the model serves)."),
     ] = None,
     batch_size: Annotated[
         int,
         typer.Option("--batch-size", min=1, help="Images per forward pass (1: exact runtimes)."),
     ] = 1,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    threads: Annotated[
-        int | None, typer.Option("--threads", min=1, help="CPU threads of torch.")
-    ] = None,
+    device: RunDeviceOption = "auto",
+    threads: ThreadsOption = None,
     evaluate: Annotated[
         bool,
         typer.Option("--evaluate", help="Also score the predictions (OUT/evaluation/<task>)."),
@@ -58,6 +61,7 @@ def predict(
     from medfleet.tables import SPLITS
 
     text = fmt is OutputFormat.text
+    check_device(device)
     if split not in SPLITS:
         fail(f"--split {split!r} is not one of {list(SPLITS)}", code=2)
     check_out_folder(out)
@@ -72,7 +76,7 @@ def predict(
             torch.set_num_threads(threads)
         loaded_manifest = load_manifest(manifest)
         dev = resolve_device(device)
-        loaded = load_trained(checkpoint, loaded_manifest, device=dev)
+        loaded = load_trained(model, loaded_manifest, device=dev)
         names = loaded.tasks
         if tasks is not None:
             wanted = [t.strip() for t in tasks.split(",") if t.strip()]

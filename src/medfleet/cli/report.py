@@ -8,7 +8,9 @@ from typing import Annotated, Any
 import typer
 
 from medfleet.cli.common import (
+    DEFAULT_N_RESAMPLES,
     FORMAT_OPTION,
+    NResamplesOption,
     OutputFormat,
     check_out_folder,
     console,
@@ -17,6 +19,7 @@ from medfleet.cli.common import (
     print_json,
     say,
 )
+from medfleet.cli.deprecated import renamed_options
 
 app = typer.Typer(
     name="report",
@@ -25,7 +28,7 @@ app = typer.Typer(
 )
 
 
-@app.command("compare")
+@app.command("compare", cls=renamed_options({"--resamples": "--n-resamples"}))
 def compare(
     run_a: Annotated[Path, typer.Argument(help="Folder of evaluation A (the reference).")],
     run_b: Annotated[Path, typer.Argument(help="Folder of evaluation B (compared with A).")],
@@ -33,24 +36,25 @@ def compare(
         Path | None,
         typer.Option("--out", help="Output folder (default: compare_<A>_vs_<B> next to B)."),
     ] = None,
-    resamples: Annotated[
-        int, typer.Option("--resamples", min=100, help="Bootstrap resamples per CI.")
-    ] = 2000,
-    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+    n_resamples: NResamplesOption = DEFAULT_N_RESAMPLES,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Bootstrap seed.")] = 0,
     alpha: Annotated[
         float,
         typer.Option("--alpha", min=0.0, max=1.0, help="Significance level after Holm."),
     ] = 0.05,
     output_format: OutputFormat = FORMAT_OPTION,
 ) -> None:
-    """Compare two evaluations case by case; write compare.json and compare.html."""
+    """Compare two evaluations case by case; write compare.json and compare.html.
+
+    RUN_A: the reference evaluation's folder; RUN_B: the folder of the one compared with it.
+    """
     from medfleet.errors import MedfleetError
     from medfleet.report.compare import compare_runs, write_comparison
 
     target = out or run_b.parent / f"compare_{run_a.name}_vs_{run_b.name}"
     check_out_folder(target, "--out" if out is not None else "the output folder")
     try:
-        result = compare_runs(run_a, run_b, n_resamples=resamples, seed=seed, alpha=alpha)
+        result = compare_runs(run_a, run_b, n_resamples=n_resamples, seed=seed, alpha=alpha)
         json_path, html_path = write_comparison(result, target)
     except MedfleetError as err:
         fail(str(err))

@@ -1,8 +1,10 @@
-"""Command-line options shared by the verbs that build and train a model.
+"""Command-line options shared by the verbs that build, train or run a model.
 
 ``medfleet train``, ``medfleet federate`` and ``medfleet federate-study`` take the same
-``--config`` YAML and the same model options; the option types live here once, and
-:func:`load_configs` merges the YAML with whatever was given on the command line.
+``--config`` YAML and the same model options; ``medfleet predict`` and the ``medfleet synth``
+verbs reuse the ones they need (``--image-size``, ``--batch-size``, ``--device``, ...). The
+option types live here once, and :func:`load_configs` merges the YAML with whatever was given
+on the command line (``None``: not given).
 """
 
 from __future__ import annotations
@@ -29,6 +31,20 @@ BackboneOption = Annotated[
 ImageSizeOption = Annotated[
     int | None, typer.Option("--image-size", min=8, help="Model input size in pixels.")
 ]
+_DEVICES = "auto (CUDA when available), cpu, cuda or cuda:N"
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help=f"Where the model trains: {_DEVICES} (default: the --config's train.device, "
+        "else auto).",
+    ),
+]
+"""``--device`` of the verbs with a ``--config`` (``None``: the YAML's value)."""
+RunDeviceOption = Annotated[
+    str, typer.Option("--device", help=f"Where the model runs: {_DEVICES}.")
+]
+"""``--device`` of the verbs without a ``--config`` (default ``auto``)."""
 WeightsOption = Annotated[
     Path | None, typer.Option("--weights", help="Local pretrained backbone weights.")
 ]
@@ -58,6 +74,22 @@ class EngineChoice(enum.StrEnum):
     inprocess = "inprocess"
 
 
+DEFAULT_ENGINE = EngineChoice.inprocess
+"""The ``--engine`` default of ``federate`` and ``federate-study`` (docs/federated.md, "Engines").
+
+The in-process engine runs the same ServerApp, strategies and ClientApp as Ray, with every
+message serialised as on the wire, one site after the other (reproducible runs), and without
+Ray's start-up of tens of seconds; ``run_federated`` defaults to it too.
+"""
+EngineOption = Annotated[
+    EngineChoice,
+    typer.Option(
+        "--engine",
+        help="inprocess (Flower's apps on an in-process grid, sites one after the other, "
+        "no Ray) or simulation (Flower's Ray simulation engine, one CPU per client).",
+    ),
+]
+
 LocalEpochsOption = Annotated[
     int, typer.Option("--local-epochs", min=1, help="Local passes per round.")
 ]
@@ -70,8 +102,10 @@ RankOption = Annotated[int, typer.Option("--rank", min=1, help="LoRA rank.")]
 FedBNOption = Annotated[
     bool, typer.Option("--fedbn", help="Keep normalisation layers local (FedBN).")
 ]
-SeedOption = Annotated[int, typer.Option("--seed", min=0, help="Random seed.")]
-ThreadsOption = Annotated[int, typer.Option("--threads", min=1, help="CPU threads of torch.")]
+SeedOption = Annotated[int | None, typer.Option("--seed", min=0, help="Random seed.")]
+ThreadsOption = Annotated[
+    int | None, typer.Option("--threads", min=1, help="CPU threads of torch (per process).")
+]
 
 
 def load_configs(
@@ -128,6 +162,25 @@ def check_length_options(epochs: int | None, steps: int | None) -> None:
             "--steps N for exactly N optimiser steps, or --epochs N for N passes over the data)",
             code=2,
         )
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a ``--device`` that names no device (exit 2), before any model is loaded.
+
+    Example:
+        >>> check_device("cuda:1"), check_device(None)
+        (None, None)
+        >>> try:
+        ...     check_device("gpu")
+        ... except typer.Exit as exc:
+        ...     exc.exit_code
+        2
+    """
+    if device is None or device in ("auto", "cpu", "cuda"):
+        return
+    if device.startswith("cuda:") and device[5:].isdigit():
+        return
+    fail(f"--device {device!r}: give auto, cpu, cuda or cuda:N (e.g. cuda:0)", code=2)
 
 
 def settings_error(exc: Exception) -> str:

@@ -13,14 +13,29 @@ from typing import Annotated, Any
 import typer
 
 from medfleet.cli.common import (
+    DEFAULT_N_RESAMPLES,
     FORMAT_OPTION,
+    ManifestOption,
+    NResamplesOption,
     OutputFormat,
     check_out_folder,
     fail,
     print_json,
     say,
 )
+from medfleet.cli.deprecated import renamed_options
 from medfleet.cli.progress import progress_bar
+from medfleet.cli.run_options import (
+    BackboneOption,
+    BatchSizeOption,
+    ImageSizeOption,
+    LrOption,
+    RunDeviceOption,
+    SeedOption,
+    ThreadsOption,
+    WeightsOption,
+    check_device,
+)
 
 app = typer.Typer(
     help="Synthesis of image-annotation pairs (latent diffusion + mask ControlNet).",
@@ -70,27 +85,46 @@ def _synth_config(**values: Any) -> Any:
 
 @app.command("train")
 def train(
-    manifest: Annotated[Path, typer.Option("--manifest", "-m", help="The manifest YAML.")],
-    task: Annotated[str, typer.Option("--task", "-t", help="Detection or segmentation task.")],
+    manifest: ManifestOption,
+    task: Annotated[
+        str,
+        typer.Option(
+            "--task", "-t", help="The detection or segmentation task whose train rows are learnt."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
     base: Annotated[
         Path | None,
         typer.Option("--base", help="Local Stable-Diffusion-style folder to fine-tune."),
     ] = None,
     steps: Annotated[
-        int | None, typer.Option("--steps", min=0, help="Steps of the LDM and ControlNet stages.")
+        int | None,
+        typer.Option(
+            "--steps",
+            min=0,
+            help="Optimiser steps of each of the LDM and ControlNet stages (0: skip them).",
+        ),
     ] = None,
     vae_steps: Annotated[
-        int | None, typer.Option("--vae-steps", min=0, help="Steps of the tiny VAE stage.")
+        int | None,
+        typer.Option("--vae-steps", min=0, help="Optimiser steps of the tiny VAE stage."),
     ] = None,
-    image_size: Annotated[int | None, typer.Option("--image-size", min=8)] = None,
-    channels: Annotated[int | None, typer.Option("--channels", min=1)] = None,
-    prediction: Annotated[Prediction, typer.Option("--prediction")] = Prediction.epsilon,
+    image_size: ImageSizeOption = None,
+    channels: Annotated[
+        int | None,
+        typer.Option("--channels", min=1, help="Image channels the model makes (1 grey, 3 RGB)."),
+    ] = None,
+    prediction: Annotated[
+        Prediction,
+        typer.Option(
+            "--prediction", help="What the network predicts: epsilon (the noise) or v (velocity)."
+        ),
+    ] = Prediction.epsilon,
     joint: Annotated[
         bool, typer.Option("--joint", help="Train UNet and ControlNet together in stage 3.")
     ] = False,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1)] = None,
-    lr: Annotated[float | None, typer.Option("--lr")] = None,
+    batch_size: BatchSizeOption = None,
+    lr: LrOption = None,
     caption_column: Annotated[
         str | None, typer.Option("--caption-column", help="Table column with captions.")
     ] = None,
@@ -98,10 +132,18 @@ def train(
         str | None,
         typer.Option("--caption-template", help="e.g. '{objects} at {site}, {age_band}'."),
     ] = None,
-    caption_dropout: Annotated[float | None, typer.Option("--caption-dropout")] = None,
-    seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
-    threads: Annotated[int | None, typer.Option("--threads", min=1)] = None,
-    device: Annotated[str, typer.Option("--device")] = "auto",
+    caption_dropout: Annotated[
+        float | None,
+        typer.Option(
+            "--caption-dropout",
+            min=0.0,
+            max=1.0,
+            help="Share of training steps on the empty caption (for classifier-free guidance).",
+        ),
+    ] = None,
+    seed: SeedOption = 0,
+    threads: ThreadsOption = None,
+    device: RunDeviceOption = "auto",
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
     """Train a latent diffusion model with a mask ControlNet on one task's train rows."""
@@ -109,6 +151,7 @@ def train(
     from medfleet.synth.train import train_synth
     from medfleet.tasks import Manifest
 
+    check_device(device)
     check_out_folder(out)
     config = _synth_config(
         base=base,
@@ -147,44 +190,72 @@ def train(
     ])  # fmt: skip
 
 
-@app.command("sample")
+@app.command("sample", cls=renamed_options({"--steps": "--sample-steps"}))
 def sample(
-    model: Annotated[Path, typer.Option("--model", help="Folder of 'synth train'.")],
+    model: Annotated[Path, typer.Option("--model", help="Model folder of 'synth train'.")],
     n: Annotated[int, typer.Option("--n", min=1, help="Pairs to generate.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (manifest + table).")],
-    layout: Annotated[Layout, typer.Option("--layout")] = Layout.from_manifest,
+    layout: Annotated[
+        Layout,
+        typer.Option(
+            "--layout",
+            help="Condition masks: from-manifest (the training layouts) or random (drawn anew).",
+        ),
+    ] = Layout.from_manifest,
     captions: Annotated[
         Path | None, typer.Option("--captions", help="Text file, one caption per line.")
     ] = None,
-    guidance: Annotated[float, typer.Option("--guidance", min=0.0)] = 3.0,
-    controlnet_scale: Annotated[float, typer.Option("--controlnet-scale", min=0.0)] = 1.0,
-    sampler: Annotated[Sampler, typer.Option("--sampler")] = Sampler.ddim,
-    steps: Annotated[int, typer.Option("--steps", min=1)] = 50,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
-    seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
-    threads: Annotated[int | None, typer.Option("--threads", min=1)] = None,
+    guidance: Annotated[
+        float,
+        typer.Option("--guidance", min=0.0, help="Classifier-free guidance scale (1: none)."),
+    ] = 3.0,
+    controlnet_scale: Annotated[
+        float,
+        typer.Option(
+            "--controlnet-scale",
+            min=0.0,
+            help="Multiplier of the mask ControlNet's residuals (0: ignore the mask).",
+        ),
+    ] = 1.0,
+    sampler: Annotated[
+        Sampler,
+        typer.Option(
+            "--sampler", help="ddim (deterministic) or ddpm (ancestral) denoising sampler."
+        ),
+    ] = Sampler.ddim,
+    sample_steps: Annotated[
+        int, typer.Option("--sample-steps", min=1, help="Denoising steps of each pair.")
+    ] = 50,
+    batch_size: BatchSizeOption = 16,
+    seed: SeedOption = 0,
+    threads: ThreadsOption = None,
+    device: RunDeviceOption = "auto",
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
     """Generate image-annotation pairs and write a manifest that 'medfleet train' reads."""
+    check_device(device)
     import torch
 
     from medfleet.errors import MedfleetError
     from medfleet.synth.config import SampleConfig
+    from medfleet.synth.model import load_synth
     from medfleet.synth.sample import read_captions, write_synthetic_set
+    from medfleet.train.trainer import resolve_device
 
     check_out_folder(out)
     if threads:
         torch.set_num_threads(threads)
     config = SampleConfig(
-        steps=steps, sampler=sampler.value, guidance=guidance,
+        steps=sample_steps, sampler=sampler.value, guidance=guidance,
         controlnet_scale=controlnet_scale, batch_size=batch_size, seed=seed,
     )  # fmt: skip
     try:
         lines = read_captions(captions) if captions else None
+        loaded = load_synth(model, device=resolve_device(device))
         with progress_bar("synth sample", enabled=fmt is OutputFormat.text) as update:
             path = write_synthetic_set(
                 model, out, n, layout=layout.value, captions=lines, config=config,  # type: ignore[arg-type]
-                progress=update,
+                model=loaded, progress=update,
             )  # fmt: skip
     except MedfleetError as exc:
         fail(str(exc))
@@ -215,23 +286,41 @@ def _load_unit(paths: list[Path], size: int, channels: int) -> Any:
     )  # fmt: skip
 
 
-@app.command("quality")
+_REAL_MANIFEST = typer.Option("--manifest", "-m", help="Manifest of the real images.")
+_SYNTHETIC = typer.Option("--synthetic", help="Manifest written by 'synth sample'.")
+_RENAMED_REAL = {"--real": "--manifest"}
+
+
+@app.command("quality", cls=renamed_options({**_RENAMED_REAL, "--size": "--image-size"}))
 def quality(
-    real: Annotated[Path, typer.Option("--real", help="Manifest of the real images.")],
-    synthetic: Annotated[Path, typer.Option("--synthetic", help="Manifest from 'synth sample'.")],
-    task: Annotated[str | None, typer.Option("--task", help="Task of the real manifest.")] = None,
-    split: Annotated[str | None, typer.Option("--split", help="Real split (default all).")] = None,
-    size: Annotated[
-        int | None, typer.Option("--size", help="Common side (default: synthetic).")
+    manifest: Annotated[Path, _REAL_MANIFEST],
+    synthetic: Annotated[Path, _SYNTHETIC],
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task", "-t", help="Task of the real manifest (default: the synthetic set's)."
+        ),
     ] = None,
-    backbone: Annotated[str, typer.Option("--backbone")] = "vit-tiny",
-    weights: Annotated[
-        Path | None, typer.Option("--weights", help="Local backbone weights.")
+    split: Annotated[
+        str | None, typer.Option("--split", help="Split of the real images (default: all).")
     ] = None,
+    image_size: Annotated[
+        int | None,
+        typer.Option(
+            "--image-size",
+            min=8,
+            help="Side both sets are resized to, the input size of the feature network "
+            "(default: the synthetic images' side).",
+        ),
+    ] = None,
+    backbone: BackboneOption = "vit-tiny",
+    weights: WeightsOption = None,
     feature_net: Annotated[
         Path | None, typer.Option("--feature-net", help="Local TorchScript (e.g. Inception).")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=2)] = 500,
+    limit: Annotated[
+        int, typer.Option("--limit", min=2, help="At most this many images of each set.")
+    ] = 500,
     out: Annotated[Path | None, typer.Option("--out", help="Write quality.json here.")] = None,
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
@@ -243,10 +332,10 @@ def quality(
     check_out_folder(out)
     try:
         syn_paths, syn_spec = _images_of(synthetic, None, None)
-        real_paths, _ = _images_of(real, task or syn_spec.name, split)
+        real_paths, _ = _images_of(manifest, task or syn_spec.name, split)
         from medfleet.data.io import read_image
 
-        side = size or int(read_image(syn_paths[0]).array.shape[0])
+        side = image_size or int(read_image(syn_paths[0]).array.shape[0])
         channels = syn_spec.channels
         result = quality_summary(
             _load_unit(real_paths[:limit], side, channels),
@@ -260,16 +349,23 @@ def quality(
     _emit(fmt, result, [f"{k}: {v}" for k, v in result.items()])
 
 
-@app.command("reader-kit")
+@app.command("reader-kit", cls=renamed_options(_RENAMED_REAL))
 def reader_kit(
-    real: Annotated[Path, typer.Option("--real", help="Manifest of the real images.")],
-    synthetic: Annotated[Path, typer.Option("--synthetic", help="Manifest from 'synth sample'.")],
+    manifest: Annotated[Path, _REAL_MANIFEST],
+    synthetic: Annotated[Path, _SYNTHETIC],
     out: Annotated[Path, typer.Option("--out", help="Kit folder.")],
     n: Annotated[int, typer.Option("--n", min=1, help="Images of each kind.")] = 20,
-    task: Annotated[str | None, typer.Option("--task")] = None,
-    split: Annotated[str | None, typer.Option("--split")] = "test",
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task", "-t", help="Task of the real manifest (default: the synthetic set's)."
+        ),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Split of the real images.")
+    ] = "test",
     readers: Annotated[str, typer.Option("--readers", help="Comma-separated names.")] = "reader1",
-    seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
+    seed: SeedOption = 0,
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
     """Write a shuffled real/synthetic set, a hidden key and a scoring sheet."""
@@ -282,7 +378,7 @@ def reader_kit(
     check_out_folder(out)
     try:
         syn_paths, syn_spec = _images_of(synthetic, None, None)
-        real_paths, _ = _images_of(real, task or syn_spec.name, split)
+        real_paths, _ = _images_of(manifest, task or syn_spec.name, split)
         rng = np.random.default_rng(seed)
         pick = lambda paths: [paths[i] for i in sorted(rng.permutation(len(paths))[:n])]  # noqa: E731
         side = int(read_image(syn_paths[0]).array.shape[0])
@@ -302,7 +398,10 @@ def reader_score(
     out: Annotated[Path | None, typer.Option("--out", help="Write reader_study.json here.")] = None,
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
-    """Accuracy (Wilson CI, test against chance), sensitivity, confidence; per reader."""
+    """Accuracy (Wilson CI, test against chance), sensitivity, confidence; per reader.
+
+    SHEETS: the scoring sheets the readers filled in, scored against the kit's --key.
+    """
     from medfleet.errors import MedfleetError
     from medfleet.synth.reader import score_readers
     from medfleet.utils.atomic import write_json_atomic
@@ -324,32 +423,98 @@ def reader_score(
     _emit(fmt, result, lines)
 
 
-@app.command("augment-study")
+@app.command("augment-study", cls=renamed_options({"--synth-model": "--model"}))
 def augment_study(
-    manifest: Annotated[Path, typer.Option("--manifest", "-m")],
-    task: Annotated[str, typer.Option("--task", "-t")],
-    out: Annotated[Path, typer.Option("--out")],
-    fractions: Annotated[str, typer.Option("--fractions")] = "0,0.1,0.2,0.5",
-    external_site: Annotated[str | None, typer.Option("--external-site")] = None,
-    synth_model: Annotated[
-        Path | None, typer.Option("--synth-model", help="Reuse a trained synthesis model.")
+    manifest: ManifestOption,
+    task: Annotated[
+        str,
+        typer.Option("--task", "-t", help="The detection or segmentation task of the study."),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Study folder.")],
+    fractions: Annotated[
+        str,
+        typer.Option(
+            "--fractions",
+            help="Synthetic pairs added, as comma-separated fractions of the internal "
+            "training rows.",
+        ),
+    ] = "0,0.1,0.2,0.5",
+    external_site: Annotated[
+        str | None,
+        typer.Option(
+            "--external-site", help="Site held out for external testing (default: the last)."
+        ),
     ] = None,
-    synth_steps: Annotated[int, typer.Option("--synth-steps", min=0)] = 300,
-    vae_steps: Annotated[int, typer.Option("--vae-steps", min=0)] = 150,
-    synth_image_size: Annotated[int, typer.Option("--synth-image-size", min=8)] = 32,
-    synth_lr: Annotated[float, typer.Option("--synth-lr")] = 1e-3,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="Synthesis model folder of 'synth train' to reuse instead of training one.",
+        ),
+    ] = None,
+    synth_steps: Annotated[
+        int,
+        typer.Option(
+            "--synth-steps",
+            min=0,
+            help="The synthesis model's optimiser steps of each of its LDM and ControlNet "
+            "stages ('synth train --steps').",
+        ),
+    ] = 300,
+    vae_steps: Annotated[
+        int,
+        typer.Option("--vae-steps", min=0, help="Optimiser steps of the tiny VAE stage."),
+    ] = 150,
+    synth_image_size: Annotated[
+        int,
+        typer.Option(
+            "--synth-image-size",
+            min=8,
+            help="The synthesis model's input size in pixels ('synth train --image-size').",
+        ),
+    ] = 32,
+    synth_lr: Annotated[
+        float,
+        typer.Option(
+            "--synth-lr", help="The synthesis model's learning rate ('synth train --lr')."
+        ),
+    ] = 1e-3,
     joint: Annotated[
         bool, typer.Option("--joint", help="Train UNet and ControlNet together in stage 3.")
     ] = False,
-    sample_steps: Annotated[int, typer.Option("--sample-steps", min=1)] = 30,
-    guidance: Annotated[float, typer.Option("--guidance", min=0.0)] = 2.0,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Downstream training steps.")] = 200,
-    image_size: Annotated[int, typer.Option("--image-size", min=8)] = 32,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
-    score_threshold: Annotated[float, typer.Option("--score-threshold")] = 0.3,
-    n_resamples: Annotated[int, typer.Option("--n-resamples", min=10)] = 1000,
-    seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
-    threads: Annotated[int | None, typer.Option("--threads", min=1)] = None,
+    sample_steps: Annotated[
+        int, typer.Option("--sample-steps", min=1, help="Denoising steps of each pair.")
+    ] = 30,
+    guidance: Annotated[
+        float,
+        typer.Option("--guidance", min=0.0, help="Classifier-free guidance scale (1: none)."),
+    ] = 2.0,
+    steps: Annotated[
+        int,
+        typer.Option("--steps", min=1, help="Optimiser steps of each downstream model."),
+    ] = 200,
+    image_size: Annotated[
+        int,
+        typer.Option("--image-size", min=8, help="Input size of the downstream models in pixels."),
+    ] = 32,
+    batch_size: BatchSizeOption = 8,
+    score_threshold: Annotated[
+        float,
+        typer.Option(
+            "--score-threshold", help="Minimum score of a counted detection (detection tasks)."
+        ),
+    ] = 0.3,
+    n_resamples: NResamplesOption = DEFAULT_N_RESAMPLES,
+    seed: SeedOption = 0,
+    threads: ThreadsOption = None,
+    device: Annotated[
+        str,
+        typer.Option(
+            "--device",
+            help="Where the synthesis model trains: auto (CUDA when available), cpu, cuda or "
+            "cuda:N (sampling and the downstream models run on the CPU).",
+        ),
+    ] = "auto",
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
     """Train with +0/10/20/50% synthetic pairs; detection rate or Dice, internal vs external."""
@@ -357,6 +522,7 @@ def augment_study(
     from medfleet.synth.augment import StudySettings, run_augment_study
     from medfleet.synth.config import SampleConfig
 
+    check_device(device)
     check_out_folder(out)
     try:
         fr = [float(f) for f in fractions.split(",") if f.strip()]
@@ -370,13 +536,14 @@ def augment_study(
     synth_config = _synth_config(
         image_size=synth_image_size, ldm_steps=synth_steps, controlnet_steps=synth_steps,
         vae_steps=vae_steps, seed=seed, threads=threads, lr=synth_lr, freeze_ldm=not joint,
+        device=device,
     )  # fmt: skip
     text = fmt is OutputFormat.text
     try:
         summary = run_augment_study(
             manifest, task, out, settings=settings, synth_config=synth_config,
             sample_config=SampleConfig(steps=sample_steps, guidance=guidance, seed=seed),
-            synth_model=synth_model,
+            synth_model=model,
             log=say if text else None,
         )  # fmt: skip
     except (MedfleetError, KeyError) as exc:

@@ -10,7 +10,10 @@ from typing import Annotated, Any
 import typer
 
 from medfleet.cli.common import (
+    DEFAULT_N_RESAMPLES,
     FORMAT_OPTION,
+    MIN_N_RESAMPLES,
+    ManifestOption,
     OutputFormat,
     check_out_folder,
     console,
@@ -25,8 +28,11 @@ from medfleet.cli.run_options import (
     BackboneOption,
     BatchSizeOption,
     ConfigOption,
+    DeviceOption,
     ImageSizeOption,
     LrOption,
+    SeedOption,
+    ThreadsOption,
     WeightsOption,
     check_length_options,
     load_configs,
@@ -60,7 +66,7 @@ class Paradigm(enum.StrEnum):
 
 
 def train(
-    manifest: Annotated[Path, typer.Option("--manifest", "-m", help="The manifest YAML.")],
+    manifest: ManifestOption,
     out: Annotated[Path, typer.Option("--out", help="Output folder of the experiment.")],
     paradigm: Annotated[
         Paradigm,
@@ -71,13 +77,16 @@ def train(
         ),
     ] = Paradigm.unified,
     config: ConfigOption = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs.")] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", min=1, help="Passes over the training rows.")
+    ] = None,
     steps: Annotated[
-        int | None, typer.Option("--steps", min=1, help="Stop after this many optimiser steps.")
+        int | None,
+        typer.Option("--steps", min=1, help="Optimiser steps of the run (instead of --epochs)."),
     ] = None,
     batch_size: BatchSizeOption = None,
     lr: LrOption = None,
-    seed: Annotated[int | None, typer.Option("--seed", min=0, help="Random seed.")] = None,
+    seed: SeedOption = None,
     sampling: Annotated[
         str | None,
         typer.Option("--sampling", help="Task sampling: proportional, uniform or temperature."),
@@ -86,14 +95,11 @@ def train(
     image_size: ImageSizeOption = None,
     weights: WeightsOption = None,
     tasks: Annotated[
-        str | None, typer.Option("--tasks", help="Comma-separated tasks (default: all).")
+        str | None,
+        typer.Option("--tasks", help="Comma-separated task names (default: all of the manifest)."),
     ] = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")
-    ] = None,
-    threads: Annotated[
-        int | None, typer.Option("--threads", min=1, help="CPU threads of torch.")
-    ] = None,
+    device: DeviceOption = None,
+    threads: ThreadsOption = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue every model from its last checkpoint.")
     ] = False,
@@ -139,8 +145,13 @@ def train(
         ),
     ] = True,
     n_resamples: Annotated[
-        int, typer.Option("--n-resamples", min=10, help="Bootstrap resamples (with 'all').")
-    ] = 1000,
+        int,
+        typer.Option(
+            "--n-resamples",
+            min=MIN_N_RESAMPLES,
+            help="Bootstrap resamples of each interval of the transfer analysis (--paradigm all).",
+        ),
+    ] = DEFAULT_N_RESAMPLES,
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
     """Train models on a manifest's tasks, predict the test split and score it."""
@@ -260,7 +271,7 @@ def _run_paradigms(
     from medfleet.train.paradigms import run_all, run_paradigm
     from medfleet.utils.jsonsafe import json_safe
 
-    n_resamples = kwargs.pop("n_resamples", 1000)
+    n_resamples = kwargs.pop("n_resamples", DEFAULT_N_RESAMPLES)
     summary: dict[str, Any] = {"out": str(out), "paradigm": paradigm}
     if paradigm == "all":
         results, files = run_all(
