@@ -7,7 +7,7 @@ fall into different splits (the published BUSI does not say which images share a
 patient). Trains a small unified model (random initialisation: no pretrained weights are
 available offline) on ``busi_cls`` and reports, on the test split, balanced accuracy and
 macro one-vs-rest AUC with 95 % percentile bootstrap intervals over test images
-(:func:`medfleet.evaluate.stats_bootstrap.bootstrap_distribution`, paired resampling of
+(:func:`medfleet.evaluate.stats.bootstrap.bootstrap_distribution`, paired resampling of
 labels and predictions), plus the per-class recall.
 
 Run ``python benchmarks/busi.py --help``; ``--quick`` is a seconds-long smoke run.
@@ -48,8 +48,8 @@ def classification_summary(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Balanced accuracy and macro AUC with 95 % bootstrap intervals, per-class recall."""
-    from medfleet.evaluate.classification import balanced_accuracy, roc_auc
-    from medfleet.evaluate.stats_bootstrap import bootstrap_distribution
+    from medfleet.evaluate.metrics.classification import balanced_accuracy, roc_auc
+    from medfleet.evaluate.stats.bootstrap import bootstrap_distribution
 
     labels = list(range(n_classes))
 

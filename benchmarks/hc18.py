@@ -13,7 +13,7 @@ are available offline), predicts the test subjects and reports per image:
   :func:`medfleet.train.datasets.scales_with_spacing`).
 
 Means come with 95 % bootstrap intervals over test images
-(:func:`medfleet.evaluate.stats_bootstrap.bootstrap_ci`).
+(:func:`medfleet.evaluate.stats.bootstrap.bootstrap_ci`).
 
 The ``--mask-fraction`` variant keeps the masks of only that share of the training
 subjects (the other rows stay in the table without a mask) and trains segmentation alone,
@@ -103,7 +103,7 @@ def mask_subset_manifest(manifest_path: Path, out: Path, fraction: float, seed: 
 
 def summarise(values: Any, seed: int = 0) -> dict[str, float]:
     """Mean with a 95 % bootstrap interval, median and count of the finite values."""
-    from medfleet.evaluate.stats_bootstrap import bootstrap_ci
+    from medfleet.evaluate.stats.bootstrap import bootstrap_ci
 
     arr = np.asarray(values, dtype=np.float64)
     finite = arr[np.isfinite(arr)]
@@ -289,7 +289,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def compare_runs(reference: Path, other: Path, seed: int = 0) -> dict[str, Any]:
     """Paired bootstrap (same test images) of ``other - reference`` from two runs' cases.json."""
-    from medfleet.evaluate.stats_bootstrap import paired_bootstrap
+    from medfleet.evaluate.stats.bootstrap import paired_bootstrap
     from medfleet.utils.jsonsafe import from_json_number
 
     ref = json.loads((reference / "cases.json").read_text())

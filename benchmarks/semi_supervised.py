@@ -267,7 +267,7 @@ def summarise(results: list[dict[str, Any]], n_resamples: int) -> list[dict[str,
     """Mean Dice with bootstrap CI, and the paired difference to labelled-only, per run."""
     import numpy as np
 
-    from medfleet.evaluate.stats_bootstrap import bootstrap_ci, paired_bootstrap
+    from medfleet.evaluate.stats.bootstrap import bootstrap_ci, paired_bootstrap
 
     base = {r["seed"]: r for r in results if r["method"] == "labelled-only"}
     rows = []
@@ -302,7 +302,7 @@ def pooled(results: list[dict[str, Any]], n_resamples: int) -> list[dict[str, An
     (seed, case) pairs with a bootstrap interval that resamples cases (seeds kept)."""
     import numpy as np
 
-    from medfleet.evaluate.stats_bootstrap import paired_bootstrap
+    from medfleet.evaluate.stats.bootstrap import paired_bootstrap
 
     base = {r["seed"]: r for r in results if r["method"] == "labelled-only"}
     out = []

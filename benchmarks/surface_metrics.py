@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from medfleet.evaluate.surface import surface_metrics
+from medfleet.evaluate.metrics.surface import surface_metrics
 from medfleet.utils.atomic import write_text_atomic
 
 NSD_TAU = 1.0

@@ -130,7 +130,7 @@ def test_inverse_by_hand_and_refusals():
 
 
 def test_evaluate_aggregate_re_exports_the_one_function():
-    from medfleet.evaluate import aggregate
+    from medfleet.evaluate.runner import aggregate
 
     assert aggregate.json_safe is json_safe
 
@@ -215,7 +215,7 @@ def test_federated_json_writes_inf_as_text(tmp_path):
 
 
 def test_compare_json_writes_inf_as_text(tmp_path):
-    from medfleet.report.compare import Comparison, write_comparison
+    from medfleet.evaluate.compare import Comparison, write_comparison
 
     row = {
         "group": "all",

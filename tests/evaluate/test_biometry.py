@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage
 from scipy.special import ellipe
 
-from medfleet.evaluate import biometry as bio
+from medfleet.evaluate.metrics import biometry as bio
 
 
 def _exact_perimeter(a: float, b: float) -> float:

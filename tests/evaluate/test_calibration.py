@@ -10,7 +10,7 @@ import pytest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss
 
-from medfleet.evaluate.calibration import (
+from medfleet.evaluate.analysis.calibration import (
     StreamingCalibration,
     brier_score,
     calibration_summary,
@@ -18,7 +18,7 @@ from medfleet.evaluate.calibration import (
     maximum_calibration_error,
     reliability_diagram,
 )
-from medfleet.evaluate.conventions import MetricInputError
+from medfleet.evaluate.metrics.conventions import MetricInputError
 
 SIX_PROBS = [[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.3, 0.7], [0.45, 0.55], [0.2, 0.8]]
 SIX_LABELS = [0, 1, 0, 1, 0, 1]
@@ -238,7 +238,7 @@ def test_empty_stream_is_nan():
 
 
 def test_fast_bin_search_equals_numpy_searchsorted():
-    from medfleet.evaluate.calibration import _uniform_searchsorted
+    from medfleet.evaluate.analysis.calibration import _uniform_searchsorted
 
     rng = np.random.default_rng(10)
     for n_bins in (1, 3, 7, 10, 15, 50, 1 << 16):

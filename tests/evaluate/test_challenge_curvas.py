@@ -7,6 +7,11 @@ import math
 import numpy as np
 import pytest
 
+from medfleet.evaluate.analysis.multirater import (
+    consensus_confidence,
+    consensus_dice,
+    consensus_regions,
+)
 from medfleet.evaluate.challenges.curvas import (
     body_crop_box,
     consensus_dice_rowwise,
@@ -15,7 +20,6 @@ from medfleet.evaluate.challenges.curvas import (
     pooled_reliability,
     rater_volumes,
 )
-from medfleet.evaluate.multirater import consensus_confidence, consensus_dice, consensus_regions
 
 
 def test_consensus_regions_and_dice_by_hand() -> None:

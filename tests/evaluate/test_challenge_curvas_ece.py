@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from medfleet.evaluate.analysis.multirater import per_rater_calibration
 from medfleet.evaluate.challenges.curvas import (
     F32_COUNT_LIMIT,
     _bucketize,
     curvas_ece,
     torchmetrics_bin_edges,
 )
-from medfleet.evaluate.multirater import per_rater_calibration
 
 torch = pytest.importorskip("torch")
 

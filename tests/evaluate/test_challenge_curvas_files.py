@@ -19,13 +19,13 @@ import pytest
 from typer.testing import CliRunner
 
 from medfleet.cli import app
+from medfleet.evaluate.analysis.multirater import consensus_confidence, consensus_dice
 from medfleet.evaluate.challenges.curvas import (
     body_crop_box,
     consensus_dice_rowwise,
     curvas_crps,
     curvas_ece,
 )
-from medfleet.evaluate.multirater import consensus_confidence, consensus_dice
 
 sitk = pytest.importorskip("SimpleITK")
 

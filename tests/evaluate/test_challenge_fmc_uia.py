@@ -12,8 +12,8 @@ import pytest
 from sklearn.metrics import f1_score, matthews_corrcoef, roc_auc_score
 
 from medfleet.evaluate.challenges.fmc_uia import fmc_segmentation_metrics
-from medfleet.evaluate.detection import box_iou
-from medfleet.evaluate.landmarks import landmark_errors
+from medfleet.evaluate.metrics.detection import box_iou
+from medfleet.evaluate.metrics.landmarks import landmark_errors
 from medfleet.evaluate.runner import EvaluationConfig, run_evaluation
 
 

@@ -23,8 +23,8 @@ from typer.testing import CliRunner
 
 from medfleet.cli import app
 from medfleet.errors import MedfleetError
-from medfleet.evaluate.cases import CaseMismatchError
 from medfleet.evaluate.runner import EvaluationConfig, EvaluationResult, run_evaluation
+from medfleet.evaluate.runner.cases import CaseMismatchError
 
 
 def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:

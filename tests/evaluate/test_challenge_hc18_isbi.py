@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medfleet.evaluate.biometry import ellipse_perimeter
 from medfleet.evaluate.challenges.hc18 import hc18_case_metrics
+from medfleet.evaluate.metrics.biometry import ellipse_perimeter
 from medfleet.evaluate.runner import EvaluationConfig, run_evaluation
 
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from medfleet.cli import app
 from medfleet.errors import OptionError
 from medfleet.evaluate.challenges.iugc import intrapartum_geometry
-from medfleet.evaluate.run_common import EvaluationConfig
+from medfleet.evaluate.runner.config import EvaluationConfig
 
 
 def _constructed(ps: int = 1, head: int = 2, shift: int = 0) -> np.ndarray:

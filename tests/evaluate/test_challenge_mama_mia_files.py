@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from medfleet.cli import app
 from medfleet.errors import InputFileError
-from medfleet.evaluate.cases import read_case_table
+from medfleet.evaluate.runner.cases import read_case_table
 
 AGES = [35, 45, 55, 65, 75]
 STATUS = ["premenopausal", "postmenopausal", "perimenopausal", "", "Postmenopausal"]

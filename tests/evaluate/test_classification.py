@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from medfleet.evaluate import classification as cl
+from medfleet.evaluate.metrics import classification as cl
 
 
 def _random_multiclass(rng: np.random.Generator, n: int, k: int):

@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 
-from medfleet.evaluate import detection as det
+from medfleet.evaluate.metrics import detection as det
 
 
 def test_box_iou_hand_computed() -> None:

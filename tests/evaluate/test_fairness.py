@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 
-from medfleet.evaluate.conventions import MetricInputError
-from medfleet.evaluate.fairness import (
+from medfleet.evaluate.analysis.fairness import (
     GroupMetricFrame,
     SmallGroupWarning,
     bin_continuous,
     equalized_odds_gap,
     group_rates,
 )
+from medfleet.evaluate.metrics.conventions import MetricInputError
 from medfleet.evaluate.stats import bootstrap_ci
 
 
@@ -254,7 +254,7 @@ def test_variable_without_any_group_has_nan_spreads():
 
 
 def test_max_min():
-    from medfleet.evaluate.fairness import max_min
+    from medfleet.evaluate.analysis.fairness import max_min
 
     assert max_min([0.2, 0.9, 0.5]) == pytest.approx(0.7)
     assert max_min([0.2, np.nan]) == 0.0

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from medfleet.evaluate import landmarks as lm
+from medfleet.evaluate.metrics import landmarks as lm
 
 
 def test_errors_in_pixels_and_mm_with_axis_order() -> None:

@@ -12,9 +12,8 @@ from scipy.integrate import quad
 from scipy.interpolate import interp1d
 from scipy.stats import norm
 
-from medfleet.evaluate.calibration import expected_calibration_error
-from medfleet.evaluate.conventions import MetricInputError
-from medfleet.evaluate.multirater import (
+from medfleet.evaluate.analysis.calibration import expected_calibration_error
+from medfleet.evaluate.analysis.multirater import (
     consensus_confidence,
     consensus_dice,
     consensus_regions,
@@ -28,6 +27,7 @@ from medfleet.evaluate.multirater import (
     rater_volumes,
     volume_crps,
 )
+from medfleet.evaluate.metrics.conventions import MetricInputError
 
 
 @pytest.fixture(scope="module")

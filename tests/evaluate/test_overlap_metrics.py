@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import sklearn.metrics as sk_metrics
 
-from medfleet.evaluate.conventions import EmptyPolicy, MetricInputError
-from medfleet.evaluate.overlap import (
+from medfleet.evaluate.metrics.conventions import EmptyPolicy, MetricInputError
+from medfleet.evaluate.metrics.overlap import (
     OVERLAP_METRICS,
     joint_histogram,
     overlap_counts,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from medfleet.evaluate import regression as reg
+from medfleet.evaluate.metrics import regression as reg
 
 
 @pytest.mark.parametrize("seed", range(10))

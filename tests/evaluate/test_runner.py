@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from medfleet.errors import InputFileError, OptionError
-from medfleet.evaluate.cases import CaseMismatchError, case_id_from_path, parse_points
 from medfleet.evaluate.runner import EvaluationConfig, resample_nearest, run_evaluation
+from medfleet.evaluate.runner.cases import CaseMismatchError, case_id_from_path, parse_points
 
 
 def _nifti(path: Path, array: np.ndarray, spacing) -> None:
@@ -387,7 +387,7 @@ def test_multilabel_classification(tmp_path: Path) -> None:
 
 
 def test_detection_end_to_end(tmp_path: Path) -> None:
-    from medfleet.evaluate.detection import coco_map
+    from medfleet.evaluate.metrics.detection import coco_map
 
     gt_boxes = {"a": "0,0,10,10;20,20,30,30", "b": "5,5,15,15", "c": ""}
     pred_boxes = {
@@ -446,7 +446,7 @@ def test_detection_with_classes(tmp_path: Path) -> None:
 
 
 def test_summaries_never_let_a_miss_improve_the_mean() -> None:
-    from medfleet.evaluate.aggregate import json_safe, summarize_metric
+    from medfleet.evaluate.runner.aggregate import json_safe, summarize_metric
 
     # a missed structure's NaN takes the worst value; a both-empty NaN is left out
     s = summarize_metric(

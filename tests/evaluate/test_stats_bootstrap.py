@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from medfleet.evaluate.conventions import MetricInputError
+from medfleet.evaluate.metrics.conventions import MetricInputError
 from medfleet.evaluate.stats import bootstrap_ci, bootstrap_distribution, paired_bootstrap
 
 

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from medfleet.evaluate.conventions import MetricInputError
+from medfleet.evaluate.metrics.conventions import MetricInputError
 from medfleet.evaluate.stats import (
     benjamini_hochberg,
     bonferroni,

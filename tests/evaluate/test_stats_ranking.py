@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy.stats import kendalltau
 
-from medfleet.evaluate.conventions import MetricInputError
+from medfleet.evaluate.metrics.conventions import MetricInputError
 from medfleet.evaluate.stats import (
     aggregate_then_rank,
     bootstrap_rank_stability,

@@ -9,11 +9,11 @@ import pickle
 import numpy as np
 import pytest
 
-from medfleet.evaluate import _nearest
-from medfleet.evaluate.conventions import EmptyPolicy, MetricInputError
-from medfleet.evaluate.results import PerLabelResult, ResultAccumulator, summarize
-from medfleet.evaluate.segmentation_metric import SegmentationMetric
-from medfleet.evaluate.surface import surface_distances, surface_metrics
+from medfleet.evaluate.metrics import _nearest
+from medfleet.evaluate.metrics.conventions import EmptyPolicy, MetricInputError
+from medfleet.evaluate.metrics.results import PerLabelResult, ResultAccumulator, summarize
+from medfleet.evaluate.metrics.segmentation_metric import SegmentationMetric
+from medfleet.evaluate.metrics.surface import surface_distances, surface_metrics
 
 
 def square(shape=(12, 12), lo=3, hi=8, shift=0) -> np.ndarray:
@@ -160,7 +160,13 @@ def test_segmentation_modules_do_not_import_torch() -> None:
     import subprocess
     import sys
 
-    modules = ["overlap", "surface", "results", "segmentation_metric", "conventions"]
+    modules = [
+        "metrics.overlap",
+        "metrics.surface",
+        "metrics.results",
+        "metrics.segmentation_metric",
+        "metrics.conventions",
+    ]
     code = (
         "import sys\n"
         + "".join(f"import medfleet.evaluate.{m}\n" for m in modules)

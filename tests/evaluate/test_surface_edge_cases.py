@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from medfleet.evaluate.conventions import EmptyPolicy, MetricInputError
-from medfleet.evaluate.surface import (
+from medfleet.evaluate.metrics.conventions import EmptyPolicy, MetricInputError
+from medfleet.evaluate.metrics.surface import (
     metrics_from_distances,
     surface_distances,
     surface_metrics,

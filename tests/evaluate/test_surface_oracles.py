@@ -24,7 +24,7 @@ import surface_distance
 import torch
 from scipy import ndimage
 
-from medfleet.evaluate.surface import surface_distances, surface_metrics
+from medfleet.evaluate.metrics.surface import surface_distances, surface_metrics
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*always_return_as_numpy.*:FutureWarning")
 

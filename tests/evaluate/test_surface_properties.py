@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medfleet.evaluate.overlap import overlap_metrics
-from medfleet.evaluate.surface import surface_metrics
+from medfleet.evaluate.metrics.overlap import overlap_metrics
+from medfleet.evaluate.metrics.surface import surface_metrics
 
 METRICS = ("hd", "hd95", "hd80", "assd", "masd", "nsd")
 CONVENTIONS = [

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from medfleet.evaluate.aggregate import json_safe
+from medfleet.evaluate.runner.aggregate import json_safe
 from medfleet.federated.study_cases import TaskCases, analyse_cases
 from medfleet.federated.study_record import communication_rows, communication_summary, curve_rows
 from medfleet.federated.study_report import (

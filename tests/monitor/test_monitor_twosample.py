@@ -123,7 +123,7 @@ def test_holm_and_bonferroni_hand_computed():
 
 
 def test_holm_is_the_evaluation_holm():
-    from medfleet.evaluate.stats_hypothesis import bonferroni, holm
+    from medfleet.evaluate.stats.hypothesis import bonferroni, holm
 
     # ties: sorted 0.02*3 = 0.06, 0.02*2 = 0.04 -> running max 0.06, then 0.5*1
     assert T.adjust_pvalues(np.array([0.02, 0.5, 0.02]), "holm") == pytest.approx([0.06, 0.5, 0.06])

@@ -11,8 +11,8 @@ import pytest
 from scipy import stats
 
 from medfleet.errors import MedfleetError
+from medfleet.evaluate.compare import compare_runs, write_comparison
 from medfleet.evaluate.runner import EvaluationConfig, run_evaluation
-from medfleet.report.compare import compare_runs, write_comparison
 
 
 def _table(path: Path, column: str, values: dict[str, object]) -> Path:

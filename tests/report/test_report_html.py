@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from medfleet.evaluate.runner import EvaluationConfig, run_evaluation
+from medfleet.evaluate.runner.report import higher_is_better, primary_metric
 from medfleet.report import Figure, Report, Table, Text, render_html, write_report
-from medfleet.report.evaluation import higher_is_better, primary_metric
 from medfleet.report.plots import (
     bland_altman_panels,
     box_plots,
@@ -95,7 +95,7 @@ def _regression_run(tmp_path: Path) -> tuple[Path, list[float]]:
 
 
 def test_regression_report_sections(tmp_path: Path) -> None:
-    from medfleet.evaluate.stats_bootstrap import bootstrap_ci
+    from medfleet.evaluate.stats.bootstrap import bootstrap_ci
 
     out, errors = _regression_run(tmp_path)
     html = (out / "report.html").read_text()

@@ -209,14 +209,14 @@ def evaluate(
 ) -> None:
     """Score predictions against references; write cases.csv, summary.json and report.html."""
     from medfleet.errors import MedfleetError
-    from medfleet.evaluate.aggregate import json_safe
     from medfleet.evaluate.runner import EvaluationConfig, run_evaluation
+    from medfleet.evaluate.runner.aggregate import json_safe
 
     if task_type is None and preset is None:
         fail("give --task-type (or a --preset, which implies one)", code=2)
     options = _preset_options(preset_option)
     if gt is None:
-        from medfleet.evaluate.run_common import gt_required_message
+        from medfleet.evaluate.runner.config import gt_required_message
 
         message = gt_required_message(preset, options)
         if message is not None:

@@ -49,7 +49,7 @@ def compare(
     RUN_A: the reference evaluation's folder; RUN_B: the folder of the one compared with it.
     """
     from medfleet.errors import MedfleetError
-    from medfleet.report.compare import compare_runs, write_comparison
+    from medfleet.evaluate.compare import compare_runs, write_comparison
 
     target = out or run_b.parent / f"compare_{run_a.name}_vs_{run_b.name}"
     check_out_folder(target, "--out" if out is not None else "the output folder")

@@ -1,17 +1,20 @@
 """Exact, convention-explicit evaluation: a numpy/scipy core with no torch import.
 
-The most used entry points are re-exported here; each submodule documents its
-conventions (see docs/metrics.md):
+Its parts, one subpackage each (see docs/architecture.md and docs/metrics.md):
 
-* segmentation: :func:`overlap_metrics` (Dice, IoU, volumes, ... for all labels in
-  one pass), :func:`surface_distances` / :func:`surface_metrics` (HD, HD at a
-  percentile, ASSD, MASD, NSD), :class:`SegmentationMetric` (accumulate, merge);
-* classification, detection, regression, biometry and landmark metrics in the
-  submodules of the same names;
-* analysis: :mod:`~medfleet.evaluate.fairness`, :mod:`~medfleet.evaluate.calibration`,
-  :mod:`~medfleet.evaluate.multirater`, :mod:`~medfleet.evaluate.stats`;
-* challenge presets in :mod:`medfleet.evaluate.challenges`;
-* the runner behind ``medfleet evaluate``: :func:`run_evaluation`.
+* :mod:`~medfleet.evaluate.metrics`: segmentation (:func:`overlap_metrics`: Dice, IoU,
+  volumes, ... for all labels in one pass; :func:`surface_distances` /
+  :func:`surface_metrics`: HD, HD at a percentile, ASSD, MASD, NSD;
+  :class:`SegmentationMetric`: accumulate, merge), classification, detection,
+  regression, biometry and landmark metrics;
+* :mod:`~medfleet.evaluate.analysis`: subgroups and fairness, calibration, multi-rater
+  agreement;
+* :mod:`~medfleet.evaluate.stats`: bootstrap CIs, paired tests, rankings;
+* :mod:`~medfleet.evaluate.challenges`: the challenge presets;
+* :mod:`~medfleet.evaluate.runner`: :func:`run_evaluation`, behind ``medfleet evaluate``
+  (and :mod:`~medfleet.evaluate.compare` behind ``medfleet report compare``).
+
+The most used entry points are re-exported here.
 
 Example:
     >>> import numpy as np
@@ -28,48 +31,53 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from medfleet.evaluate.classification import (
+    from medfleet.evaluate.metrics.classification import (
         balanced_accuracy,
         classification_metrics,
         roc_auc,
     )
-    from medfleet.evaluate.conventions import EmptyPolicy, MetricInputError
-    from medfleet.evaluate.detection import average_precision, box_iou, coco_map, detection_rate
-    from medfleet.evaluate.landmarks import (
+    from medfleet.evaluate.metrics.conventions import EmptyPolicy, MetricInputError
+    from medfleet.evaluate.metrics.detection import (
+        average_precision,
+        box_iou,
+        coco_map,
+        detection_rate,
+    )
+    from medfleet.evaluate.metrics.landmarks import (
         landmark_errors,
         mean_radial_error,
         successful_detection_rate,
     )
-    from medfleet.evaluate.overlap import overlap_metrics
-    from medfleet.evaluate.regression import bland_altman, regression_metrics
-    from medfleet.evaluate.run_common import EvaluationConfig
+    from medfleet.evaluate.metrics.overlap import overlap_metrics
+    from medfleet.evaluate.metrics.regression import bland_altman, regression_metrics
+    from medfleet.evaluate.metrics.segmentation_metric import SegmentationMetric
+    from medfleet.evaluate.metrics.surface import surface_distances, surface_metrics
     from medfleet.evaluate.runner import run_evaluation
-    from medfleet.evaluate.segmentation_metric import SegmentationMetric
-    from medfleet.evaluate.surface import surface_distances, surface_metrics
+    from medfleet.evaluate.runner.config import EvaluationConfig
 
 # Re-exports load on first use (PEP 562), so that importing one submodule (the CLI's
-# ``medfleet.evaluate.aggregate``, a classification scorer) does not import them all.
+# ``medfleet.evaluate.runner.aggregate``, a classification scorer) does not import them all.
 _EXPORTS = {
-    "EmptyPolicy": "conventions",
-    "EvaluationConfig": "run_common",
-    "MetricInputError": "conventions",
-    "SegmentationMetric": "segmentation_metric",
-    "average_precision": "detection",
-    "balanced_accuracy": "classification",
-    "bland_altman": "regression",
-    "box_iou": "detection",
-    "classification_metrics": "classification",
-    "coco_map": "detection",
-    "detection_rate": "detection",
-    "landmark_errors": "landmarks",
-    "mean_radial_error": "landmarks",
-    "overlap_metrics": "overlap",
-    "regression_metrics": "regression",
-    "roc_auc": "classification",
+    "EmptyPolicy": "metrics.conventions",
+    "EvaluationConfig": "runner.config",
+    "MetricInputError": "metrics.conventions",
+    "SegmentationMetric": "metrics.segmentation_metric",
+    "average_precision": "metrics.detection",
+    "balanced_accuracy": "metrics.classification",
+    "bland_altman": "metrics.regression",
+    "box_iou": "metrics.detection",
+    "classification_metrics": "metrics.classification",
+    "coco_map": "metrics.detection",
+    "detection_rate": "metrics.detection",
+    "landmark_errors": "metrics.landmarks",
+    "mean_radial_error": "metrics.landmarks",
+    "overlap_metrics": "metrics.overlap",
+    "regression_metrics": "metrics.regression",
+    "roc_auc": "metrics.classification",
     "run_evaluation": "runner",
-    "successful_detection_rate": "landmarks",
-    "surface_distances": "surface",
-    "surface_metrics": "surface",
+    "successful_detection_rate": "metrics.landmarks",
+    "surface_distances": "metrics.surface",
+    "surface_metrics": "metrics.surface",
 }
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from medfleet.errors import MedfleetError
-from medfleet.evaluate.cases import cell_float, read_result_rows
+from medfleet.evaluate.runner.cases import cell_float, read_result_rows
 from medfleet.tasks import TaskType
 
 POOLED = "pooled"
@@ -173,7 +173,7 @@ def classification_value(
         >>> [classification_value(m, t, p, s, 1) for m in METRICS["classification"]]
         [0.75, 1.0, 0.5, 1.0]
     """
-    from medfleet.evaluate.classification import (
+    from medfleet.evaluate.metrics.classification import (
         balanced_accuracy,
         roc_auc,
         sensitivity,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from medfleet.errors import MedfleetError
-from medfleet.evaluate.cases import cell_float
+from medfleet.evaluate.runner.cases import cell_float
 
 
 def read_federated(path: str | Path) -> dict[str, Any]:

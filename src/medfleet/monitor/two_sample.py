@@ -11,12 +11,12 @@ PSI, Jensen-Shannon, KL) return a statistic and are decided against a
 threshold, either given or calibrated by bootstrap from the reference
 (:func:`bootstrap_null`). Across columns, p-values are corrected for multiple
 testing with Holm or Bonferroni (:func:`adjust_pvalues`, which applies
-:func:`medfleet.evaluate.stats_hypothesis.holm` and
-:func:`~medfleet.evaluate.stats_hypothesis.bonferroni`).
+:func:`medfleet.evaluate.stats.hypothesis.holm` and
+:func:`~medfleet.evaluate.stats.hypothesis.bonferroni`).
 
 Every test returns a :class:`DriftTestResult`: arrays with one entry per column (a
 statistic, a corrected p-value or a threshold, a drift decision). It is not
-:class:`medfleet.evaluate.stats_results.TestResult`, which holds one scalar statistic
+:class:`medfleet.evaluate.stats.results.TestResult`, which holds one scalar statistic
 and p-value of a paired hypothesis test between two methods (Wilcoxon, McNemar, DeLong)
 and has no threshold or decision.
 
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats as _stats
 
-from medfleet.evaluate.stats_hypothesis import bonferroni, holm
+from medfleet.evaluate.stats.hypothesis import bonferroni, holm
 
 __all__ = [
     "CORRECTIONS",
@@ -86,7 +86,7 @@ class DriftTestResult:
     """The outcome of one two-sample drift test over one or more output columns.
 
     Vectorised over columns and decided (by a corrected p-value or a threshold); see the
-    module docs for how it differs from :class:`medfleet.evaluate.stats_results.TestResult`.
+    module docs for how it differs from :class:`medfleet.evaluate.stats.results.TestResult`.
 
     Attributes:
         name: Test name (``ks``, ``wasserstein``, ``psi``, ``js``, ``kl``, ``chi2``,
@@ -490,8 +490,8 @@ def mmd_permutation(
 def adjust_pvalues(p_values: np.ndarray, method: str = "holm") -> np.ndarray:
     """Family-wise adjusted p-values across columns (Holm step-down or Bonferroni).
 
-    ``holm`` and ``bonferroni`` are :func:`medfleet.evaluate.stats_hypothesis.holm` and
-    :func:`~medfleet.evaluate.stats_hypothesis.bonferroni` (a NaN stays NaN and does not
+    ``holm`` and ``bonferroni`` are :func:`medfleet.evaluate.stats.hypothesis.holm` and
+    :func:`~medfleet.evaluate.stats.hypothesis.bonferroni` (a NaN stays NaN and does not
     count in the number of tests); ``none`` returns a copy.
 
     Args:

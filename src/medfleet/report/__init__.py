@@ -1,12 +1,14 @@
 """Static, self-contained HTML reports (tables and PNG figures) shared by medfleet's verbs.
 
+The rendering layer only: it knows nothing of evaluations, federated runs or monitors,
+which build their reports from these parts (the evaluation's ``report.html`` is
+:mod:`medfleet.evaluate.runner.report`, the comparison of two runs
+:mod:`medfleet.evaluate.compare`).
+
 * :mod:`medfleet.report.html`: the generic building blocks (:class:`Report`,
   :class:`Section`, :class:`Table`, :class:`Figure`, :class:`Text`) and the renderer.
 * :mod:`medfleet.report.plots`: matplotlib figures as PNG bytes (box plots, subgroup bars
   with sizes, reliability diagram, Bland-Altman).
-* :mod:`medfleet.report.evaluation`: the ``report.html`` of ``medfleet evaluate``.
-* :mod:`medfleet.report.compare`: paired comparison of two evaluation runs
-  (``medfleet report compare``).
 
 Example:
     >>> from medfleet.report import Report, Table, render_html

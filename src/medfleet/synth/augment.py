@@ -175,7 +175,7 @@ def metric_with_ci(
         >>> r["estimate"], r["low"] <= r["estimate"] <= r["high"]
         (0.75, True)
     """
-    from medfleet.evaluate.stats_bootstrap import bootstrap_distribution
+    from medfleet.evaluate.stats.bootstrap import bootstrap_distribution
 
     if kind == "detection_rate":
         tp, gt = values["tp"].astype(float), values["gt"].astype(float)
@@ -206,8 +206,8 @@ def score_model(
     settings: StudySettings,
 ) -> dict[str, dict[str, float]]:
     """Detection rate or Dice of a trained model on the test rows of each site group."""
-    from medfleet.evaluate.detection import detection_counts
-    from medfleet.evaluate.overlap import overlap_metrics
+    from medfleet.evaluate.metrics.detection import detection_counts
+    from medfleet.evaluate.metrics.overlap import overlap_metrics
     from medfleet.train.datasets import TaskDataset
     from medfleet.train.predict import predict_dataset
 

@@ -464,8 +464,8 @@ def evaluate_command(spec: TaskSpec, task_dir: Path, out: Path) -> list[str]:
 
 
 def evaluation_config(spec: TaskSpec, task_dir: Path, out: Path) -> Any:
-    """An :class:`~medfleet.evaluate.run_common.EvaluationConfig` for one task's predictions."""
-    from medfleet.evaluate.run_common import EvaluationConfig
+    """An :class:`~medfleet.evaluate.runner.config.EvaluationConfig` for one task's predictions."""
+    from medfleet.evaluate.runner.config import EvaluationConfig
 
     kind = EVALUATE_TYPES[spec.type]
     if spec.type is TaskType.segmentation:

@@ -8,7 +8,7 @@ For task ``t`` and paradigm ``p`` (grouped or unified) with primary test metric 
 
 so a positive delta always means the shared model is better. Deltas are averaged by task
 type, by clinical group and over all tasks. Confidence intervals come from a paired
-percentile bootstrap over test cases (:func:`medfleet.evaluate.stats_bootstrap.
+percentile bootstrap over test cases (:func:`medfleet.evaluate.stats.bootstrap.
 bootstrap_distribution`): each resample draws the test cases of every task with
 replacement, the same draw for both paradigms, and recomputes every task's delta and
 every average from that draw. A task or average is flagged as **negative transfer** when
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from medfleet.errors import MedfleetError
-from medfleet.evaluate.cases import cell_float, read_result_rows
+from medfleet.evaluate.runner.cases import cell_float, read_result_rows
 from medfleet.tasks import Manifest, TaskSpec, TaskType
 from medfleet.train.validation import primary_metric
 from medfleet.utils.atomic import atomic_open, write_json_atomic, write_text_atomic
@@ -247,7 +247,7 @@ def analyse_transfer(
     Raises:
         MedfleetError: No task-specific results, or a paradigm lacks a task.
     """
-    from medfleet.evaluate.stats_bootstrap import bootstrap_distribution
+    from medfleet.evaluate.stats.bootstrap import bootstrap_distribution
 
     if REFERENCE not in cases:
         raise MedfleetError("transfer analysis needs the task-specific results as reference")

@@ -87,7 +87,7 @@ def _segmentation(
     manifest: Manifest, spec: TaskSpec, rows: Sequence[dict[str, str]], predictions: Sequence[Any]
 ) -> dict[str, float]:
     from medfleet.data.io import read_image
-    from medfleet.evaluate.overlap import overlap_metrics
+    from medfleet.evaluate.metrics.overlap import overlap_metrics
 
     labels = spec.foreground_labels
     per_case = []
@@ -105,7 +105,7 @@ def _segmentation(
 def _classification(
     spec: TaskSpec, rows: Sequence[dict[str, str]], predictions: Sequence[Any]
 ) -> dict[str, float]:
-    from medfleet.evaluate.classification import balanced_accuracy, roc_auc
+    from medfleet.evaluate.metrics.classification import balanced_accuracy, roc_auc
 
     classes = list(spec.classes or [])
     index = {c: i for i, c in enumerate(classes)}
@@ -130,7 +130,7 @@ def _classification(
 def _detection(
     spec: TaskSpec, rows: Sequence[dict[str, str]], predictions: Sequence[Any]
 ) -> dict[str, float]:
-    from medfleet.evaluate.detection import DetectionCounts, detection_counts
+    from medfleet.evaluate.metrics.detection import DetectionCounts, detection_counts
 
     total = DetectionCounts(0, 0, 0)
     for row, pred in zip(rows, predictions, strict=True):
@@ -150,7 +150,7 @@ def _detection(
 def _landmarks(
     spec: TaskSpec, rows: Sequence[dict[str, str]], predictions: Sequence[Any]
 ) -> dict[str, float]:
-    from medfleet.evaluate.landmarks import landmark_errors
+    from medfleet.evaluate.metrics.landmarks import landmark_errors
 
     errors = []
     for row, pred in zip(rows, predictions, strict=True):

@@ -84,21 +84,21 @@ def run_preset(
     """Score a run with its preset.
 
     Args:
-        config: An :class:`~medfleet.evaluate.run_common.EvaluationConfig` whose ``preset``
+        config: An :class:`~medfleet.evaluate.runner.config.EvaluationConfig` whose ``preset``
             is set.
         meta_rows: ``--meta`` rows by case id.
         progress: Optional ``progress(done, total)`` callback.
 
     Returns:
         ``(scored, cases, preset_block)``: a
-        :class:`~medfleet.evaluate.run_common.ScoredTask` for the runner, the ``cases``
+        :class:`~medfleet.evaluate.runner.config.ScoredTask` for the runner, the ``cases``
         block and the ``preset`` block of ``summary.json``.
 
     Raises:
         OptionError: Unknown preset or option, a task type the preset does not take.
     """
-    from medfleet.evaluate.aggregate import summarize_table
-    from medfleet.evaluate.run_common import ScoredTask
+    from medfleet.evaluate.runner.aggregate import summarize_table
+    from medfleet.evaluate.runner.config import ScoredTask
 
     preset = get_preset(config.preset)
     if config.task_type not in preset.task_types:

@@ -10,15 +10,15 @@ from typing import Any
 import numpy as np
 
 from medfleet.errors import InputFileError, MedfleetError
-from medfleet.evaluate.cases import (
+from medfleet.evaluate.challenges.base import PresetRun
+from medfleet.evaluate.runner.cases import (
     CaseMismatchError,
     CaseTable,
     list_case_files,
     read_case_table,
 )
-from medfleet.evaluate.challenges.base import PresetRun
-from medfleet.evaluate.run_common import check_match, match_info, meta_spacing
-from medfleet.evaluate.run_segmentation import _label_array, resample_nearest
+from medfleet.evaluate.runner.config import check_match, match_info, meta_spacing
+from medfleet.evaluate.runner.segmentation import _label_array, resample_nearest
 
 __all__ = [
     "MaskPair",

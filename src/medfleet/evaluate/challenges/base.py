@@ -3,7 +3,7 @@
 A :class:`Preset` bundles an official scoring scheme: the task types it accepts, the
 options that switch between the official code's behaviour and the intended definition,
 and a ``run`` function that reads the inputs of an
-:class:`~medfleet.evaluate.run_common.EvaluationConfig` and returns a
+:class:`~medfleet.evaluate.runner.config.EvaluationConfig` and returns a
 :class:`PresetOutcome` (per-case rows, the official score and every component, subgroup
 tables). The runner turns the outcome into ``cases.csv``, ``summary.json`` and the report.
 """

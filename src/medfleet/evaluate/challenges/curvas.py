@@ -55,7 +55,7 @@ scored. Where medfleet gives a number the official code could not compute, a war
 names the case.
 
 The consensus regions, consensus Dice and confidence and CRPS forms are those of
-:mod:`medfleet.evaluate.multirater`, called with the CURVAS settings; this module adds the
+:mod:`medfleet.evaluate.analysis.multirater`, called with the CURVAS settings; this module adds the
 row-wise Dice, the official volume indexing, the torchmetrics ECE and the crop.
 
 Source: github.com/SYCAI-Technologies/curvas-challenge, ``CURVAS_2024/evaluation_metrics/
@@ -75,18 +75,18 @@ from typing import Any
 import numpy as np
 
 from medfleet.errors import InputError, InputFileError, MedfleetError, OptionError
-from medfleet.evaluate.calibration import (
+from medfleet.evaluate.analysis.calibration import (
     DEFAULT_CHUNK,
     CalibrationResult,
     ReliabilityData,
 )
-from medfleet.evaluate.cases import (
-    MASK_SUFFIXES,
-    CaseMatch,
-    CaseMismatchError,
-    case_id_from_path,
-    list_case_files,
-    match_cases,
+from medfleet.evaluate.analysis.multirater import (
+    consensus_confidence,
+    consensus_dice,
+    consensus_regions,
+    crps_curvas,
+    crps_ensemble,
+    crps_gaussian,
 )
 from medfleet.evaluate.challenges._inputs import read_label_map
 from medfleet.evaluate.challenges.base import (
@@ -97,15 +97,15 @@ from medfleet.evaluate.challenges.base import (
     PresetRun,
     case_error_row,
 )
-from medfleet.evaluate.multirater import (
-    consensus_confidence,
-    consensus_dice,
-    consensus_regions,
-    crps_curvas,
-    crps_ensemble,
-    crps_gaussian,
+from medfleet.evaluate.runner.cases import (
+    MASK_SUFFIXES,
+    CaseMatch,
+    CaseMismatchError,
+    case_id_from_path,
+    list_case_files,
+    match_cases,
 )
-from medfleet.evaluate.run_common import match_info, meta_spacing
+from medfleet.evaluate.runner.config import match_info, meta_spacing
 
 __all__ = [
     "PRESET",
@@ -361,7 +361,7 @@ def curvas_ece(
         chunk_size: Voxels per chunk (does not change the result).
 
     Returns:
-        One :class:`~medfleet.evaluate.calibration.CalibrationResult` per rater (the ECE in
+        One :class:`~medfleet.evaluate.analysis.calibration.CalibrationResult` per rater (the ECE in
         float32 precision; reliability with the exact per-bin counts).
 
     Raises:

@@ -42,7 +42,6 @@ from typing import Any
 import numpy as np
 
 from medfleet.errors import InputFileError, MedfleetError, OptionError
-from medfleet.evaluate.cases import parse_boxes, parse_numbers, parse_points
 from medfleet.evaluate.challenges import _fmc_uia_files as files
 from medfleet.evaluate.challenges._inputs import (
     iter_mask_pairs,
@@ -60,9 +59,10 @@ from medfleet.evaluate.challenges.base import (
     case_error_row,
 )
 from medfleet.evaluate.challenges.iugc import iugc_hd
-from medfleet.evaluate.detection import box_iou
-from medfleet.evaluate.landmarks import landmark_errors
-from medfleet.evaluate.run_segmentation import resample_nearest
+from medfleet.evaluate.metrics.detection import box_iou
+from medfleet.evaluate.metrics.landmarks import landmark_errors
+from medfleet.evaluate.runner.cases import parse_boxes, parse_numbers, parse_points
+from medfleet.evaluate.runner.segmentation import resample_nearest
 
 __all__ = ["PRESET", "fmc_segmentation_metrics"]
 
@@ -199,7 +199,12 @@ def _classification_outcome(
     conventions: dict[str, Any] | None = None,
 ) -> PresetOutcome:
     """Accuracy, AUC, F1 and MCC of ``(case_id, truth, predicted class, probabilities)``."""
-    from medfleet.evaluate.classification import accuracy, f1_score, matthews_corrcoef, roc_auc
+    from medfleet.evaluate.metrics.classification import (
+        accuracy,
+        f1_score,
+        matthews_corrcoef,
+        roc_auc,
+    )
 
     rows, y_true, y_pred, probs = [], [], [], []
     for c, truth, label, p_vec in items:

@@ -43,7 +43,6 @@ from scipy import ndimage
 from scipy.stats import rankdata
 
 from medfleet.errors import InputError, InputFileError, MedfleetError, OptionError
-from medfleet.evaluate.cases import CaseMismatchError
 from medfleet.evaluate.challenges._inputs import plan_mask_pairs, read_mask_pair, read_table
 from medfleet.evaluate.challenges.base import (
     CASE_ERROR,
@@ -54,6 +53,7 @@ from medfleet.evaluate.challenges.base import (
     case_error_row,
     finite_mean,
 )
+from medfleet.evaluate.runner.cases import CaseMismatchError
 
 __all__ = [
     "PRESET",
@@ -144,7 +144,7 @@ def fugc_hausdorff(
     if mode == "set":
         sampling = None if spacing is None else [float(s) for s in spacing]
         return max(_directed_set_distance(p, g, sampling), _directed_set_distance(g, p, sampling))
-    from medfleet.evaluate.surface import surface_metrics
+    from medfleet.evaluate.metrics.surface import surface_metrics
 
     result = surface_metrics(p, g, spacing, [1], metrics=("hd",), surface="border", connectivity=1)
     return float(result.value("hd", 1))

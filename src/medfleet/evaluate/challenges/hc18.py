@@ -4,7 +4,7 @@ Per image, from the predicted and reference head masks (filled ellipses, or outl
 ``fill=true`` fills first):
 
 * HC (mm): the Ramanujan perimeter of the ellipse fitted to the mask boundary
-  (:func:`medfleet.evaluate.biometry.head_circumference`, pixel size from the file or the
+  (:func:`medfleet.evaluate.metrics.biometry.head_circumference`, pixel size from the file or the
   ``spacing`` column of ``--meta``); the reference HC can instead come from a ``--meta``
   column (``hc_column``, e.g. the challenge's ``head circumference (mm)``);
 * DF = HC_pred - HC_ref and ADF = |DF| (mm);
@@ -29,7 +29,6 @@ import numpy as np
 from scipy import ndimage
 
 from medfleet.errors import InputFileError
-from medfleet.evaluate.cases import list_case_files
 from medfleet.evaluate.challenges._inputs import (
     MaskPlan,
     iter_mask_pairs,
@@ -37,6 +36,7 @@ from medfleet.evaluate.challenges._inputs import (
     plan_cases,
 )
 from medfleet.evaluate.challenges.base import Preset, PresetOption, PresetOutcome, PresetRun
+from medfleet.evaluate.runner.cases import list_case_files
 
 __all__ = ["PRESET", "hc18_case_metrics"]
 
@@ -58,8 +58,8 @@ def hc18_case_metrics(
         >>> m["adf_mm"], m["dice"], m["hd_mm"], abs(m["hc_gt_mm"] - 110.5) < 1.0
         (0.0, 1.0, 0.0, True)
     """
-    from medfleet.evaluate.biometry import head_circumference
-    from medfleet.evaluate.surface import surface_metrics
+    from medfleet.evaluate.metrics.biometry import head_circumference
+    from medfleet.evaluate.metrics.surface import surface_metrics
 
     p = np.asarray(pred) != 0
     g = np.asarray(gt) != 0

@@ -80,7 +80,6 @@ from scipy import ndimage, optimize
 from scipy.spatial import ConvexHull, QhullError, cKDTree
 
 from medfleet.errors import InputFileError, MedfleetError, OptionError
-from medfleet.evaluate.cases import CaseMismatchError, list_case_files
 from medfleet.evaluate.challenges._contours import contour_mask, largest_contour
 from medfleet.evaluate.challenges._inputs import (
     MaskPair,
@@ -97,8 +96,9 @@ from medfleet.evaluate.challenges.base import (
     PresetRun,
     case_error_row,
 )
-from medfleet.evaluate.run_common import meta_spacing
-from medfleet.evaluate.run_segmentation import resample_nearest
+from medfleet.evaluate.runner.cases import CaseMismatchError, list_case_files
+from medfleet.evaluate.runner.config import meta_spacing
+from medfleet.evaluate.runner.segmentation import resample_nearest
 from medfleet.geometry import Ellipse, fit_ellipse
 
 __all__ = [
@@ -553,7 +553,7 @@ BIOMETRY_VARIANTS: dict[str, Callable[..., IntrapartumGeometry]] = {
 def _classification_part(run: PresetRun) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Standard-plane classification metrics from the two optional tables."""
     from medfleet.evaluate.challenges._inputs import read_table
-    from medfleet.evaluate.classification import (
+    from medfleet.evaluate.metrics.classification import (
         accuracy,
         binary_auc,
         f1_score,

@@ -114,7 +114,7 @@ def _run(run: PresetRun) -> PresetOutcome:
 def _score(run: PresetRun) -> PresetOutcome:
     from dataclasses import replace
 
-    from medfleet.evaluate.run_tables import score_table_task
+    from medfleet.evaluate.runner.tables import score_table_task
 
     opts = run.options
     config = replace(

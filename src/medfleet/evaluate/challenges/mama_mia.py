@@ -30,7 +30,7 @@ the age variable only); menopausal status ``pre`` (including peri), ``post`` and
 missing density dropping the patient from that variable only.
 
 Age bins, group means, their max - min and each group's TPR and FPR come from the subgroup
-engine :mod:`medfleet.evaluate.fairness` (imported on first use: it needs pandas), with
+engine :mod:`medfleet.evaluate.analysis.fairness` (imported on first use: it needs pandas), with
 the official quirks as its options: ``GroupMetricFrame(..., skipna=False)``, so a NaN
 value makes its group mean and the variable's disparity NaN as the official ``mean``
 does; ``group_rates`` with ``policy="mama-mia"`` (``"skip"`` with ``fixed_labels``).
@@ -229,7 +229,7 @@ def _age_years(value: Any) -> float:
 
 def _age_groups(years: Sequence[float]) -> list[str | None]:
     """Official age bins (the right-closed ``pandas.cut``) of ages in years."""
-    from medfleet.evaluate.fairness import bin_continuous
+    from medfleet.evaluate.analysis.fairness import bin_continuous
 
     return bin_continuous(years, AGE_EDGES, labels=AGE_GROUPS).tolist()
 
@@ -322,7 +322,7 @@ def mama_mia_seg_score(
         >>> s["performance"], s["fairness_by_variable"]["site"], s["score"]
         (0.825, 0.65, 0.7375)
     """
-    from medfleet.evaluate.fairness import GroupMetricFrame
+    from medfleet.evaluate.analysis.fairness import GroupMetricFrame
 
     frame = GroupMetricFrame(
         {"dice": np.asarray(dice, dtype=np.float64), "norm_hd": np.asarray(norm_hd, np.float64)},
@@ -396,7 +396,7 @@ def equalized_odds_disparity(
         >>> d, t["b"]["tpr"], t["b"]["fpr"]
         (1.0, 0.0, 0.0)
     """
-    from medfleet.evaluate.fairness import group_rates, max_min
+    from medfleet.evaluate.analysis.fairness import group_rates, max_min
 
     rates = group_rates(
         np.asarray(y_true, dtype=np.int64),
@@ -425,7 +425,7 @@ def mama_mia_pcr_score(
         >>> s["balanced_accuracy"], s["disparity"], s["score"]
         (0.75, 1.0, 0.375)
     """
-    from medfleet.evaluate.classification import balanced_accuracy, binary_auc
+    from medfleet.evaluate.metrics.classification import balanced_accuracy, binary_auc
 
     yt = np.asarray(y_true, dtype=np.int64)
     yp = np.asarray(y_pred, dtype=np.int64)

@@ -23,13 +23,13 @@ Conventions (all explicit parameters; defaults in brackets):
   two directed weighted means. NSD at ``tau`` is the weight of surface
   elements within ``tau`` mm (``<=``) of the other surface over the total weight.
 * ``spacing`` is in mm, numpy axis order; ``empty`` is an
-  :class:`~medfleet.evaluate.conventions.EmptyPolicy`.
+  :class:`~medfleet.evaluate.metrics.conventions.EmptyPolicy`.
 
 Exact algorithm: label bounding boxes, one crop per label (union of prediction
 and reference boxes plus a one-voxel frame), surface points in mm, nearest
 neighbours with a k-d tree (float64, recomputed from integer offsets), or an
 exact Euclidean distance transform when the surfaces are dense
-(see :mod:`medfleet.evaluate._nearest`).
+(see :mod:`medfleet.evaluate.metrics._nearest`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medfleet.evaluate._borders import (
+from medfleet.evaluate.metrics._borders import (
     border_voxels,
     label_boxes,
     padded_crop,
@@ -49,8 +49,8 @@ from medfleet.evaluate._borders import (
     surfel_area_table,
     union_box,
 )
-from medfleet.evaluate._nearest import DISTANCE_METHODS, nearest_distances
-from medfleet.evaluate.conventions import (
+from medfleet.evaluate.metrics._nearest import DISTANCE_METHODS, nearest_distances
+from medfleet.evaluate.metrics.conventions import (
     PERCENTILE_METHODS,
     STATUS_BOTH_EMPTY,
     STATUS_OK,
@@ -64,7 +64,7 @@ from medfleet.evaluate.conventions import (
     status_of,
     structure_rank,
 )
-from medfleet.evaluate.results import PerLabelResult
+from medfleet.evaluate.metrics.results import PerLabelResult
 
 #: Metrics computed by default: HD, HD95, ASSD, MASD and NSD at each tolerance.
 DEFAULT_SURFACE_METRICS: tuple[str, ...] = ("hd", "hd95", "assd", "masd", "nsd")

@@ -49,8 +49,8 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import pandas as pd
 
-from medfleet.evaluate.conventions import MetricInputError
-from medfleet.evaluate.stats_bootstrap import bootstrap_ci as _bootstrap_ci
+from medfleet.evaluate.metrics.conventions import MetricInputError
+from medfleet.evaluate.stats.bootstrap import bootstrap_ci as _bootstrap_ci
 
 __all__ = [
     "EqualizedOdds",

@@ -10,7 +10,7 @@ per-label true positives and volumes follow from its diagonal and margins.
 * ``volume_similarity`` = 1 - | |P| - |G| | / (|P| + |G|);
 * ``sensitivity`` = TP / |G|; ``specificity`` = TN / (N - |G|).
 
-Empty masks follow an :class:`~medfleet.evaluate.conventions.EmptyPolicy`: when
+Empty masks follow an :class:`~medfleet.evaluate.metrics.conventions.EmptyPolicy`: when
 both masks are empty, Dice, IoU, volume similarity and sensitivity are NaN
 (default) or 1 (``both_empty="best"``); when exactly one is empty they are
 well defined (0; sensitivity is undefined, NaN, when the reference is empty).
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medfleet.evaluate.conventions import (
+from medfleet.evaluate.metrics.conventions import (
     EmptyPolicy,
     as_empty_policy,
     check_pair,
@@ -33,7 +33,7 @@ from medfleet.evaluate.conventions import (
     resolve_labels,
     status_of,
 )
-from medfleet.evaluate.results import PerLabelResult
+from medfleet.evaluate.metrics.results import PerLabelResult
 
 #: Joint histograms are used up to this many distinct label values (L*L bins).
 MAX_JOINT_LABELS = 1024

@@ -145,8 +145,8 @@ def compare_runs(
     Raises:
         MedfleetError: Unreadable runs, different task types, or no case in common.
     """
+    from medfleet.evaluate.runner.report import higher_is_better
     from medfleet.evaluate.stats import holm, mcnemar, paired_bootstrap, wilcoxon_signed_rank
-    from medfleet.report.evaluation import higher_is_better
 
     summary_a, rows_a = load_run(run_a)
     summary_b, rows_b = load_run(run_b)

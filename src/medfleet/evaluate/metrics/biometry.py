@@ -15,7 +15,7 @@ ellipse fitted to the mask's boundary:
    :func:`medfleet.geometry.ellipse_perimeter`.
 
 ``Ellipse``, ``fit_ellipse`` and ``ellipse_perimeter`` live in :mod:`medfleet.geometry`
-and are re-exported here, so ``medfleet.evaluate.biometry.fit_ellipse`` keeps working.
+and are re-exported here, so ``medfleet.evaluate.metrics.biometry.fit_ellipse`` keeps working.
 
 Boundary points (``boundary``):
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from medfleet.evaluate.conventions import ONE_EMPTY_STATUSES, MetricInputError
+from medfleet.evaluate.metrics.conventions import ONE_EMPTY_STATUSES, MetricInputError
 
 
 @dataclass(frozen=True)

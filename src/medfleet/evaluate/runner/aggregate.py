@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from medfleet.evaluate.conventions import float_or_nan
-from medfleet.evaluate.results import summarize
+from medfleet.evaluate.metrics.conventions import float_or_nan
+from medfleet.evaluate.metrics.results import summarize
 from medfleet.utils.jsonsafe import json_safe  # re-exported: the one JSON policy
 
 __all__ = [
@@ -43,7 +43,7 @@ __all__ = [
 #: Row statuses whose NaN values are penalised (replaced by the worst value) in summaries.
 PENALIZED_STATUSES: tuple[str, ...] = ("pred_empty", "gt_empty", "pred_missing")
 
-_STATUS_FOR_RESULTS = "pred_empty"  # the status medfleet.evaluate.results substitutes
+_STATUS_FOR_RESULTS = "pred_empty"  # the status medfleet.evaluate.metrics.results substitutes
 
 
 def summarize_metric(

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from medfleet.errors import OptionError
-from medfleet.evaluate.cases import CaseMatch, CaseMismatchError, match_cases, parse_spacing
+from medfleet.evaluate.runner.cases import CaseMatch, CaseMismatchError, match_cases, parse_spacing
 from medfleet.tables import TaskType
 from medfleet.utils.atomic import require_folder_path
 from medfleet.utils.progress import ProgressCallback

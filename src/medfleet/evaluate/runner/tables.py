@@ -1,7 +1,7 @@
 """Scoring of table-based task types for the evaluation runner.
 
 Classification, detection, regression and landmarks read one CSV of predictions and one
-of references, each with a ``case_id`` column (see :mod:`medfleet.evaluate.cases` for the
+of references, each with a ``case_id`` column (see :mod:`medfleet.evaluate.runner.cases` for the
 cell formats), and score them with the plain metric functions of
 :mod:`medfleet.evaluate`.
 """
@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from medfleet.errors import InputFileError, OptionError
-from medfleet.evaluate.aggregate import summarize_table
-from medfleet.evaluate.cases import (
+from medfleet.evaluate.runner.aggregate import summarize_table
+from medfleet.evaluate.runner.cases import (
     CaseMismatchError,
     parse_boxes,
     parse_numbers,
@@ -25,7 +25,7 @@ from medfleet.evaluate.cases import (
     parse_spacing,
     read_case_table,
 )
-from medfleet.evaluate.run_common import (
+from medfleet.evaluate.runner.config import (
     EvaluationConfig,
     ScoredTask,
     check_match,
@@ -305,7 +305,7 @@ def _classification_dataset(
     scores: list[Any],
 ) -> dict[str, Any]:
     """The dataset-level classification metrics of the collected labels and scores."""
-    from medfleet.evaluate.classification import classification_metrics
+    from medfleet.evaluate.metrics.classification import classification_metrics
 
     classes = tables.classes
     values = _classes_as_values(classes)
@@ -402,7 +402,7 @@ def _detection(
     meta_rows: Mapping[str, Mapping[str, Any]],
     pred_columns: list[str],
 ) -> ScoredTask:
-    from medfleet.evaluate.detection import (
+    from medfleet.evaluate.metrics.detection import (
         DetectionCounts,
         coco_map_by_class,
         detection_counts,
@@ -518,7 +518,7 @@ def _regression(
     meta_rows: Mapping[str, Mapping[str, Any]],
     pred_columns: list[str],
 ) -> ScoredTask:
-    from medfleet.evaluate.regression import regression_metrics
+    from medfleet.evaluate.metrics.regression import regression_metrics
 
     rows: list[dict[str, Any]] = []
     t_ok: list[float] = []
@@ -575,7 +575,7 @@ def _landmarks(
     meta_rows: Mapping[str, Mapping[str, Any]],
     pred_columns: list[str],
 ) -> ScoredTask:
-    from medfleet.evaluate.landmarks import (
+    from medfleet.evaluate.metrics.landmarks import (
         MISSING_POLICIES,
         landmark_errors,
         summarize_landmark_errors,

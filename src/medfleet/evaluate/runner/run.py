@@ -5,7 +5,7 @@
 1. finds the cases: mask folders for ``segmentation`` (case id = file name without its
    image suffix), CSV tables with a ``case_id`` column for the other task types;
 2. matches predictions to references by case id and stops with one
-   :class:`~medfleet.evaluate.cases.CaseMismatchError` listing every missing, extra and
+   :class:`~medfleet.evaluate.runner.cases.CaseMismatchError` listing every missing, extra and
    mismatched (shape, spacing) case, unless ``allow_missing`` scores missing predictions
    as worst case (and ignores extra ones);
 3. scores every case (segmentation in parallel worker processes), and
@@ -43,11 +43,11 @@ from typing import Any
 import numpy as np
 
 from medfleet import __version__
-from medfleet.evaluate.aggregate import json_safe
-from medfleet.evaluate.cases import read_case_table
-from medfleet.evaluate.run_common import TASK_TYPES, EvaluationConfig, ProgressCallback
-from medfleet.evaluate.run_segmentation import resample_nearest, score_segmentation
-from medfleet.evaluate.run_tables import score_table_task
+from medfleet.evaluate.runner.aggregate import json_safe
+from medfleet.evaluate.runner.cases import read_case_table
+from medfleet.evaluate.runner.config import TASK_TYPES, EvaluationConfig, ProgressCallback
+from medfleet.evaluate.runner.segmentation import resample_nearest, score_segmentation
+from medfleet.evaluate.runner.tables import score_table_task
 from medfleet.utils.atomic import atomic_open, write_json_atomic, write_text_atomic
 
 __all__ = [
@@ -132,7 +132,7 @@ def run_evaluation(
         summary["preset"] = preset_block
     html = None
     if config.report:
-        from medfleet.report.evaluation import evaluation_report_html
+        from medfleet.evaluate.runner.report import evaluation_report_html
 
         html = evaluation_report_html(json_safe(summary), rows)
     out = config.out

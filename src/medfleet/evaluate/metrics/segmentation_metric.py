@@ -13,15 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from medfleet.evaluate.conventions import (
+from medfleet.evaluate.metrics.conventions import (
     EmptyPolicy,
     MetricInputError,
     as_empty_policy,
     resolve_labels,
 )
-from medfleet.evaluate.overlap import overlap_metrics
-from medfleet.evaluate.results import MetricSummary, PerLabelResult, ResultAccumulator
-from medfleet.evaluate.surface import (
+from medfleet.evaluate.metrics.overlap import overlap_metrics
+from medfleet.evaluate.metrics.results import MetricSummary, PerLabelResult, ResultAccumulator
+from medfleet.evaluate.metrics.surface import (
     DEFAULT_NSD_TOLERANCES,
     DEFAULT_SURFACE_METRICS,
     surface_metrics,

@@ -3,7 +3,7 @@
 Every record is a frozen dataclass with a ``to_dict()`` that gives plain Python values (NaN
 stays ``float("nan")``; pass the dictionary through
 :func:`medfleet.utils.jsonsafe.json_safe`, also importable as
-``medfleet.evaluate.aggregate.json_safe``, before writing strict JSON).
+``medfleet.evaluate.runner.aggregate.json_safe``, before writing strict JSON).
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from medfleet.evaluate.conventions import MetricInputError
+from medfleet.evaluate.metrics.conventions import MetricInputError
 
 __all__ = [
     "CalibrationResult",

@@ -26,8 +26,8 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 from scipy.stats import binom, chi2, rankdata
 
-from medfleet.evaluate.conventions import MetricInputError
-from medfleet.evaluate.stats_results import CI, DeLongResult, TestResult
+from medfleet.evaluate.metrics.conventions import MetricInputError
+from medfleet.evaluate.stats.results import CI, DeLongResult, TestResult
 
 __all__ = [
     "benjamini_hochberg",
@@ -141,7 +141,7 @@ def wilcoxon_signed_rank(
         nan_policy: ``"omit"`` drops a pair with a NaN; ``"raise"`` raises.
 
     Returns:
-        :class:`~medfleet.evaluate.stats_results.TestResult`; ``n`` counts the pairs used
+        :class:`~medfleet.evaluate.stats.results.TestResult`; ``n`` counts the pairs used
         (zeros included).
 
     Example:
@@ -246,7 +246,7 @@ def mcnemar_from_counts(
         correction: Continuity correction of the chi-squared version.
 
     Returns:
-        :class:`~medfleet.evaluate.stats_results.TestResult` with ``n = b + c``.
+        :class:`~medfleet.evaluate.stats.results.TestResult` with ``n = b + c``.
 
     Example:
         >>> r = mcnemar_from_counts(1, 6)
@@ -286,7 +286,7 @@ def mcnemar(
         correction: Continuity correction of the chi-squared version.
 
     Returns:
-        :class:`~medfleet.evaluate.stats_results.TestResult`; ``n`` is the number of
+        :class:`~medfleet.evaluate.stats.results.TestResult`; ``n`` is the number of
         discordant pairs.
 
     Example:
@@ -390,7 +390,7 @@ def delong_auc_ci(
         pos_label: The positive class when ``y_true`` is not 0/1.
 
     Returns:
-        :class:`~medfleet.evaluate.stats_results.CI` with ``method="delong"``.
+        :class:`~medfleet.evaluate.stats.results.CI` with ``method="delong"``.
 
     Example:
         >>> ci = delong_auc_ci([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
@@ -429,7 +429,7 @@ def delong_test(
         pos_label: The positive class when ``y_true`` is not 0/1.
 
     Returns:
-        :class:`~medfleet.evaluate.stats_results.DeLongResult`.
+        :class:`~medfleet.evaluate.stats.results.DeLongResult`.
 
     Example:
         >>> y = [0, 0, 0, 0, 1, 1, 1, 1]

@@ -1,6 +1,6 @@
 """Bounding boxes of labels, border voxels and corner-grid surface elements.
 
-Internal helpers of :mod:`medfleet.evaluate.surface`. Every function works on
+Internal helpers of :mod:`medfleet.evaluate.metrics.surface`. Every function works on
 cropped, zero-padded boolean masks so that the cost follows the size of the
 structure, not the size of the image.
 """
@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from medfleet.evaluate._surfel_normals import NORMALS_X8
+from medfleet.evaluate.metrics._surfel_normals import NORMALS_X8
 
 Box = tuple[slice, ...]
 

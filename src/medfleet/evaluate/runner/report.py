@@ -10,7 +10,7 @@ Sections (each only when the run has the data for it):
   (one box per group, e.g. per label);
 * **Subgroups**: the preset's subgroup tables with bars of the group means and sizes, or,
   for plain runs, the primary metric by each categorical ``--meta`` column (group means
-  and sizes from :class:`medfleet.evaluate.fairness.GroupMetricFrame`: NaN values left
+  and sizes from :class:`medfleet.evaluate.analysis.fairness.GroupMetricFrame`: NaN values left
   out of a mean, a missing column value a group named ``""``);
 * **Calibration**: a reliability diagram (preset bins, class probabilities or a binary
   score);
@@ -359,7 +359,7 @@ def _subgroup_section(
     columns = _categorical_columns(summary, rows)
     if not columns or primary is None:
         return
-    from medfleet.evaluate.fairness import GroupMetricFrame
+    from medfleet.evaluate.analysis.fairness import GroupMetricFrame
 
     metrics = summary.get("metrics") or {}
     first = next((g for g in metrics if g != "all"), "all")
@@ -415,7 +415,7 @@ def _calibration_section(report: Report, summary: Mapping[str, Any], rows: _Rows
             )
         )
         return
-    from medfleet.evaluate.calibration import reliability_diagram as reliability_data
+    from medfleet.evaluate.analysis.calibration import reliability_diagram as reliability_data
 
     binary = extra.get("binary_scores")
     if binary:

@@ -50,8 +50,8 @@ from typing import Any, Literal
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from medfleet.evaluate.conventions import MetricInputError
-from medfleet.evaluate.stats_results import CI, PairedResult
+from medfleet.evaluate.metrics.conventions import MetricInputError
+from medfleet.evaluate.stats.results import CI, PairedResult
 
 __all__ = ["NanPolicy", "bootstrap_ci", "bootstrap_distribution", "paired_bootstrap"]
 
@@ -267,7 +267,7 @@ def bootstrap_ci(
         vectorized: Whether ``statistic`` takes ``axis``; ``None`` detects it.
 
     Returns:
-        :class:`~medfleet.evaluate.stats_results.CI` with ``estimate = statistic(values)``.
+        :class:`~medfleet.evaluate.stats.results.CI` with ``estimate = statistic(values)``.
 
     Raises:
         MetricInputError: ``values`` is not 1-D, an option is out of range, or a NaN is
@@ -334,7 +334,7 @@ def paired_bootstrap(
         vectorized: Whether ``statistic`` takes ``axis``; ``None`` detects it.
 
     Returns:
-        :class:`~medfleet.evaluate.stats_results.PairedResult`.
+        :class:`~medfleet.evaluate.stats.results.PairedResult`.
 
     Example:
         >>> a = [0.70, 0.72, 0.68, 0.75, 0.71, 0.69, 0.73, 0.70]

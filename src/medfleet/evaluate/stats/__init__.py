@@ -3,12 +3,12 @@
 One import point for:
 
 * bootstrap confidence intervals over cases, single (:func:`bootstrap_ci`) and paired
-  between methods (:func:`paired_bootstrap`), from :mod:`medfleet.evaluate.stats_bootstrap`;
+  between methods (:func:`paired_bootstrap`), from :mod:`medfleet.evaluate.stats.bootstrap`;
 * paired tests: :func:`wilcoxon_signed_rank`, :func:`mcnemar`, :func:`delong_test` (with
   :func:`delong_auc_ci`), and the corrections :func:`holm`, :func:`bonferroni`,
-  :func:`benjamini_hochberg`, from :mod:`medfleet.evaluate.stats_hypothesis`;
+  :func:`benjamini_hochberg`, from :mod:`medfleet.evaluate.stats.hypothesis`;
 * challenge rankings: :func:`rank_then_aggregate`, :func:`aggregate_then_rank` and
-  :func:`bootstrap_rank_stability`, from :mod:`medfleet.evaluate.stats_ranking`;
+  :func:`bootstrap_rank_stability`, from :mod:`medfleet.evaluate.stats.ranking`;
 * the result records :class:`CI`, :class:`PairedResult`, :class:`TestResult`,
   :class:`DeLongResult`.
 
@@ -24,13 +24,13 @@ Example:
 
 from __future__ import annotations
 
-from medfleet.evaluate.stats_bootstrap import (
+from medfleet.evaluate.stats.bootstrap import (
     NanPolicy,
     bootstrap_ci,
     bootstrap_distribution,
     paired_bootstrap,
 )
-from medfleet.evaluate.stats_hypothesis import (
+from medfleet.evaluate.stats.hypothesis import (
     MCNEMAR_EXACT_BELOW,
     benjamini_hochberg,
     bonferroni,
@@ -42,7 +42,7 @@ from medfleet.evaluate.stats_hypothesis import (
     mcnemar_from_counts,
     wilcoxon_signed_rank,
 )
-from medfleet.evaluate.stats_ranking import (
+from medfleet.evaluate.stats.ranking import (
     Ranking,
     RankStability,
     aggregate_then_rank,
@@ -50,7 +50,7 @@ from medfleet.evaluate.stats_ranking import (
     rank,
     rank_then_aggregate,
 )
-from medfleet.evaluate.stats_results import CI, DeLongResult, PairedResult, TestResult
+from medfleet.evaluate.stats.results import CI, DeLongResult, PairedResult, TestResult
 
 __all__ = [
     "CI",

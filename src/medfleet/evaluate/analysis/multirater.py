@@ -21,7 +21,7 @@ Conventions (those of the CURVAS challenge scorer unless noted):
   (1 - mean probability over the consensus background)]; NaN when either region is empty
   (the official ``np.nanmean`` of an empty region is NaN too).
 * :func:`per_rater_ece` computes the ECE of the probabilities against each rater's label
-  map, streaming over voxel chunks (see :mod:`medfleet.evaluate.calibration`).
+  map, streaming over voxel chunks (see :mod:`medfleet.evaluate.analysis.calibration`).
 * :func:`volume_crps`: the predicted volume is the sum of the probabilities of ``label``
   times the voxel volume; each rater's volume is its voxel count times the voxel volume;
   the raters' volumes define a distribution and the CRPS scores the predicted volume
@@ -40,7 +40,7 @@ import numpy as np
 from scipy.integrate import IntegrationWarning, quad
 from scipy.special import ndtr, ndtri
 
-from medfleet.evaluate.calibration import (
+from medfleet.evaluate.analysis.calibration import (
     DEFAULT_CHUNK,
     PROB_TOLERANCE,
     Binning,
@@ -49,7 +49,7 @@ from medfleet.evaluate.calibration import (
     Mode,
     StreamingCalibration,
 )
-from medfleet.evaluate.conventions import MetricInputError, normalize_spacing
+from medfleet.evaluate.metrics.conventions import MetricInputError, normalize_spacing
 
 __all__ = [
     "ConsensusRegions",
@@ -276,7 +276,7 @@ def per_rater_calibration(
         chunk_size: Voxels per chunk.
 
     Returns:
-        One :class:`~medfleet.evaluate.calibration.CalibrationResult` per rater.
+        One :class:`~medfleet.evaluate.analysis.calibration.CalibrationResult` per rater.
     """
     if background not in ("included", "complement"):
         raise MetricInputError(f"background must be included or complement: {background!r}")

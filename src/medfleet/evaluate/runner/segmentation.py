@@ -5,7 +5,7 @@ pass over the file headers lists every shape or spacing mismatch together with m
 extra cases. Spacing is compared only when both files record a physical size (formats
 without one, such as NPY or a PNG without ``pHYs``, take the reference's spacing); a
 ``spacing`` column in ``--meta`` overrides both. Each case is then read and scored by
-:class:`~medfleet.evaluate.segmentation_metric.SegmentationMetric` in a worker process.
+:class:`~medfleet.evaluate.metrics.segmentation_metric.SegmentationMetric` in a worker process.
 Labels absent from a case but present in others are scored as absent from both masks.
 """
 
@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from medfleet.errors import MedfleetError, OptionError
-from medfleet.evaluate.aggregate import summarize_table
-from medfleet.evaluate.cases import CaseMismatchError, list_case_files, match_cases
-from medfleet.evaluate.run_common import (
+from medfleet.evaluate.runner.aggregate import summarize_table
+from medfleet.evaluate.runner.cases import CaseMismatchError, list_case_files, match_cases
+from medfleet.evaluate.runner.config import (
     EvaluationConfig,
     ProgressCallback,
     ScoredTask,
@@ -145,8 +145,8 @@ class _SegOutcome:
 
 
 def _segmentation_metric(labels: Sequence[int] | None, options: Mapping[str, Any]) -> Any:
-    from medfleet.evaluate.conventions import EmptyPolicy
-    from medfleet.evaluate.segmentation_metric import SegmentationMetric
+    from medfleet.evaluate.metrics.conventions import EmptyPolicy
+    from medfleet.evaluate.metrics.segmentation_metric import SegmentationMetric
 
     return SegmentationMetric(
         labels=None if labels is None else list(labels),

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau, rankdata
 
-from medfleet.evaluate.conventions import MetricInputError, float_or_nan
+from medfleet.evaluate.metrics.conventions import MetricInputError, float_or_nan
 
 __all__ = [
     "RankStability",

@@ -1,0 +1,1 @@
+"""Analysis across cases: subgroups and fairness, calibration, multi-rater agreement."""
