@@ -137,7 +137,7 @@ def _group_rows(rows: _Rows, group: str) -> list[Mapping[str, Any]]:
 
 
 def _ci(values: Sequence[float]) -> tuple[float, float]:
-    from medfleet.evaluate.stats import bootstrap_ci
+    from medfleet.evaluate.stats.bootstrap import bootstrap_ci  # alone: no paired tests, no pandas
 
     arr = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
     if arr.size == 0:
