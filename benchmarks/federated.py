@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     from medfleet.federated import FederatedConfig
-    from medfleet.federated.study import run_study
+    from medfleet.federated.study import StudyOptions, run_study
     from medfleet.models import ModelConfig
     from medfleet.tasks import Manifest
     from medfleet.train.config import TrainConfig
@@ -230,9 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         train,
         fed,
         args.out / "study",
-        strategies=arms(args.rounds, args.local_steps, args.rank),
-        n_resamples=args.n_resamples,
-        reuse=args.reuse,
+        StudyOptions(
+            strategies=arms(args.rounds, args.local_steps, args.rank),
+            n_resamples=args.n_resamples,
+            reuse=args.reuse,
+        ),
         log=lambda line: print(f"[{time.perf_counter() - tic:6.0f} s] {line}", flush=True),
     )
     wall = time.perf_counter() - tic

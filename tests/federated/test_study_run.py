@@ -127,7 +127,7 @@ def _configs():
 
 
 def test_study_with_a_given_runner_and_paired_arms(phantoms, tmp_path):
-    from medfleet.federated.study import run_study
+    from medfleet.federated.study import StudyOptions, run_study
     from medfleet.tasks import Manifest
 
     model, train, fed = _configs()
@@ -137,11 +137,13 @@ def test_study_with_a_given_runner_and_paired_arms(phantoms, tmp_path):
         train,
         fed,
         tmp_path / "s",
-        strategies=["fedavg", ("fedavg-copy", {"strategy": "fedavg"})],
-        include_local=False,
-        include_centralised=False,
-        n_resamples=50,
-        report=False,
+        StudyOptions(
+            strategies=["fedavg", ("fedavg-copy", {"strategy": "fedavg"})],
+            include_local=False,
+            include_centralised=False,
+            n_resamples=50,
+            report=False,
+        ),
         federated_runner=_fake_runner(),
     )
     data = result.data
@@ -163,12 +165,14 @@ def test_study_with_a_given_runner_and_paired_arms(phantoms, tmp_path):
         train,
         fed,
         tmp_path / "s",
-        strategies=["fedavg"],
-        include_local=False,
-        include_centralised=False,
-        n_resamples=50,
-        report=False,
-        reuse=True,
+        StudyOptions(
+            strategies=["fedavg"],
+            include_local=False,
+            include_centralised=False,
+            n_resamples=50,
+            report=False,
+            reuse=True,
+        ),
         federated_runner=refuse,
     )
     first = [r for r in data["metrics"] if r["arm"] == "fedavg"]
@@ -176,7 +180,7 @@ def test_study_with_a_given_runner_and_paired_arms(phantoms, tmp_path):
 
 
 def test_study_names_a_site_without_model(phantoms, tmp_path):
-    from medfleet.federated.study import run_study
+    from medfleet.federated.study import StudyOptions, run_study
     from medfleet.tasks import Manifest
 
     model, train, fed = _configs()
@@ -187,9 +191,7 @@ def test_study_names_a_site_without_model(phantoms, tmp_path):
             train,
             fed,
             tmp_path / "s",
-            strategies=["lora"],
-            include_local=False,
-            include_centralised=False,
+            StudyOptions(strategies=["lora"], include_local=False, include_centralised=False),
             federated_runner=_fake_runner(drop_site="site_b"),
         )
 
@@ -200,7 +202,7 @@ def test_bad_input_is_refused(phantoms, tmp_path):
         ["federate-study", "-m", str(phantoms), "--out", str(tmp_path), "--strategies", "fedsgd"],
     )
     assert result.exit_code == 2 and "fedsgd" in result.output
-    from medfleet.federated.study import run_study
+    from medfleet.federated.study import StudyOptions, run_study
     from medfleet.tasks import Manifest
 
     model, train, fed = _configs()
@@ -208,6 +210,6 @@ def test_bad_input_is_refused(phantoms, tmp_path):
     single = manifest.model_copy(update={"sites": manifest.sites[:1]})
     single.root = manifest.root
     with pytest.raises(MedfleetError, match="at least two"):
-        run_study(single, model, train, fed, tmp_path / "x", strategies=[])
+        run_study(single, model, train, fed, tmp_path / "x", StudyOptions(strategies=[]))
     with pytest.raises(MedfleetError, match="not in the manifest"):
-        run_study(manifest, model, train, fed, tmp_path / "y", tasks=["nope"])
+        run_study(manifest, model, train, fed, tmp_path / "y", StudyOptions(tasks=["nope"]))

@@ -168,7 +168,7 @@ def federate_study(
         if text:
             console.print(line, highlight=False, markup=False)
 
-    from medfleet.federated.study import run_study
+    from medfleet.federated.study import StudyOptions, run_study
 
     runner = None
     if chosen:
@@ -182,12 +182,14 @@ def federate_study(
             train_config,
             fed_config,
             out,
-            strategies=chosen,
-            include_local=include_local,
-            include_centralised=include_centralised,
-            tasks=split_names(tasks, "--tasks"),
-            positive_class=_positive(positive_class),
-            n_resamples=n_resamples,
+            StudyOptions(
+                strategies=chosen,
+                include_local=include_local,
+                include_centralised=include_centralised,
+                tasks=split_names(tasks, "--tasks"),
+                positive_class=_positive(positive_class),
+                n_resamples=n_resamples,
+            ),
             log=log,
             federated_runner=runner,
         )

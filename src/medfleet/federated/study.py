@@ -38,7 +38,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medfleet.errors import MedfleetError
 from medfleet.federated.study_cases import TaskCases, analyse_cases, read_task_cases
@@ -50,6 +50,12 @@ from medfleet.federated.study_record import (
 )
 from medfleet.models.files import has_model
 from medfleet.tasks import Manifest, TaskType
+
+if TYPE_CHECKING:
+    from medfleet.federated.config import FederatedConfig
+    from medfleet.models.config import ModelConfig
+    from medfleet.tasks import TaskSpec
+    from medfleet.train.config import TrainConfig
 
 STUDY_FORMAT = "medfleet.federated.study/1"
 """Version string of ``study.json``."""
@@ -230,38 +236,13 @@ def _default_runner() -> FederatedRunner:
     return run_federated
 
 
-def run_study(
-    manifest: Manifest,
-    model_config: Any,
-    train_config: Any,
-    fed_config: Any,
-    out: str | Path,
-    *,
-    strategies: Sequence[str | tuple[str, Mapping[str, Any]]] = ("fedavg", "lora", "dual-lora"),
-    include_local: bool = True,
-    include_centralised: bool = True,
-    tasks: Sequence[str] | None = None,
-    positive_class: Mapping[str, str] | None = None,
-    split: str = "test",
-    n_resamples: int = 1000,
-    confidence: float = 0.95,
-    report: bool = True,
-    reuse: bool = False,
-    log: LogCallback | None = None,
-    federated_runner: FederatedRunner | None = None,
-) -> StudyResult:
-    """Train local-only, centralised and federated models on the same budget and compare them.
+@dataclass(frozen=True)
+class StudyOptions:
+    """What a federated study compares and how it scores them.
 
-    Args:
-        manifest: A manifest with several sites.
-        model_config: The model (:class:`medfleet.models.ModelConfig`), the same for every
-            arm; federated strategies set their adapters from ``fed_config``.
-        train_config: Training settings (:class:`medfleet.train.config.TrainConfig`).
-        fed_config: :class:`medfleet.federated.FederatedConfig`; its ``strategy`` is
-            replaced by each of ``strategies``.
-        out: The study folder.
+    Attributes:
         strategies: Federated arms: strategy names, or ``(name, overrides)`` pairs that
-            change more fields of ``fed_config`` (see :func:`federated_arms`).
+            change more fields of the federated configuration (see :func:`federated_arms`).
         include_local: Train each site alone.
         include_centralised: Train on the pooled sites.
         tasks: Tasks to study (default: every classification and segmentation task).
@@ -270,8 +251,71 @@ def run_study(
         n_resamples: Bootstrap resamples.
         confidence: Interval coverage and the significance level ``1 - confidence``.
         report: Also write the CSV tables and ``report.html``.
-        reuse: Keep a run already in ``out`` when it finished with the same settings
-            (``training.json`` / ``federated.json``), instead of training it again.
+        reuse: Keep a run already in the study folder when it finished with the same
+            settings (``training.json`` / ``federated.json``), instead of training it again.
+
+    Example:
+        >>> StudyOptions(strategies=["fedavg"], include_local=False).n_resamples
+        1000
+    """
+
+    strategies: Sequence[str | tuple[str, Mapping[str, Any]]] = ("fedavg", "lora", "dual-lora")
+    include_local: bool = True
+    include_centralised: bool = True
+    tasks: Sequence[str] | None = None
+    positive_class: Mapping[str, str] | None = None
+    split: str = "test"
+    n_resamples: int = 1000
+    confidence: float = 0.95
+    report: bool = True
+    reuse: bool = False
+
+
+@dataclass
+class _Study:
+    """A study's inputs once checked: its folder, tasks, sites, per-site parts and budget."""
+
+    out: Path
+    manifest: Manifest
+    model_config: ModelConfig
+    train_config: TrainConfig
+    fed_config: FederatedConfig
+    options: StudyOptions
+    say: LogCallback
+    names: list[str]
+    specs: dict[str, TaskSpec]
+    sites: list[str]
+    parts: dict[str, Manifest]
+    pooled: Manifest
+    budget: dict[str, Any]
+    plans: list[tuple[str, dict[str, Any]]]
+    runs: dict[str, dict[str, Path]] = field(default_factory=dict)
+    arms: list[dict[str, Any]] = field(default_factory=list)
+    federated: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def run_study(
+    manifest: Manifest,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    fed_config: FederatedConfig,
+    out: str | Path,
+    options: StudyOptions | None = None,
+    *,
+    log: LogCallback | None = None,
+    federated_runner: FederatedRunner | None = None,
+) -> StudyResult:
+    """Train local-only, centralised and federated models on the same budget and compare them.
+
+    Args:
+        manifest: A manifest with several sites.
+        model_config: The model, the same for every arm; federated strategies set their
+            adapters from ``fed_config``.
+        train_config: Training settings.
+        fed_config: The federated settings; its ``strategy`` is replaced by each of
+            ``options.strategies``.
+        out: The study folder.
+        options: What to compare and how to score it (default :class:`StudyOptions`).
         log: Called with one line per stage.
         federated_runner: Replaces :func:`medfleet.federated.run_federated` (same
             signature), e.g. to study runs made elsewhere.
@@ -283,13 +327,29 @@ def run_study(
         MedfleetError: Fewer than two sites with data, no task to study, an unknown task,
             or a failure of a training or evaluation stage (named).
     """
-    from medfleet.train.run import train_model
-    from medfleet.utils.atomic import write_json_atomic
+    options = options or StudyOptions()
+    study = _prepare(manifest, model_config, train_config, fed_config, Path(out), options, log)
+    if options.include_local:
+        _train_local(study)
+    if options.include_centralised:
+        _train_centralised(study)
+    if study.plans:
+        _run_federated_arms(study, study.plans, federated_runner or _default_runner())
+    return _score_and_write(study)
 
-    out = Path(out)
+
+def _prepare(
+    manifest: Manifest,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    fed_config: FederatedConfig,
+    out: Path,
+    options: StudyOptions,
+    log: LogCallback | None,
+) -> _Study:
+    """Check the study's inputs, split the manifest per site and match the budgets."""
     out.mkdir(parents=True, exist_ok=True)
-    say = log or (lambda _line: None)
-    names = _study_tasks(manifest, tasks)
+    names = _study_tasks(manifest, options.tasks)
     specs = {n: manifest.task(n) for n in names}
     sites = [s for s in manifest.site_names if any(site_rows(manifest, s, t) for t in names)]
     if len(sites) < 2:
@@ -297,11 +357,11 @@ def run_study(
             f"manifest {manifest.name!r} has data from {len(sites)} site(s) in task(s) {names}; "
             "a federated study needs at least two (fix: check the 'site' column)"
         )
-    if not (strategies or include_local or include_centralised):
+    if not (options.strategies or options.include_local or options.include_centralised):
         raise MedfleetError(
             "nothing to compare (fix: give strategies or include local/centralised)"
         )
-    plans = federated_arms(strategies)  # checked before anything trains
+    plans = federated_arms(options.strategies)  # checked before anything is written
     parts = {s: _site_part(manifest, s, out / "data" / s, names) for s in sites}
     pooled = manifest.model_copy(  # the studied tasks and the sites that have their data
         update={
@@ -312,99 +372,144 @@ def run_study(
     pooled.root = manifest.root
     train_rows = {s: _split_rows(parts[s], names, s, "train") for s in sites}
     budget = matched_budget(fed_config, train_rows, int(train_config.batch_size))
-    runs: dict[str, dict[str, Path]] = {}
-    arms: list[dict[str, Any]] = []
-    federated: dict[str, dict[str, Any]] = {}
+    return _Study(
+        out,
+        manifest,
+        model_config,
+        train_config,
+        fed_config,
+        options,
+        log or (lambda _line: None),
+        names,
+        specs,
+        sites,
+        parts,
+        pooled,
+        budget,
+        plans,
+    )
 
-    if include_local:
-        runs[LOCAL] = {}
-        for s in sites:
-            folder = out / "local" / s
-            config = _train_config(train_config, budget["steps"][s])
-            runs[LOCAL][s] = folder
-            if reuse and _trained(folder, model_config, config, names):
-                say(f"local-only: reusing {folder}")
-                continue
-            say(f"local-only: training {s} for {budget['steps'][s]} steps")
-            _stage(
-                f"local-only training of site {s}",
-                lambda s=s, folder=folder, config=config: train_model(
-                    parts[s], model_config, config, folder, tasks=names
-                ),
-            )
-        arms.append({"name": LOCAL, "kind": "local", "steps": budget["steps"]})
-    if include_centralised:
-        steps = budget["centralised_steps"]
-        folder = out / "centralised"
-        config = _train_config(train_config, steps)
-        if reuse and _trained(folder, model_config, config, names):
-            say(f"centralised: reusing {folder}")
-        else:
-            say(f"centralised: training on {len(sites)} pooled sites for {steps} steps")
-            _stage(
-                "centralised training",
-                lambda: train_model(pooled, model_config, config, folder, tasks=names),
-            )
-        runs[CENTRALISED] = dict.fromkeys(sites, folder)
-        arms.append({"name": CENTRALISED, "kind": "centralised", "steps": steps})
-    runner = federated_runner or (_default_runner() if plans else None)
+
+def _train_local(study: _Study) -> None:
+    """The local-only arm: each site trains alone for its share of the budget."""
+    from medfleet.train.run import train_model
+
+    study.runs[LOCAL] = {}
+    for s in study.sites:
+        folder = study.out / "local" / s
+        steps = study.budget["steps"][s]
+        config = _train_config(study.train_config, steps)
+        study.runs[LOCAL][s] = folder
+        if study.options.reuse and _trained(folder, study.model_config, config, study.names):
+            study.say(f"local-only: reusing {folder}")
+            continue
+        study.say(f"local-only: training {s} for {steps} steps")
+        _stage(
+            f"local-only training of site {s}",
+            lambda s=s, folder=folder, config=config: train_model(
+                study.parts[s], study.model_config, config, folder, tasks=study.names
+            ),
+        )
+    study.arms.append({"name": LOCAL, "kind": "local", "steps": study.budget["steps"]})
+
+
+def _train_centralised(study: _Study) -> None:
+    """The centralised arm: one model on the pooled sites, on the matched budget."""
+    from medfleet.train.run import train_model
+
+    steps = study.budget["centralised_steps"]
+    folder = study.out / "centralised"
+    config = _train_config(study.train_config, steps)
+    if study.options.reuse and _trained(folder, study.model_config, config, study.names):
+        study.say(f"centralised: reusing {folder}")
+    else:
+        study.say(f"centralised: training on {len(study.sites)} pooled sites for {steps} steps")
+        _stage(
+            "centralised training",
+            lambda: train_model(
+                study.pooled, study.model_config, config, folder, tasks=study.names
+            ),
+        )
+    study.runs[CENTRALISED] = dict.fromkeys(study.sites, folder)
+    study.arms.append({"name": CENTRALISED, "kind": "centralised", "steps": steps})
+
+
+def _run_federated_arms(
+    study: _Study, plans: list[tuple[str, dict[str, Any]]], runner: FederatedRunner
+) -> None:
+    """Each federated arm: run (or reuse) it and check every site got its model."""
     for arm, overrides in plans:
-        config = fed_config.model_copy(update=dict(overrides))
+        config = study.fed_config.model_copy(update=dict(overrides))
         config = type(config).model_validate(config.model_dump())
-        folder = out / "federated" / arm
-        if reuse and _federated_done(folder, config, train_config):
-            say(f"federated: reusing {folder}")
+        folder = study.out / "federated" / arm
+        if study.options.reuse and _federated_done(folder, config, study.train_config):
+            study.say(f"federated: reusing {folder}")
         else:
-            say(f"federated: {arm} ({config.strategy}), {config.rounds} rounds")
+            study.say(f"federated: {arm} ({config.strategy}), {config.rounds} rounds")
             _stage(
                 f"federated run {arm!r}",
-                lambda config=config, folder=folder: runner(  # type: ignore[misc]
-                    pooled, model_config, train_config, config, folder
+                lambda config=config, folder=folder: runner(
+                    study.pooled, study.model_config, study.train_config, config, folder
                 ),
             )
         record = read_federated(folder)
-        federated[arm] = record
-        missing = [s for s in sites if not has_model(folder / "sites" / s)]
+        study.federated[arm] = record
+        missing = [s for s in study.sites if not has_model(folder / "sites" / s)]
         if missing:
             raise MedfleetError(
                 f"federated run {arm!r} in {folder} has no model for site(s) {missing} "
                 "(fix: check federated.json for failed clients and rerun)"
             )
-        runs[arm] = {s: folder / "sites" / s for s in sites}
-        arms.append(
+        study.runs[arm] = {s: folder / "sites" / s for s in study.sites}
+        study.arms.append(
             {
                 "name": arm,
                 "kind": "federated",
                 "strategy": config.strategy,
-                "steps": budget["steps"],
+                "steps": study.budget["steps"],
                 "config": config.model_dump(mode="json"),
             }
         )
 
-    say(f"scoring {len(runs)} arm(s) on the {split} split of {len(sites)} sites")
-    cases = _score_arms(manifest, parts, runs, specs, split, out / "evaluation")
-    analysis = analyse_cases(
-        specs,
-        cases,
-        positive_class=positive_class,
-        n_resamples=n_resamples,
-        confidence=confidence,
+
+def _score_and_write(study: _Study) -> StudyResult:
+    """Score every arm per site, analyse, and write ``study.json`` (and the report)."""
+    from medfleet.utils.atomic import write_json_atomic
+    from medfleet.utils.jsonsafe import json_safe
+
+    options, out, federated = study.options, study.out, study.federated
+    study.say(
+        f"scoring {len(study.runs)} arm(s) on the {options.split} split of {len(study.sites)} sites"
     )
-    strategy_of = {a["name"]: a.get("strategy") for a in arms}
+    cases = _score_arms(
+        study.manifest, study.parts, study.runs, study.specs, options.split, out / "evaluation"
+    )
+    analysis = analyse_cases(
+        study.specs,
+        cases,
+        positive_class=options.positive_class,
+        n_resamples=options.n_resamples,
+        confidence=options.confidence,
+    )
+    strategy_of = {a["name"]: a.get("strategy") for a in study.arms}
     comm = [r for a, rec in federated.items() for r in communication_rows(a, rec, strategy_of[a])]
     data: dict[str, Any] = {
         "format": STUDY_FORMAT,
-        "manifest": manifest.name,
-        "sites": sites,
-        "tasks": {n: specs[n].type.value for n in names},
-        "split": split,
-        "arms": arms,
-        "budget": budget,
-        "model_config": model_config.model_dump(mode="json"),
-        "train_config": train_config.model_dump(mode="json"),
-        "federated_config": fed_config.model_dump(mode="json"),
-        "bootstrap": {"n_resamples": n_resamples, "confidence": confidence, "seed": 0},
-        "runs": {a: {s: str(p) for s, p in by_site.items()} for a, by_site in runs.items()},
+        "manifest": study.manifest.name,
+        "sites": study.sites,
+        "tasks": {n: study.specs[n].type.value for n in study.names},
+        "split": options.split,
+        "arms": study.arms,
+        "budget": study.budget,
+        "model_config": study.model_config.model_dump(mode="json"),
+        "train_config": study.train_config.model_dump(mode="json"),
+        "federated_config": study.fed_config.model_dump(mode="json"),
+        "bootstrap": {
+            "n_resamples": options.n_resamples,
+            "confidence": options.confidence,
+            "seed": 0,
+        },
+        "runs": {a: {s: str(p) for s, p in by_site.items()} for a, by_site in study.runs.items()},
         "metrics": analysis["metrics"],
         "tests": analysis["tests"],
         "communication": comm,
@@ -422,15 +527,13 @@ def run_study(
             if c.get("status") not in (None, "ok")
         ],
     }
-    from medfleet.utils.jsonsafe import json_safe
-
     data = json_safe(data)
     files = {"study_json": write_json_atomic(out / "study.json", data)}
-    if report:
+    if options.report:
         from medfleet.federated.study_report import write_study_report
 
         files.update(write_study_report(data, out))
-    say(f"study written to {out}")
+    study.say(f"study written to {out}")
     return StudyResult(out, data, files)
 
 
