@@ -24,33 +24,82 @@ Example:
 
 from __future__ import annotations
 
-from medfleet.evaluate.stats.bootstrap import (
-    NanPolicy,
-    bootstrap_ci,
-    bootstrap_distribution,
-    paired_bootstrap,
-)
-from medfleet.evaluate.stats.hypothesis import (
-    MCNEMAR_EXACT_BELOW,
-    benjamini_hochberg,
-    bonferroni,
-    delong_auc_ci,
-    delong_covariance,
-    delong_test,
-    holm,
-    mcnemar,
-    mcnemar_from_counts,
-    wilcoxon_signed_rank,
-)
-from medfleet.evaluate.stats.ranking import (
-    Ranking,
-    RankStability,
-    aggregate_then_rank,
-    bootstrap_rank_stability,
-    rank,
-    rank_then_aggregate,
-)
-from medfleet.evaluate.stats.results import CI, DeLongResult, PairedResult, TestResult
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medfleet.evaluate.stats.bootstrap import (
+        NanPolicy,
+        bootstrap_ci,
+        bootstrap_distribution,
+        paired_bootstrap,
+    )
+    from medfleet.evaluate.stats.hypothesis import (
+        MCNEMAR_EXACT_BELOW,
+        benjamini_hochberg,
+        bonferroni,
+        delong_auc_ci,
+        delong_covariance,
+        delong_test,
+        holm,
+        mcnemar,
+        mcnemar_from_counts,
+        wilcoxon_signed_rank,
+    )
+    from medfleet.evaluate.stats.ranking import (
+        Ranking,
+        RankStability,
+        aggregate_then_rank,
+        bootstrap_rank_stability,
+        rank,
+        rank_then_aggregate,
+    )
+    from medfleet.evaluate.stats.results import CI, DeLongResult, PairedResult, TestResult
+
+# Each submodule loads on first use (PEP 562): the bootstrap alone needs no scipy.stats,
+# the paired tests no pandas.
+_EXPORTS = {
+    "CI": "results",
+    "DeLongResult": "results",
+    "MCNEMAR_EXACT_BELOW": "hypothesis",
+    "NanPolicy": "bootstrap",
+    "PairedResult": "results",
+    "RankStability": "ranking",
+    "Ranking": "ranking",
+    "TestResult": "results",
+    "aggregate_then_rank": "ranking",
+    "benjamini_hochberg": "hypothesis",
+    "bonferroni": "hypothesis",
+    "bootstrap_ci": "bootstrap",
+    "bootstrap_distribution": "bootstrap",
+    "bootstrap_rank_stability": "ranking",
+    "delong_auc_ci": "hypothesis",
+    "delong_covariance": "hypothesis",
+    "delong_test": "hypothesis",
+    "holm": "hypothesis",
+    "mcnemar": "hypothesis",
+    "mcnemar_from_counts": "hypothesis",
+    "paired_bootstrap": "bootstrap",
+    "rank": "ranking",
+    "rank_then_aggregate": "ranking",
+    "wilcoxon_signed_rank": "hypothesis",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a re-exported name from its submodule on first use."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's names, the lazily loaded re-exports included."""
+    return sorted({*globals(), *_EXPORTS})
+
 
 __all__ = [
     "CI",
