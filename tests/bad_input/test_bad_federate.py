@@ -250,8 +250,8 @@ CASES: dict[str, Case] = {
         _study_usage("--strategies", "fedavg,fedsgd"), ("fedsgd",), usage=True
     ),
     "study-rounds-zero": Case(_study_usage("--rounds", "0"), ("--rounds",), usage=True),
-    "study-positive-class-without-task": Case(
-        _study_usage("--positive-class", "malignant"), ("--positive-class",), usage=True
+    "study-positive-label-without-task": Case(
+        _study_usage("--positive-label", "malignant"), ("--positive-label",), usage=True
     ),
     "study-missing-manifest": Case(
         _study_missing_manifest, ("no_such_manifest.yaml",), check=_nothing_written

@@ -211,6 +211,7 @@ RENAMED = [
 def test_the_old_spellings() -> None:
     assert {(v, o) for v, o, _ in RENAMED} == {
         ("predict", "--checkpoint"),
+        ("federate-study", "--positive-class"),
         ("report compare", "--resamples"),
         ("synth quality", "--real"),
         ("synth quality", "--size"),
@@ -245,7 +246,12 @@ def _context_with(command: click.Command, verb: str, given: list[str]) -> click.
     return command.make_context(verb.split()[-1], args)
 
 
-VALUES = {"--resamples": "200", "--size": "64", "--steps": "7"}
+VALUES = {
+    "--resamples": "200",
+    "--size": "64",
+    "--steps": "7",
+    "--positive-class": "lesion=malignant",
+}
 
 
 @pytest.mark.parametrize(("verb", "old", "new"), RENAMED, ids=[f"{v}:{o}" for v, o, _ in RENAMED])

@@ -38,7 +38,9 @@ app.command("demo")(demo_cli.demo)
 app.command("train")(train_cli.train)
 app.command("predict", cls=renamed_options(predict_cli.RENAMED))(predict_cli.predict)
 app.command("federate")(federate_cli.federate)
-app.command("federate-study")(federate_study_cli.federate_study)
+app.command("federate-study", cls=renamed_options(federate_study_cli.RENAMED))(
+    federate_study_cli.federate_study
+)
 app.command("evaluate")(evaluate_cli.evaluate)
 app.add_typer(report_cli.app, name="report")
 app.add_typer(monitor_cli.app, name="monitor")

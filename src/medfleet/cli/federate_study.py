@@ -46,12 +46,16 @@ from medfleet.cli.run_options import (
 STRATEGY_NAMES = tuple(s.value for s in StrategyChoice)
 
 
+#: Old spellings of this verb's options (accepted for one release, with a warning).
+RENAMED = {"--positive-class": "--positive-label"}
+
+
 def _positive(text: str | None) -> dict[str, str]:
     out: dict[str, str] = {}
-    for item in split_names(text, "--positive-class") or []:
+    for item in split_names(text, "--positive-label") or []:
         task, sep, cls = item.partition("=")
         if not sep or not task.strip() or not cls.strip():
-            fail(f"--positive-class {item!r}: write TASK=CLASS (e.g. cxr=pneumonia)", code=2)
+            fail(f"--positive-label {item!r}: write TASK=CLASS (e.g. cxr=pneumonia)", code=2)
         out[task.strip()] = cls.strip()
     return out
 
@@ -102,7 +106,7 @@ def federate_study(
     positive_class: Annotated[
         str | None,
         typer.Option(
-            "--positive-class",
+            "--positive-label",
             help="TASK=CLASS pairs, comma-separated: the positive class of binary metrics "
             "(default: the second of two classes; macro one-vs-rest otherwise).",
         ),
