@@ -1,4 +1,4 @@
-"""``medfleet predict``: run a trained model over a split; write what ``evaluate`` reads."""
+"""``medfleet predict``: run a model over a split or a folder of images; write evaluate's input."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import typer
 
 from medfleet.cli.common import (
     FORMAT_OPTION,
-    ManifestOption,
     OutputFormat,
     check_out_folder,
     console,
@@ -35,10 +34,24 @@ def predict(
             "checkpoints/last.safetensors.",
         ),
     ],
-    manifest: ManifestOption,
     out: Annotated[Path, typer.Option("--out", help="Output folder for the predictions.")],
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            "--manifest", "-m", help="The manifest YAML (the model's tasks; or give --images)."
+        ),
+    ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            "--images",
+            help="A folder of images to predict instead of a manifest split (one image per "
+            "file; case id: the file name without its suffix); no reference, no --evaluate.",
+        ),
+    ] = None,
     split: Annotated[
-        str, typer.Option("--split", help="Split to predict: train, val or test.")
+        str,
+        typer.Option("--split", help="Split to predict: train, val, test or all (every row)."),
     ] = "test",
     tasks: Annotated[
         str | None,
@@ -56,17 +69,42 @@ def predict(
     ] = False,
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
-    """Predict a split of a manifest with a trained model; write masks, probabilities and CSVs."""
+    """Predict a manifest split or a folder of images; write masks, probabilities and CSVs.
+
+    Give exactly one of --manifest (a split of its tables, with references) and --images (a
+    folder of image files for the model's tasks, without references).
+    """
     from medfleet.errors import MedfleetError
     from medfleet.tables import SPLITS
+    from medfleet.train.predict import SPLIT_ALL
 
     text = fmt is OutputFormat.text
     check_device(device)
-    if split not in SPLITS:
-        fail(f"--split {split!r} is not one of {list(SPLITS)}", code=2)
+    if (manifest is None) == (images is None):
+        fail(
+            "give exactly one of --manifest (predict a split of its tables) and --images "
+            "(predict a folder of images)",
+            code=2,
+        )
+    if split not in (*SPLITS, SPLIT_ALL):
+        fail(f"--split {split!r} is not one of {[*SPLITS, SPLIT_ALL]}", code=2)
+    if images is not None:
+        if evaluate:
+            fail(
+                "--evaluate needs references, which a folder of images has none of "
+                "(fix: leave out --evaluate, or predict a manifest with --manifest)",
+                code=2,
+            )
+        if split != "test":
+            fail("--split selects rows of a manifest; with --images leave it out", code=2)
+        if not images.is_dir():
+            fail(
+                f"--images {images} is not a folder (fix: give a folder of image files)",
+                code=2,
+            )
     check_out_folder(out)
     try:
-        from medfleet.train.predict import evaluate_predictions, predict_manifest
+        from medfleet.train.predict import evaluate_predictions, predict_images, predict_manifest
         from medfleet.train.run import load_trained
         from medfleet.train.trainer import resolve_device
 
@@ -74,9 +112,12 @@ def predict(
             import torch
 
             torch.set_num_threads(threads)
-        loaded_manifest = load_manifest(manifest)
         dev = resolve_device(device)
-        loaded = load_trained(model, loaded_manifest, device=dev)
+        if manifest is not None:
+            loaded_manifest = load_manifest(manifest)
+            loaded = load_trained(model, loaded_manifest, device=dev)
+        else:
+            loaded = _load_model_file(model, dev)
         names = loaded.tasks
         if tasks is not None:
             wanted = [t.strip() for t in tasks.split(",") if t.strip()]
@@ -84,19 +125,33 @@ def predict(
             if unknown:
                 fail(f"the model has no head for task(s) {unknown}; it serves {loaded.tasks}")
             names = wanted
-        with progress_bar(f"predict {split}", enabled=text) as progress:
-            run = predict_manifest(
-                loaded.model,
-                loaded_manifest,
-                out,
-                split=split,
-                tasks=names,
-                image_size=loaded.image_size,
-                normalisation=loaded.normalisation,  # type: ignore[arg-type]
-                device=dev,
-                batch_size=batch_size,
-                progress=progress,
-            )
+        what = f"predict {split}" if images is None else "predict images"
+        with progress_bar(what, enabled=text) as progress:
+            if images is not None:
+                run = predict_images(
+                    loaded.model,
+                    images,
+                    out,
+                    tasks=names,
+                    image_size=loaded.image_size,
+                    normalisation=loaded.normalisation,  # type: ignore[arg-type]
+                    device=dev,
+                    batch_size=batch_size,
+                    progress=progress,
+                )
+            else:
+                run = predict_manifest(
+                    loaded.model,
+                    loaded_manifest,
+                    out,
+                    split=split,
+                    tasks=names,
+                    image_size=loaded.image_size,
+                    normalisation=loaded.normalisation,  # type: ignore[arg-type]
+                    device=dev,
+                    batch_size=batch_size,
+                    progress=progress,
+                )
         summary: dict[str, Any] = run.to_dict()
         if evaluate:
             from medfleet.train.paradigms import headline
@@ -116,10 +171,48 @@ def predict(
     _print_summary(summary)
 
 
+def _load_model_file(model: Path, device: Any) -> Any:
+    """Load a model file (or a run folder's) for predicting without a manifest.
+
+    The model file carries its tasks' definitions; a training checkpoint does not, so it is
+    refused with the fix.
+    """
+    from medfleet.errors import MedfleetError
+    from medfleet.models import load_model
+    from medfleet.models.files import CHECKPOINT_KIND, MODEL_FILE, MODEL_KIND, find_file
+    from medfleet.train.run import LoadedModel
+    from medfleet.train.trainer import CHECKPOINT_FORMAT
+    from medfleet.utils.tensorfile import read_tensor_file
+
+    path = find_file(model, MODEL_FILE) if model.is_dir() else model
+    state = read_tensor_file(
+        path,
+        (MODEL_KIND, CHECKPOINT_KIND),
+        what="medfleet model or training checkpoint",
+        fix="give the model file of a training run, or its folder",
+    )
+    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
+        raise MedfleetError(
+            f"{path} is a training checkpoint, which does not define its tasks; --images "
+            f"needs a model file (fix: give the run's {MODEL_FILE}, or use --manifest)"
+        )
+    loaded = load_model(path, None, payload=state)
+    training = dict(getattr(loaded, "checkpoint_extra", {}).get("training", {}))
+    normalisation = str(training.get("normalisation", "zscore"))
+    image_size = int(training.get("image_size") or loaded.config.image_size)
+    loaded.to(device)
+    loaded.eval()
+    return LoadedModel(loaded, list(loaded.tasks), image_size, normalisation, path)
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=literal(f"predictions ({summary['split']} split)"))
+    if summary.get("images") is not None:
+        title = f"predictions (images in {summary['images']})"
+    else:
+        title = f"predictions ({summary['split']} split)"
+    table = Table(title=literal(title))
     for column in ("task", "type", "cases", "ms / image", "metrics"):
         table.add_column(column)
     evaluation = summary.get("evaluation", {})
@@ -131,6 +224,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
     console.print(table)
     if summary.get("skipped"):
         say(f"no rows in this split: {', '.join(summary['skipped'])}")
+    commands = [info["evaluate"] for info in summary["tasks"].values() if info.get("evaluate")]
+    if not commands:
+        say(f"written under {summary['out']} (no references: nothing to score with)")
+        return
     say(f"written under {summary['out']}; score with:")
-    for info in summary["tasks"].values():
-        say(f"  {info['evaluate']}")
+    for command in commands:
+        say(f"  {command}")

@@ -267,6 +267,10 @@ class TaskDataset(Dataset):
         mask_encoder: ``(task, mask) -> class indices``; defaults to sorted label order.
         cache: Keep prepared samples in memory after the first read.
         slices: Slices ``D`` of each volume's model input (``dim: 3`` tasks only).
+        rows: The task's rows, given instead of reading the task's table (e.g. a folder of
+            images to predict); ``splits`` and ``labelled_only`` then do not filter them.
+            Each row needs ``case_id`` and ``image`` (resolved against the manifest's
+            folder; an absolute path is used as it is).
 
     Raises:
         DataError: From :func:`load_task_rows`, when no row is left, or for a 3D
@@ -295,6 +299,7 @@ class TaskDataset(Dataset):
         mask_encoder: MaskEncoder | None = None,
         cache: bool = True,
         slices: int = DEFAULT_SLICES,
+        rows: Sequence[dict[str, str]] | None = None,
     ) -> None:
         self.manifest = manifest
         self.spec = manifest.task(task) if isinstance(task, str) else task
@@ -310,7 +315,12 @@ class TaskDataset(Dataset):
         self.image_size = int(image_size)
         self.labelled_only = labelled_only
         self.normalisation = normalisation
-        self.rows = load_task_rows(manifest, self.spec, self.splits, labelled_only=labelled_only)
+        if rows is not None:
+            self.rows = [dict(r) for r in rows]
+        else:
+            self.rows = load_task_rows(
+                manifest, self.spec, self.splits, labelled_only=labelled_only
+            )
         if not self.rows:
             what = "labelled rows" if labelled_only else "rows"
             raise DataError(

@@ -1,4 +1,8 @@
-"""Run a trained model over a split of a manifest and write what ``medfleet evaluate`` reads.
+"""Run a trained model over a manifest split or a folder of images; write what ``evaluate`` reads.
+
+Predictions stream: each case is written as its batch is decoded (:func:`iter_predictions`,
+:class:`TaskPredictionWriter`), so memory does not grow with the number of images; only the
+small per-case CSV rows are kept until the table is written at the end.
 
 Predictions are mapped back onto each image's own grid (see :mod:`medfleet.train.geometry`)
 and written per task under ``OUT/<task>/``:
@@ -17,6 +21,9 @@ reference_masks/    segmentation: the split's reference masks as ``<case_id>.png
                     (3D: ``<case_id>.nii.gz`` with the reference's spacing and affine)
 ==================  ===========================================================================
 
+A folder of images (:func:`predict_images`) has no references: only the predictions are
+written.
+
 Volumes (``dim: 3``) come back from the model's ``(D, size, size)`` grid to the volume's
 own ``(S, H, W)`` grid: the in-plane padding is cropped and the probabilities are
 resampled trilinearly (aligned voxel centres) before the argmax.
@@ -33,7 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,9 +48,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from medfleet.data.io import read_image, write_nifti, write_png
+from medfleet.data.io import dicom, nifti, raster, read_image, write_nifti, write_png
 from medfleet.errors import MedfleetError
 from medfleet.tables import (
+    SPLITS,
     Box,
     format_boxes,
     format_landmarks,
@@ -52,10 +60,11 @@ from medfleet.tables import (
     rater_column,
     write_table,
 )
-from medfleet.tasks import Manifest, TaskSpec, TaskType
+from medfleet.tasks import Manifest, Site, TaskSpec, TaskType
 from medfleet.train.datasets import (
     DEFAULT_SLICES,
     Normalisation,
+    Sample,
     TaskDataset,
     collate,
     is_labelled,
@@ -75,6 +84,12 @@ EVALUATE_TYPES = {
     TaskType.regression: "regression",
     TaskType.landmarks: "landmarks",
 }
+
+SPLIT_ALL = "all"
+"""The ``split`` that predicts every row of a task, whatever its split."""
+
+IMAGE_SUFFIXES: tuple[str, ...] = (*raster.SUFFIXES, *nifti.SUFFIXES, *dicom.SUFFIXES, ".npy")
+"""Suffixes of the one-image files :func:`image_rows` picks from a folder."""
 
 
 @dataclass
@@ -227,6 +242,82 @@ def _box_class(label: Any, classes: list[str], task: str) -> str | None:
     return classes[int(label)]
 
 
+def iter_predictions(
+    model: Any,
+    dataset: TaskDataset,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 1,
+    progress: ProgressCallback | None = None,
+) -> Iterator[CasePrediction]:
+    """Predict every row of a dataset, in dataset order, yielding each case as it is decoded.
+
+    Only the current batch is held: a consumer that writes each prediction and drops it
+    (:class:`TaskPredictionWriter`) keeps memory bounded whatever the number of rows.
+
+    Args:
+        model: A model following the ``UnifiedModel`` interface (``model(images, task)``,
+            ``model.decode(task, out)``).
+        dataset: The rows (labelled or not).
+        device: Where the model runs.
+        batch_size: Images per forward pass; ``runtime_s`` is the batch time divided evenly.
+        progress: Called as ``progress(done, total)`` after each batch.
+
+    Yields:
+        One prediction per row, on the image's own grid.
+
+    Example:
+        >>> import tempfile
+        >>> from medfleet.data.phantoms import PhantomConfig, generate_phantoms
+        >>> from medfleet.models import ModelConfig, build_model
+        >>> path = generate_phantoms(tempfile.mkdtemp(), PhantomConfig(tasks=["lesion_cls"]),
+        ...                          sites=1, cases_per_site=3, size=32)
+        >>> manifest = Manifest.load(path)
+        >>> model = build_model(manifest, ModelConfig(image_size=32))
+        >>> ds = TaskDataset(manifest, "lesion_cls", SPLITS, 32, labelled_only=False)
+        >>> [p.label in manifest.task("lesion_cls").classes for p in iter_predictions(model, ds)]
+        [True, True, True]
+    """
+    spec = dataset.spec
+    was_training = model.training
+    model.eval()
+    total = len(dataset)
+    try:
+        for start in range(0, total, batch_size):
+            indices = range(start, min(start + batch_size, total))
+            preds = _predict_batch(model, spec, [dataset[i] for i in indices], device)
+            if progress is not None:
+                progress(indices.stop, total)
+            preds.reverse()
+            while preds:  # hand each prediction over and keep no reference to it
+                yield preds.pop()
+    finally:
+        model.train(was_training)
+
+
+def _predict_batch(
+    model: Any, spec: TaskSpec, samples: list[Sample], device: str | torch.device
+) -> list[CasePrediction]:
+    """One forward pass, decoded and mapped back; ``runtime_s`` is the time per image."""
+    with torch.no_grad():  # not across a yield: the consumer keeps its grad mode
+        batch = collate(spec, samples)
+        tic = time.perf_counter()
+        raw = model(batch.images.to(device), spec.name)
+        decoded = model.decode(spec.name, raw)
+        preds = [
+            to_original(spec, d, s.geometry, s.case_id, s.spacing)
+            for d, s in zip(decoded, samples, strict=True)
+        ]
+        for p, s in zip(preds, samples, strict=True):
+            p.affine = s.affine
+        if isinstance(device, torch.device | str) and str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+        elapsed = (time.perf_counter() - tic) / len(samples)
+    for p in preds:
+        p.runtime_s = elapsed
+    return preds
+
+
 def predict_dataset(
     model: Any,
     dataset: TaskDataset,
@@ -236,6 +327,9 @@ def predict_dataset(
     progress: ProgressCallback | None = None,
 ) -> list[CasePrediction]:
     """Predict every row of a dataset, in dataset order, on the images' own grids.
+
+    Keeps every prediction (segmentation: full-resolution probability maps) in memory; to
+    write many images use :func:`iter_predictions` with :class:`TaskPredictionWriter`.
 
     Args:
         model: A model following the ``UnifiedModel`` interface (``model(images, task)``,
@@ -248,35 +342,9 @@ def predict_dataset(
     Returns:
         One prediction per row.
     """
-    spec = dataset.spec
-    was_training = model.training
-    model.eval()
-    out: list[CasePrediction] = []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(dataset), batch_size):
-                samples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-                batch = collate(spec, samples)
-                tic = time.perf_counter()
-                raw = model(batch.images.to(device), spec.name)
-                decoded = model.decode(spec.name, raw)
-                preds = [
-                    to_original(spec, d, s.geometry, s.case_id, s.spacing)
-                    for d, s in zip(decoded, samples, strict=True)
-                ]
-                for p, s in zip(preds, samples, strict=True):
-                    p.affine = s.affine
-                if isinstance(device, torch.device | str) and str(device).startswith("cuda"):
-                    torch.cuda.synchronize()
-                elapsed = (time.perf_counter() - tic) / len(samples)
-                for p in preds:
-                    p.runtime_s = elapsed
-                out.extend(preds)
-                if progress is not None:
-                    progress(len(out), len(dataset))
-    finally:
-        model.train(was_training)
-    return out
+    return list(
+        iter_predictions(model, dataset, device=device, batch_size=batch_size, progress=progress)
+    )
 
 
 def _safe_case_id(case_id: str, task: str) -> str:
@@ -329,30 +397,56 @@ def _round(values: np.ndarray, digits: int = 4) -> np.ndarray:
     return np.round(np.asarray(values, dtype=np.float64), digits)
 
 
-def write_task_predictions(
-    spec: TaskSpec,
-    predictions: Sequence[CasePrediction],
-    task_dir: str | Path,
-) -> dict[str, Any]:
-    """Write one task's predictions in the formats ``medfleet evaluate`` reads.
+class TaskPredictionWriter:
+    """Write one task's predictions case by case in the formats ``medfleet evaluate`` reads.
 
-    Returns:
-        ``{"predictions": csv path, "masks": folder or None, "probs": folder or None,
-        "n_cases": n, "runtime_s_mean": seconds}``.
+    Masks and probability maps are written (atomically) as each case arrives; only the small
+    CSV row of each case is kept, and :meth:`finish` writes ``predictions.csv`` atomically.
+
+    Args:
+        spec: The task.
+        task_dir: The task's output folder (created).
+
+    Raises:
+        MedfleetError: From :meth:`add`, a case id that cannot be a file name or that
+            comes twice.
+
+    Example:
+        >>> import tempfile
+        >>> from medfleet.tasks import TaskSpec
+        >>> spec = TaskSpec(name="r", type="regression", table="r.csv", unit="mm")
+        >>> writer = TaskPredictionWriter(spec, Path(tempfile.mkdtemp()) / "r")
+        >>> writer.add(CasePrediction("a", 0.5, (1.0, 1.0), value=3.0))
+        >>> info = writer.finish()
+        >>> info["n_cases"], info["runtime_s_mean"]
+        (1, 0.5)
     """
-    task_dir = Path(task_dir)
-    task_dir.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
-    kind = spec.type
-    masks_dir = task_dir / "masks"
-    probs_dir = task_dir / "probs"
-    for p in predictions:
+
+    def __init__(self, spec: TaskSpec, task_dir: str | Path) -> None:
+        self.spec = spec
+        self.task_dir = Path(task_dir)
+        self.task_dir.mkdir(parents=True, exist_ok=True)
+        self.masks_dir = self.task_dir / "masks"
+        self.probs_dir = self.task_dir / "probs"
+        self.rows: list[dict[str, Any]] = []
+        self.runtimes: list[float] = []
+        self._seen: set[str] = set()
+
+    def add(self, p: CasePrediction) -> None:
+        """Write one case's files and keep its CSV row."""
+        spec, kind = self.spec, self.spec.type
         case_id = _safe_case_id(p.case_id, spec.name)
+        if case_id in self._seen:
+            raise MedfleetError(
+                f"task {spec.name!r}: case id {case_id!r} comes twice; its files would "
+                "overwrite each other (fix: give every row of the task its own case_id)"
+            )
+        self._seen.add(case_id)
         row: dict[str, Any] = {"case_id": case_id}
         if kind is TaskType.segmentation:
             assert p.mask is not None and p.probs is not None
-            mask_path = write_mask(masks_dir / case_id, p.mask, p.spacing, p.affine)
-            with atomic_path(probs_dir / f"{case_id}.npz") as tmp:
+            mask_path = write_mask(self.masks_dir / case_id, p.mask, p.spacing, p.affine)
+            with atomic_path(self.probs_dir / f"{case_id}.npz") as tmp:
                 np.savez_compressed(
                     tmp,
                     probs=p.probs.astype(np.float16),
@@ -380,18 +474,49 @@ def write_task_predictions(
             row["landmarks"] = format_landmarks(_round(p.landmarks))
             row["spacing"] = format_spacing(p.spacing)
         row["runtime_s"] = f"{p.runtime_s:.6f}"
-        rows.append(row)
-    csv_path = write_table(
-        task_dir / "predictions.csv", rows, columns=list(rows[0]) if rows else None
-    )
-    runtimes = [p.runtime_s for p in predictions]
-    return {
-        "predictions": str(csv_path),
-        "masks": str(masks_dir) if kind is TaskType.segmentation else None,
-        "probs": str(probs_dir) if kind is TaskType.segmentation else None,
-        "n_cases": len(predictions),
-        "runtime_s_mean": float(np.mean(runtimes)) if runtimes else float("nan"),
-    }
+        self.rows.append(row)
+        self.runtimes.append(p.runtime_s)
+
+    def finish(self) -> dict[str, Any]:
+        """Write ``predictions.csv`` (atomically) and describe what was written.
+
+        Returns:
+            ``{"predictions": csv path, "masks": folder or None, "probs": folder or None,
+            "n_cases": n, "runtime_s_mean": seconds}``.
+        """
+        rows = self.rows
+        csv_path = write_table(
+            self.task_dir / "predictions.csv", rows, columns=list(rows[0]) if rows else None
+        )
+        segmentation = self.spec.type is TaskType.segmentation
+        return {
+            "predictions": str(csv_path),
+            "masks": str(self.masks_dir) if segmentation else None,
+            "probs": str(self.probs_dir) if segmentation else None,
+            "n_cases": len(rows),
+            "runtime_s_mean": float(np.mean(self.runtimes)) if self.runtimes else float("nan"),
+        }
+
+
+def write_task_predictions(
+    spec: TaskSpec,
+    predictions: Iterator[CasePrediction] | Sequence[CasePrediction],
+    task_dir: str | Path,
+) -> dict[str, Any]:
+    """Write one task's predictions in the formats ``medfleet evaluate`` reads.
+
+    ``predictions`` may be an iterator (:func:`iter_predictions`): each case is written
+    as it arrives (see :class:`TaskPredictionWriter`).
+
+    Returns:
+        ``{"predictions": csv path, "masks": folder or None, "probs": folder or None,
+        "n_cases": n, "runtime_s_mean": seconds}``.
+    """
+    writer = TaskPredictionWriter(spec, task_dir)
+    for p in predictions:
+        writer.add(p)
+        del p  # hold no case while the next batch is predicted
+    return writer.finish()
 
 
 def write_task_reference(
@@ -489,28 +614,86 @@ def evaluation_config(spec: TaskSpec, task_dir: Path, out: Path) -> Any:
 
 @dataclass
 class PredictionRun:
-    """What :func:`predict_manifest` wrote.
+    """What :func:`predict_manifest` or :func:`predict_images` wrote.
 
     Attributes:
         out: Output folder.
-        split: The split predicted.
+        split: The split predicted (``all``: every row); ``None`` for a folder of images.
         tasks: Per task: files, counts, runtime and the evaluate command.
         skipped: Tasks without rows in the split.
+        images: The folder of images predicted (``None`` for a manifest split).
     """
 
     out: Path
-    split: str
+    split: str | None
     tasks: dict[str, dict[str, Any]]
     skipped: list[str] = field(default_factory=list)
+    images: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``predictions.json``)."""
-        return {
+        data: dict[str, Any] = {
             "out": str(self.out),
             "split": self.split,
             "tasks": self.tasks,
             "skipped": self.skipped,
         }
+        if self.images is not None:
+            data["images"] = str(self.images)
+        return data
+
+
+def split_values(split: str) -> tuple[str, ...]:
+    """The table splits that ``split`` selects: itself, or every split for ``all``.
+
+    Example:
+        >>> split_values("val"), split_values("all")
+        (('val',), ('train', 'val', 'test'))
+    """
+    return tuple(SPLITS) if split == SPLIT_ALL else (split,)
+
+
+def _predict_tasks(
+    model: Any,
+    datasets: Sequence[TaskDataset],
+    out: Path,
+    *,
+    reference: Manifest | None,
+    device: str | torch.device,
+    batch_size: int,
+    progress: ProgressCallback | None,
+) -> dict[str, dict[str, Any]]:
+    """Stream each dataset's predictions to ``out/<task>/`` (and its reference, if any)."""
+    total = sum(len(d) for d in datasets)
+    done = 0
+    results: dict[str, dict[str, Any]] = {}
+    for ds in datasets:
+        spec = ds.spec
+        offset = done
+
+        def step(d: int, t: int, offset: int = offset) -> None:
+            if progress is not None:
+                progress(offset + d, total)
+
+        task_dir = out / spec.name
+        info = write_task_predictions(
+            spec,
+            iter_predictions(model, ds, device=device, batch_size=batch_size, progress=step),
+            task_dir,
+        )
+        done += len(ds)
+        if reference is not None:
+            info.update(write_task_reference(reference, spec, ds.rows, task_dir))
+            info["type"] = spec.type.value
+            info["evaluate"] = " ".join(
+                evaluate_command(spec, task_dir, out / "evaluation" / spec.name)
+            )
+        else:
+            info.update({"reference": None, "reference_masks": None, "n_reference": 0})
+            info["type"] = spec.type.value
+            info["evaluate"] = None
+        results[spec.name] = info
+    return results
 
 
 def predict_manifest(
@@ -529,11 +712,14 @@ def predict_manifest(
 ) -> PredictionRun:
     """Predict a split of every task the model serves and write predictions and references.
 
+    Each case is written as its batch is decoded, so memory does not grow with the number
+    of rows.
+
     Args:
         model: The model (``UnifiedModel`` interface).
         manifest: The manifest the model was trained on.
         out: Output folder.
-        split: ``train``, ``val`` or ``test``.
+        split: ``train``, ``val``, ``test`` or ``all`` (every row whatever its split).
         tasks: Tasks to predict (default: the manifest's tasks the model has heads for).
         image_size: The model's input size.
         normalisation: Intensity normalisation used in training.
@@ -553,20 +739,21 @@ def predict_manifest(
     """
     out = Path(out)
     if slices is None:
-        slices = int(getattr(getattr(model, "config", None), "slices", None) or DEFAULT_SLICES)
+        slices = _model_slices(model)
     names = list(tasks) if tasks is not None else model_tasks(model, manifest)
+    splits = split_values(split)
     datasets = []
     skipped = []
     for name in names:
         spec = manifest.task(name)
-        if not load_task_rows(manifest, spec, (split,), labelled_only=False):
+        if not load_task_rows(manifest, spec, splits, labelled_only=False):
             skipped.append(name)
             continue
         datasets.append(
             TaskDataset(
                 manifest,
                 spec,
-                (split,),
+                splits,
                 image_size,
                 labelled_only=False,
                 normalisation=normalisation,
@@ -578,28 +765,164 @@ def predict_manifest(
         raise MedfleetError(
             f"no rows in split {split!r} for task(s) {names} (fix: choose another --split)"
         )
-    total = sum(len(d) for d in datasets)
-    done = 0
-    results: dict[str, dict[str, Any]] = {}
-    for ds in datasets:
-        spec = ds.spec
-        offset = done
-
-        def step(d: int, t: int, offset: int = offset) -> None:
-            if progress is not None:
-                progress(offset + d, total)
-
-        preds = predict_dataset(model, ds, device=device, batch_size=batch_size, progress=step)
-        done += len(ds)
-        task_dir = out / spec.name
-        info = write_task_predictions(spec, preds, task_dir)
-        info.update(write_task_reference(manifest, spec, ds.rows, task_dir))
-        info["type"] = spec.type.value
-        info["evaluate"] = " ".join(
-            evaluate_command(spec, task_dir, out / "evaluation" / spec.name)
-        )
-        results[spec.name] = info
+    results = _predict_tasks(
+        model,
+        datasets,
+        out,
+        reference=manifest,
+        device=device,
+        batch_size=batch_size,
+        progress=progress,
+    )
     run = PredictionRun(out, split, results, skipped)
+    write_json_atomic(out / "predictions.json", run.to_dict())
+    return run
+
+
+def _model_slices(model: Any) -> int:
+    return int(getattr(getattr(model, "config", None), "slices", None) or DEFAULT_SLICES)
+
+
+def _image_suffix(name: str) -> str | None:
+    lower = name.lower()
+    return next((s for s in IMAGE_SUFFIXES if lower.endswith(s)), None)
+
+
+def image_rows(folder: str | Path) -> list[dict[str, str]]:
+    """Rows for every image file of a folder: ``case_id`` (file name less its suffix), ``image``.
+
+    Files are taken in name order; hidden files, sub-folders and files of other suffixes
+    (see :data:`IMAGE_SUFFIXES`) are left out. Nothing is written into the folder.
+
+    Raises:
+        MedfleetError: The folder is missing, holds no image file, two files give one
+            case id, or a file name cannot be a case id.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> for name in ("b.png", "a.nii.gz", "notes.txt"):
+        ...     _ = (folder / name).write_bytes(b"")
+        >>> [(r["case_id"], Path(r["image"]).name) for r in image_rows(folder)]
+        [('a', 'a.nii.gz'), ('b', 'b.png')]
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MedfleetError(
+            f"image folder {folder} is not a folder (fix: give a folder of image files, "
+            f"one image per file: {', '.join(IMAGE_SUFFIXES)})"
+        )
+    rows: list[dict[str, str]] = []
+    by_case: dict[str, Path] = {}
+    others = 0
+    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+        suffix = _image_suffix(path.name)
+        if path.name.startswith(".") or not path.is_file() or suffix is None:
+            others += not path.name.startswith(".")
+            continue
+        case_id = path.name[: -len(suffix)]
+        if not case_id or "#" in path.name:
+            raise MedfleetError(
+                f"image {path}: the file name cannot be a case id "
+                "(fix: rename it, without '#' and with a name before the suffix)"
+            )
+        if case_id in by_case:
+            raise MedfleetError(
+                f"images {by_case[case_id]} and {path} give the same case id {case_id!r} "
+                "(fix: rename one of them)"
+            )
+        by_case[case_id] = path
+        rows.append({"case_id": case_id, "image": str(path.resolve()), "split": "test"})
+    if not rows:
+        extra = f" ({others} other file(s) or folder(s) left out)" if others else ""
+        raise MedfleetError(
+            f"image folder {folder} holds no image file{extra} (fix: put one image per "
+            f"file with one of the suffixes {', '.join(IMAGE_SUFFIXES)} in it)"
+        )
+    return rows
+
+
+def predict_images(
+    model: Any,
+    images: str | Path,
+    out: str | Path,
+    *,
+    tasks: Sequence[str] | None = None,
+    image_size: int,
+    normalisation: Normalisation = "zscore",
+    device: str | torch.device = "cpu",
+    batch_size: int = 1,
+    progress: ProgressCallback | None = None,
+    slices: int | None = None,
+) -> PredictionRun:
+    """Predict every image file of a folder for the model's tasks; write the predictions.
+
+    The rows are built in memory (:func:`image_rows`); the task definitions come from the
+    model (``model.specs``), the spacing from each file. No reference is written, so the
+    predictions cannot be scored; nothing is written into ``images``.
+
+    Args:
+        model: The model (``UnifiedModel`` interface, with ``specs``: task name -> spec).
+        images: The folder of images.
+        out: Output folder.
+        tasks: Tasks to predict (default: every task of the model).
+        image_size: The model's input size.
+        normalisation: Intensity normalisation used in training.
+        device: Where the model runs.
+        batch_size: Images per forward pass (1 gives exact per-image runtimes).
+        progress: Called as ``progress(done, total)`` over all cases.
+        slices: Slices per volume of 3D tasks (default: the model's ``config.slices``).
+
+    Returns:
+        The written files per task (also in ``OUT/predictions.json``), ``split`` ``None``.
+
+    Raises:
+        MedfleetError: From :func:`image_rows`, a task the model lacks, or an image that
+            cannot be read (the message names the file).
+    """
+    out = Path(out)
+    images = Path(images)
+    specs: dict[str, TaskSpec] = dict(getattr(model, "specs", None) or {})
+    names = list(tasks) if tasks is not None else list(specs)
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise MedfleetError(
+            f"the model has no head for task(s) {unknown}; it serves {list(specs)} "
+            "(fix: choose among these tasks)"
+        )
+    rows = image_rows(images)
+    manifest = Manifest(
+        name=str(getattr(model, "manifest_name", None) or "images"),
+        sites=[Site(name="images")],
+        tasks=[specs[n] for n in names],
+        root=images.resolve(),
+    )
+    if slices is None:
+        slices = _model_slices(model)
+    datasets = [
+        TaskDataset(
+            manifest,
+            name,
+            ("test",),
+            image_size,
+            labelled_only=False,
+            normalisation=normalisation,
+            cache=False,
+            slices=slices,
+            rows=rows,
+        )
+        for name in names
+    ]
+    results = _predict_tasks(
+        model,
+        datasets,
+        out,
+        reference=None,
+        device=device,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    run = PredictionRun(out, None, results, [], images=images)
     write_json_atomic(out / "predictions.json", run.to_dict())
     return run
 
@@ -651,14 +974,19 @@ def evaluate_predictions(
 __all__ = [
     "CasePrediction",
     "PredictionRun",
+    "TaskPredictionWriter",
     "evaluate_command",
     "evaluate_predictions",
     "evaluation_config",
+    "image_rows",
+    "iter_predictions",
     "label_values",
     "model_tasks",
     "nifti_affine",
     "predict_dataset",
+    "predict_images",
     "predict_manifest",
+    "split_values",
     "target_column",
     "to_original",
     "write_mask",
