@@ -67,6 +67,24 @@ def predict(
         bool,
         typer.Option("--evaluate", help="Also score the predictions (OUT/evaluation/<task>)."),
     ] = False,
+    tta: Annotated[
+        str,
+        typer.Option(
+            "--tta",
+            help="Test-time augmentation: none, or flip (average the model's probabilities "
+            "over the image and its horizontal mirror, flipped back; segmentation, "
+            "classification and regression tasks only).",
+        ),
+    ] = "none",
+    postprocess: Annotated[
+        str,
+        typer.Option(
+            "--postprocess",
+            help="Segmentation post-processing of each mask, comma-separated: "
+            "largest-component (per label, face connectivity), fill-holes; or none. "
+            "For tasks with one object per label.",
+        ),
+    ] = "none",
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
     """Predict a manifest split or a folder of images; write masks, probabilities and CSVs.
@@ -76,10 +94,15 @@ def predict(
     """
     from medfleet.errors import MedfleetError
     from medfleet.tables import SPLITS
-    from medfleet.train.predict import SPLIT_ALL
+    from medfleet.train.predict import SPLIT_ALL, check_tta, parse_postprocess
 
     text = fmt is OutputFormat.text
     check_device(device)
+    try:
+        check_tta(tta)
+        steps = parse_postprocess(postprocess)
+    except MedfleetError as exc:
+        fail(str(exc), code=2)
     if (manifest is None) == (images is None):
         fail(
             "give exactly one of --manifest (predict a split of its tables) and --images "
@@ -138,6 +161,8 @@ def predict(
                     device=dev,
                     batch_size=batch_size,
                     progress=progress,
+                    tta=tta,
+                    postprocess=steps,
                 )
             else:
                 run = predict_manifest(
@@ -151,6 +176,8 @@ def predict(
                     device=dev,
                     batch_size=batch_size,
                     progress=progress,
+                    tta=tta,
+                    postprocess=steps,
                 )
         summary: dict[str, Any] = run.to_dict()
         if evaluate:
@@ -222,6 +249,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
         cells = (task, info["type"], info["n_cases"], f"{1000 * info['runtime_s_mean']:.1f}", shown)
         table.add_row(*map(literal, cells))
     console.print(table)
+    if summary.get("tta", "none") != "none":
+        say(f"test-time augmentation: {summary['tta']} (segmentation, classification, regression)")
+    if summary.get("postprocess"):
+        say(f"post-processing of segmentation masks: {', '.join(summary['postprocess'])}")
+    for task, info in summary["tasks"].items():
+        for note in info.get("notes", []):
+            say(f"{task}: {note}")
     if summary.get("skipped"):
         say(f"no rows in this split: {', '.join(summary['skipped'])}")
     commands = [info["evaluate"] for info in summary["tasks"].values() if info.get("evaluate")]

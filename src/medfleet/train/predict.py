@@ -32,12 +32,26 @@ Prediction columns: classification ``label`` and ``prob_<class>``; detection ``b
 (``[class:]x0,y0,x1,y1;...``) and ``scores``; regression ``value``; landmarks
 ``landmarks`` (``x,y;...``) and ``spacing``; segmentation ``mask`` and ``probs`` (paths
 relative to the task folder). ``runtime_s`` is the wall time of the forward pass,
-decoding and mapping back, per image. ``OUT/predictions.json`` lists the tasks, files,
-mean runtimes and the ``medfleet evaluate`` command of each task.
+decoding, mapping back and post-processing, per image. ``OUT/predictions.json`` lists the
+tasks, files, mean runtimes and the ``medfleet evaluate`` command of each task, and records
+the test-time augmentation and post-processing asked for and applied per task.
+
+Mirror test-time augmentation (``tta="flip"``, :data:`TTA_MODES`) runs the model on each
+batch and on its horizontal mirror, flips the mirrored output back and averages the two
+before decoding: segmentation probabilities pixel-wise (softmax of the logits), class
+probabilities, regression values. Detection and landmark outputs are not mirrored back
+(boxes need matching, landmarks have left/right pairs), so those tasks are predicted without
+it (see :func:`effective_tta`).
+
+Single-object post-processing (:data:`POSTPROCESS_STEPS`, :func:`postprocess_mask`) edits a
+segmentation's final mask on the image's own grid: per foreground label the largest
+connected component is kept and its holes are filled. The probabilities are left as
+predicted.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from collections.abc import Iterator, Sequence
@@ -90,6 +104,15 @@ SPLIT_ALL = "all"
 
 IMAGE_SUFFIXES: tuple[str, ...] = (*raster.SUFFIXES, *nifti.SUFFIXES, *dicom.SUFFIXES, ".npy")
 """Suffixes of the one-image files :func:`image_rows` picks from a folder."""
+
+TTA_MODES: tuple[str, ...] = ("none", "flip")
+"""Test-time augmentation: ``none``, or ``flip`` (identity and horizontal mirror, averaged)."""
+
+TTA_TYPES = frozenset({TaskType.segmentation, TaskType.classification, TaskType.regression})
+"""Task types whose outputs mirror test-time augmentation can flip back and average."""
+
+POSTPROCESS_STEPS: tuple[str, ...] = ("largest-component", "fill-holes")
+"""Segmentation post-processing steps, in the order they are applied."""
 
 
 @dataclass
@@ -242,6 +265,149 @@ def _box_class(label: Any, classes: list[str], task: str) -> str | None:
     return classes[int(label)]
 
 
+def check_tta(tta: str) -> str:
+    """Validate a test-time augmentation mode (one of :data:`TTA_MODES`).
+
+    Raises:
+        MedfleetError: An unknown mode (the message names ``--tta`` and the choices).
+
+    Example:
+        >>> check_tta("flip")
+        'flip'
+    """
+    if tta not in TTA_MODES:
+        raise MedfleetError(
+            f"--tta {tta!r} is not a test-time augmentation (fix: use one of {list(TTA_MODES)})"
+        )
+    return tta
+
+
+def effective_tta(spec: TaskSpec, tta: str) -> str:
+    """The test-time augmentation a task gets when ``tta`` is asked for.
+
+    Mirror TTA applies to segmentation, classification and regression (:data:`TTA_TYPES`);
+    detection boxes and landmark points would need matching and left/right pairs to be
+    mirrored back, so those tasks are predicted without it (``none``).
+
+    Example:
+        >>> from medfleet.tasks import TaskSpec
+        >>> seg = TaskSpec(name="s", type="segmentation", table="s.csv", labels={0: "bg"})
+        >>> det = TaskSpec(name="d", type="detection", table="d.csv")
+        >>> effective_tta(seg, "flip"), effective_tta(det, "flip")
+        ('flip', 'none')
+    """
+    check_tta(tta)
+    return tta if spec.type in TTA_TYPES else "none"
+
+
+def parse_postprocess(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Post-processing steps from ``"largest-component,fill-holes"`` (or a list), in apply order.
+
+    ``None``, ``""`` and ``"none"`` give no step. The steps are returned in the order of
+    :data:`POSTPROCESS_STEPS` (largest component first), whatever order they are given in.
+
+    Raises:
+        MedfleetError: An unknown step (the message names ``--postprocess`` and the choices).
+
+    Example:
+        >>> parse_postprocess("fill-holes, largest-component")
+        ('largest-component', 'fill-holes')
+        >>> parse_postprocess("none")
+        ()
+    """
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = {str(v).strip() for v in items} - {"", "none"}
+    unknown = sorted(names - set(POSTPROCESS_STEPS))
+    if unknown:
+        raise MedfleetError(
+            f"--postprocess {unknown} is not a post-processing step (fix: give a comma-separated "
+            f"subset of {list(POSTPROCESS_STEPS)}, or none)"
+        )
+    return tuple(step for step in POSTPROCESS_STEPS if step in names)
+
+
+def postprocess_mask(mask: np.ndarray, steps: Sequence[str], background: int = 0) -> np.ndarray:
+    """Single-object post-processing of a label map, per foreground label.
+
+    ``largest-component`` keeps, for each label value other than ``background``, its largest
+    connected component (face connectivity: 4-neighbours in 2D, 6 in 3D; on a tie the first
+    in raster order) and sets the other components to ``background``. ``fill-holes`` then
+    gives each label the ``background`` pixels it encloses (regions that do not reach the
+    border through face neighbours, :func:`scipy.ndimage.binary_fill_holes`), label by label
+    in increasing value; pixels of other labels inside a hole are kept. Meant for tasks with
+    one object per label (a fetal head, an organ).
+
+    Args:
+        mask: Label map (2D or 3D) of label values.
+        steps: Steps from :func:`parse_postprocess`.
+        background: The background label value.
+
+    Returns:
+        A new label map (``mask`` is not changed).
+
+    Example:
+        >>> m = np.array([[1, 1, 1, 0, 0],
+        ...               [1, 0, 1, 0, 1],
+        ...               [1, 1, 1, 0, 0]])
+        >>> postprocess_mask(m, ("largest-component", "fill-holes"))
+        array([[1, 1, 1, 0, 0],
+               [1, 1, 1, 0, 0],
+               [1, 1, 1, 0, 0]])
+    """
+    from scipy import ndimage
+
+    steps = parse_postprocess(list(steps))
+    out = np.array(mask, copy=True)
+    values = [v for v in np.unique(out).tolist() if v != background]
+    structure = ndimage.generate_binary_structure(out.ndim, 1)
+    if "largest-component" in steps:
+        for value in values:
+            region = out == value
+            components, n = ndimage.label(region, structure=structure)
+            if n > 1:
+                keep = 1 + int(np.argmax(np.bincount(components.ravel())[1:]))
+                out[region & (components != keep)] = background
+    if "fill-holes" in steps:
+        for value in values:
+            filled = ndimage.binary_fill_holes(out == value, structure=structure)
+            out[filled & (out == background)] = value
+    return out
+
+
+def _flip_key(spec: TaskSpec) -> str:
+    return "value" if spec.type is TaskType.regression else "logits"
+
+
+def _merge_flipped(spec: TaskSpec, raw: Any, mirrored: Any) -> Any:
+    """The model's output averaged with its output on the mirrored images, flipped back.
+
+    Segmentation and classification: the softmax probabilities (channel axis 1, or the last
+    axis) are averaged and handed to decoding as their logarithm, so ``decode`` (a softmax)
+    gives the average back. Regression: the values are averaged.
+    """
+    key = _flip_key(spec)
+    for out in (raw, mirrored):
+        if not isinstance(out, dict) or key not in out:
+            found = sorted(out) if isinstance(out, dict) else type(out).__name__
+            raise MedfleetError(
+                f"task {spec.name!r}: --tta flip averages the model's {key!r} output, which "
+                f"its output {found} lacks (fix: use --tta none with this model)"
+            )
+    a, b = raw[key].float(), mirrored[key].float()
+    merged = copy.copy(raw)
+    if spec.type is TaskType.regression:
+        merged[key] = (a + b) / 2
+        return merged
+    if spec.type is TaskType.segmentation:
+        probs = (a.softmax(dim=1) + b.softmax(dim=1).flip(-1)) / 2
+    else:
+        probs = (a.softmax(dim=-1) + b.softmax(dim=-1)) / 2
+    merged[key] = probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
+    return merged
+
+
 def iter_predictions(
     model: Any,
     dataset: TaskDataset,
@@ -249,6 +415,8 @@ def iter_predictions(
     device: str | torch.device = "cpu",
     batch_size: int = 1,
     progress: ProgressCallback | None = None,
+    tta: str = "none",
+    postprocess: Sequence[str] = (),
 ) -> Iterator[CasePrediction]:
     """Predict every row of a dataset, in dataset order, yielding each case as it is decoded.
 
@@ -262,9 +430,18 @@ def iter_predictions(
         device: Where the model runs.
         batch_size: Images per forward pass; ``runtime_s`` is the batch time divided evenly.
         progress: Called as ``progress(done, total)`` after each batch.
+        tta: ``none`` or ``flip``: also run the horizontally mirrored images and average
+            the flipped-back output with the plain one before decoding (segmentation,
+            classification and regression tasks; see :func:`effective_tta`).
+        postprocess: Segmentation only: steps of :func:`postprocess_mask` applied to each
+            mask on the image's own grid (the probabilities are kept as predicted).
 
     Yields:
         One prediction per row, on the image's own grid.
+
+    Raises:
+        MedfleetError: ``tta`` unknown or ``flip`` for a detection or landmarks task, or
+            ``postprocess`` steps for a task other than segmentation.
 
     Example:
         >>> import tempfile
@@ -279,13 +456,26 @@ def iter_predictions(
         [True, True, True]
     """
     spec = dataset.spec
+    if effective_tta(spec, tta) != tta:
+        raise MedfleetError(
+            f"task {spec.name!r}: --tta {tta} cannot mirror {spec.type.value} outputs back "
+            f"(fix: use --tta none for this task; flip serves "
+            f"{sorted(t.value for t in TTA_TYPES)})"
+        )
+    steps = parse_postprocess(list(postprocess))
+    if steps and spec.type is not TaskType.segmentation:
+        raise MedfleetError(
+            f"task {spec.name!r}: --postprocess edits segmentation masks, and this task is "
+            f"{spec.type.value} (fix: leave out --postprocess for this task)"
+        )
     was_training = model.training
     model.eval()
     total = len(dataset)
     try:
         for start in range(0, total, batch_size):
             indices = range(start, min(start + batch_size, total))
-            preds = _predict_batch(model, spec, [dataset[i] for i in indices], device)
+            samples = [dataset[i] for i in indices]
+            preds = _predict_batch(model, spec, samples, device, tta=tta, postprocess=steps)
             if progress is not None:
                 progress(indices.stop, total)
             preds.reverse()
@@ -296,13 +486,22 @@ def iter_predictions(
 
 
 def _predict_batch(
-    model: Any, spec: TaskSpec, samples: list[Sample], device: str | torch.device
+    model: Any,
+    spec: TaskSpec,
+    samples: list[Sample],
+    device: str | torch.device,
+    *,
+    tta: str = "none",
+    postprocess: tuple[str, ...] = (),
 ) -> list[CasePrediction]:
-    """One forward pass, decoded and mapped back; ``runtime_s`` is the time per image."""
+    """One forward pass (two under flip TTA), decoded and mapped back; time per image."""
     with torch.no_grad():  # not across a yield: the consumer keeps its grad mode
         batch = collate(spec, samples)
         tic = time.perf_counter()
-        raw = model(batch.images.to(device), spec.name)
+        images = batch.images.to(device)
+        raw = model(images, spec.name)
+        if tta == "flip":  # the last axis is the width for images and volumes alike
+            raw = _merge_flipped(spec, raw, model(images.flip(-1), spec.name))
         decoded = model.decode(spec.name, raw)
         preds = [
             to_original(spec, d, s.geometry, s.case_id, s.spacing)
@@ -310,6 +509,8 @@ def _predict_batch(
         ]
         for p, s in zip(preds, samples, strict=True):
             p.affine = s.affine
+            if postprocess and p.mask is not None:
+                p.mask = postprocess_mask(p.mask, postprocess, label_values(spec)[0])
         if isinstance(device, torch.device | str) and str(device).startswith("cuda"):
             torch.cuda.synchronize()
         elapsed = (time.perf_counter() - tic) / len(samples)
@@ -325,6 +526,8 @@ def predict_dataset(
     device: str | torch.device = "cpu",
     batch_size: int = 1,
     progress: ProgressCallback | None = None,
+    tta: str = "none",
+    postprocess: Sequence[str] = (),
 ) -> list[CasePrediction]:
     """Predict every row of a dataset, in dataset order, on the images' own grids.
 
@@ -338,12 +541,22 @@ def predict_dataset(
         device: Where the model runs.
         batch_size: Images per forward pass; ``runtime_s`` is the batch time divided evenly.
         progress: Called as ``progress(done, total)``.
+        tta: Test-time augmentation (see :func:`iter_predictions`).
+        postprocess: Segmentation post-processing steps (see :func:`iter_predictions`).
 
     Returns:
         One prediction per row.
     """
     return list(
-        iter_predictions(model, dataset, device=device, batch_size=batch_size, progress=progress)
+        iter_predictions(
+            model,
+            dataset,
+            device=device,
+            batch_size=batch_size,
+            progress=progress,
+            tta=tta,
+            postprocess=postprocess,
+        )
     )
 
 
@@ -622,6 +835,8 @@ class PredictionRun:
         tasks: Per task: files, counts, runtime and the evaluate command.
         skipped: Tasks without rows in the split.
         images: The folder of images predicted (``None`` for a manifest split).
+        tta: Test-time augmentation asked for (each task records what it got).
+        postprocess: Segmentation post-processing steps asked for (likewise per task).
     """
 
     out: Path
@@ -629,6 +844,8 @@ class PredictionRun:
     tasks: dict[str, dict[str, Any]]
     skipped: list[str] = field(default_factory=list)
     images: Path | None = None
+    tta: str = "none"
+    postprocess: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``predictions.json``)."""
@@ -637,6 +854,8 @@ class PredictionRun:
             "split": self.split,
             "tasks": self.tasks,
             "skipped": self.skipped,
+            "tta": self.tta,
+            "postprocess": list(self.postprocess),
         }
         if self.images is not None:
             data["images"] = str(self.images)
@@ -662,8 +881,15 @@ def _predict_tasks(
     device: str | torch.device,
     batch_size: int,
     progress: ProgressCallback | None,
+    tta: str = "none",
+    postprocess: tuple[str, ...] = (),
 ) -> dict[str, dict[str, Any]]:
-    """Stream each dataset's predictions to ``out/<task>/`` (and its reference, if any)."""
+    """Stream each dataset's predictions to ``out/<task>/`` (and its reference, if any).
+
+    Each task gets ``tta`` where its type allows it (:func:`effective_tta`) and
+    ``postprocess`` if it is a segmentation task; what it got is recorded in its entry
+    (``tta``, ``postprocess``), with a ``notes`` line for what was asked but not applied.
+    """
     total = sum(len(d) for d in datasets)
     done = 0
     results: dict[str, dict[str, Any]] = {}
@@ -676,11 +902,30 @@ def _predict_tasks(
                 progress(offset + d, total)
 
         task_dir = out / spec.name
-        info = write_task_predictions(
-            spec,
-            iter_predictions(model, ds, device=device, batch_size=batch_size, progress=step),
-            task_dir,
+        task_tta = effective_tta(spec, tta)
+        segmentation = spec.type is TaskType.segmentation
+        steps = postprocess if segmentation else ()
+        stream = iter_predictions(
+            model,
+            ds,
+            device=device,
+            batch_size=batch_size,
+            progress=step,
+            tta=task_tta,
+            postprocess=steps,
         )
+        info = write_task_predictions(spec, stream, task_dir)
+        info["tta"] = task_tta
+        info["postprocess"] = list(steps)
+        notes = []
+        if task_tta != tta:
+            notes.append(
+                f"--tta {tta} not applied: {spec.type.value} outputs are not mirrored back"
+            )
+        if postprocess and not segmentation:
+            notes.append("--postprocess not applied: it edits segmentation masks only")
+        if notes:
+            info["notes"] = notes
         done += len(ds)
         if reference is not None:
             info.update(write_task_reference(reference, spec, ds.rows, task_dir))
@@ -709,6 +954,8 @@ def predict_manifest(
     batch_size: int = 1,
     progress: ProgressCallback | None = None,
     slices: int | None = None,
+    tta: str = "none",
+    postprocess: str | Sequence[str] | None = None,
 ) -> PredictionRun:
     """Predict a split of every task the model serves and write predictions and references.
 
@@ -727,6 +974,11 @@ def predict_manifest(
         batch_size: Images per forward pass (1 gives exact per-image runtimes).
         progress: Called as ``progress(done, total)`` over all cases.
         slices: Slices per volume of 3D tasks (default: the model's ``config.slices``).
+        tta: ``none`` or ``flip`` (mirror test-time augmentation of segmentation,
+            classification and regression tasks; other tasks are predicted without it and
+            their entry says so).
+        postprocess: Segmentation post-processing, e.g. ``"largest-component,fill-holes"``
+            (see :func:`postprocess_mask`); other task types are left as predicted.
 
     Returns:
         The written files per task (also in ``OUT/predictions.json``).
@@ -734,9 +986,11 @@ def predict_manifest(
     Tasks without rows in the split are skipped (listed in ``skipped``).
 
     Raises:
-        MedfleetError: A task unknown to the manifest or the model, or no task has rows in
-            the split.
+        MedfleetError: A task unknown to the manifest or the model, no task has rows in
+            the split, or an unknown ``tta`` or ``postprocess`` step.
     """
+    check_tta(tta)
+    steps = parse_postprocess(postprocess)
     out = Path(out)
     if slices is None:
         slices = _model_slices(model)
@@ -773,8 +1027,10 @@ def predict_manifest(
         device=device,
         batch_size=batch_size,
         progress=progress,
+        tta=tta,
+        postprocess=steps,
     )
-    run = PredictionRun(out, split, results, skipped)
+    run = PredictionRun(out, split, results, skipped, tta=tta, postprocess=list(steps))
     write_json_atomic(out / "predictions.json", run.to_dict())
     return run
 
@@ -854,6 +1110,8 @@ def predict_images(
     batch_size: int = 1,
     progress: ProgressCallback | None = None,
     slices: int | None = None,
+    tta: str = "none",
+    postprocess: str | Sequence[str] | None = None,
 ) -> PredictionRun:
     """Predict every image file of a folder for the model's tasks; write the predictions.
 
@@ -872,14 +1130,22 @@ def predict_images(
         batch_size: Images per forward pass (1 gives exact per-image runtimes).
         progress: Called as ``progress(done, total)`` over all cases.
         slices: Slices per volume of 3D tasks (default: the model's ``config.slices``).
+        tta: ``none`` or ``flip`` (mirror test-time augmentation of segmentation,
+            classification and regression tasks; other tasks are predicted without it and
+            their entry says so).
+        postprocess: Segmentation post-processing, e.g. ``"largest-component,fill-holes"``
+            (see :func:`postprocess_mask`); other task types are left as predicted.
 
     Returns:
         The written files per task (also in ``OUT/predictions.json``), ``split`` ``None``.
 
     Raises:
-        MedfleetError: From :func:`image_rows`, a task the model lacks, or an image that
-            cannot be read (the message names the file).
+        MedfleetError: From :func:`image_rows`, a task the model lacks, an image that
+            cannot be read (the message names the file), or an unknown ``tta`` or
+            ``postprocess`` step.
     """
+    check_tta(tta)
+    steps = parse_postprocess(postprocess)
     out = Path(out)
     images = Path(images)
     specs: dict[str, TaskSpec] = dict(getattr(model, "specs", None) or {})
@@ -921,8 +1187,10 @@ def predict_images(
         device=device,
         batch_size=batch_size,
         progress=progress,
+        tta=tta,
+        postprocess=steps,
     )
-    run = PredictionRun(out, None, results, [], images=images)
+    run = PredictionRun(out, None, results, [], images=images, tta=tta, postprocess=list(steps))
     write_json_atomic(out / "predictions.json", run.to_dict())
     return run
 
@@ -972,9 +1240,14 @@ def evaluate_predictions(
 
 
 __all__ = [
+    "POSTPROCESS_STEPS",
+    "TTA_MODES",
+    "TTA_TYPES",
     "CasePrediction",
     "PredictionRun",
     "TaskPredictionWriter",
+    "check_tta",
+    "effective_tta",
     "evaluate_command",
     "evaluate_predictions",
     "evaluation_config",
@@ -983,6 +1256,8 @@ __all__ = [
     "label_values",
     "model_tasks",
     "nifti_affine",
+    "parse_postprocess",
+    "postprocess_mask",
     "predict_dataset",
     "predict_images",
     "predict_manifest",
