@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,10 @@ def test_full_quick_demo_trains_evaluates_and_monitors(tmp_path: Path) -> None:
     train = summary["stages"]["train"]
     assert set(train["test"]) == {t for t in summary["stages"]["summary"]["tasks"]}
     assert Path(train["model"]).is_file()
+    assert set(train["baseline"]) == set(train["test"])  # a trivial baseline per task
+    for task, entry in train["baseline"].items():
+        values = (entry["model"], entry["baseline"], entry["difference"])
+        assert all(isinstance(v, float) and math.isfinite(v) for v in values), task
     monitor = summary["stages"]["monitor"]
     assert monitor["scorer"] == "demo model"
     assert monitor["drift_detected"] is True
@@ -146,3 +151,24 @@ def test_text_summary_shows_the_federated_stage(capsys: pytest.CaptureFixture[st
     assert "round 1: 30" in shown
     _print_summary({**base, "stages": {"federated": {"skipped": True, "reason": "flwr missing"}}})
     assert "federated stage skipped: flwr missing" in capsys.readouterr().out
+
+
+def test_text_summary_sets_each_task_against_its_baseline(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from medfleet.cli.demo import _print_summary
+
+    mae = {"model": 41.2, "baseline": 45.0, "direction": "lower", "difference": 3.8}
+    dice = {"model": 0.5, "baseline": 0.7, "direction": "higher", "difference": -0.2}
+    train = {
+        "backbone": "vit-tiny",
+        "test": {"head_circumference": {"mae": 41.2}, "seg": {"dice": 0.5}},
+        "baseline": {
+            "head_circumference": {"kind": "training mean", "unit": "mm", "metrics": {"mae": mae}},
+            "seg": {"kind": "pixel-wise majority", "unit": None, "metrics": {"dice": dice}},
+        },
+    }
+    _print_summary({"out": "demo", "seconds": {"train": 1.0}, "stages": {"train": train}})
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "head_circumference: MAE 41.2 mm vs 45 mm for the training mean (3.8 mm better" in shown
+    assert "seg: Dice 0.5 vs 0.7 for the pixel-wise majority (0.2 worse" in shown

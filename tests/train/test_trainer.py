@@ -167,3 +167,14 @@ def test_demo_train_stage_on_tiny_phantoms(tiny_phantoms, tmp_path):
     assert (tmp_path / "train" / "unified" / "model.safetensors").is_file()
     usage = result["expert_usage"]
     assert set(usage) == {t.name for t in manifest.tasks}
+    # every trained task is set against its trivial baseline, fitted on train
+    import math
+
+    assert set(result["baseline"]) == set(result["test"])
+    for task, entry in result["baseline"].items():
+        assert entry["kind"] and entry["direction"] in ("higher", "lower"), task
+        for key in ("model", "baseline", "difference"):
+            assert isinstance(entry[key], float) and math.isfinite(entry[key]), (task, key)
+        assert entry["model"] == result["test"][task][entry["metric"]]
+    assert result["baseline"]["head_circumference"]["unit"] == "mm"
+    assert (tmp_path / "train" / "baseline" / "evaluation" / "lesion_cls").is_dir()

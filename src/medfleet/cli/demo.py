@@ -106,6 +106,7 @@ def _print_summary(summary: dict) -> None:
             for metric, value in metrics.items():
                 scores.add_row(*map(literal, (task, metric, _fmt(value))))
         console.print(scores)
+        _print_baselines(train.get("baseline") or {})
     monitor = summary["stages"].get("monitor")
     if monitor:
         drift = Table(
@@ -129,6 +130,43 @@ def _print_summary(summary: dict) -> None:
         _print_federated(federated)
     seconds = ", ".join(f"{k} {v:.1f}s" for k, v in summary["seconds"].items())
     say(f"demo finished ({seconds}); summary: {Path(summary['out']) / 'demo_summary.json'}")
+
+
+METRIC_NAMES = {
+    "balanced_accuracy": "balanced accuracy",
+    "auc": "AUC",
+    "auc_macro": "AUC",
+    "mae": "MAE",
+    "mre": "MRE",
+    "dice": "Dice",
+    "ap50": "AP50",
+}
+
+
+def _print_baselines(baselines: dict) -> None:
+    """One line per task and metric: the model against the task's trivial baseline."""
+    if not baselines:
+        return
+    say("model vs trivial baseline on the test split (baselines fitted on the train split):")
+    for task, entry in baselines.items():
+        unit = f" {entry['unit']}" if entry.get("unit") else ""
+        for metric, values in entry.get("metrics", {}).items():
+            model, base, diff = values["model"], values["baseline"], values["difference"]
+            if diff is None:
+                verdict = "difference undefined"
+            elif diff == 0:
+                verdict = "no better"
+            else:
+                verdict = f"{_fmt(abs(float(diff)))}{unit} {'better' if diff > 0 else 'worse'}"
+            say(
+                f"  {task}: {METRIC_NAMES.get(metric, metric)} {_num(model)}{unit} vs "
+                f"{_num(base)}{unit} for the {entry['kind']} ({verdict}; "
+                f"{values['direction']} is better)"
+            )
+
+
+def _num(value: object) -> str:
+    return "n/a" if value is None else _fmt(float(value))  # type: ignore[arg-type]
 
 
 def _print_federated(federated: dict) -> None:

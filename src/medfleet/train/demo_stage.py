@@ -2,7 +2,10 @@
 
 Uses what earlier stages left in the :class:`medfleet.demo.DemoContext` (the phantom
 manifest) and writes under ``OUT/train/``: the run (``unified/``), the test predictions
-(``unified/predictions/``) and their evaluation (``unified/evaluation/<task>/``).
+(``unified/predictions/``) and their evaluation (``unified/evaluation/<task>/``), and each
+task's trivial baseline fitted on the training split (:mod:`medfleet.train.baselines`):
+its test predictions (``baseline/predictions/``) and their evaluation
+(``baseline/evaluation/<task>/``), scored by the same code as the model.
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ class TrainStage:
     ``--quick`` trains a ``vit-tiny`` backbone at 48 pixels for 12 epochs (about a minute
     on two CPU cores); the full demo uses 64 pixels and 20 epochs. Validation metrics are
     recorded every few epochs in ``unified/metrics.csv``.
+
+    Each task's test metrics are set against a trivial baseline fitted on the training
+    split (majority class, training mean, mean shape, pixel-wise majority mask, mean box):
+    ``baseline`` in the result holds, per task, the model's and the baseline's headline
+    value, the direction and the difference (positive: the model is better).
     """
 
     name = "train"
@@ -74,6 +82,8 @@ class TrainStage:
         evaluation = evaluate_predictions(
             manifest, prediction, run_dir / "evaluation", report=not ctx.quick
         )
+        test = {task: headline(r["summary"]) for task, r in evaluation.items()}
+        baseline_test, baseline = _baselines(manifest, evaluation, test, ctx.out / "train")
         usage = _expert_usage(trained.model)
         return {
             "run": str(run_dir),
@@ -84,13 +94,51 @@ class TrainStage:
             "steps": trained.result.steps,
             "train_seconds": round(trained.result.train_seconds, 3),
             "validation": trained.result.val_metrics,
-            "test": {task: headline(r["summary"]) for task, r in evaluation.items()},
+            "test": test,
             "inference_ms_per_image": {
                 task: round(1000 * info["runtime_s_mean"], 3)
                 for task, info in prediction.tasks.items()
             },
             "expert_usage": usage,
+            "baseline_test": baseline_test,
+            "baseline": baseline,
         }
+
+
+def _baselines(
+    manifest: Any, evaluation: dict[str, Any], test: dict[str, Any], out: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit, predict and score each evaluated task's trivial baseline; compare with ``test``.
+
+    Returns:
+        The baselines' headline test values and, per task, the model-versus-baseline entry
+        of :func:`medfleet.train.baselines.baseline_summary`.
+    """
+    from medfleet.tasks import TaskType
+    from medfleet.train.baselines import baseline_summary, predict_baselines
+    from medfleet.train.paradigms import headline
+    from medfleet.train.predict import evaluate_predictions
+    from medfleet.utils.jsonsafe import json_safe
+
+    folder = out / "baseline"
+    run, fitted = predict_baselines(manifest, folder / "predictions", tasks=list(evaluation))
+    scored = evaluate_predictions(manifest, run, folder / "evaluation", report=False)
+    baseline_test = {task: headline(r["summary"]) for task, r in scored.items()}
+    entries: dict[str, Any] = {}
+    for task, values in baseline_test.items():
+        spec = manifest.task(task)
+        unit = spec.unit if spec.type is TaskType.regression else None
+        if spec.type is TaskType.landmarks:
+            unit = evaluation[task]["summary"].get("dataset", {}).get("unit")
+        entries[task] = baseline_summary(
+            spec.type,
+            fitted[task].kind,
+            test[task],
+            values,
+            description=fitted[task].description,
+            unit=unit,
+        )
+    return json_safe(baseline_test), json_safe(entries)
 
 
 def _expert_usage(model: Any) -> Any:
