@@ -242,7 +242,6 @@ def test_compare_json_writes_inf_as_text(tmp_path):
 
 
 def test_monitor_service_answers_inf_as_text():
-    pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
     from medfleet.monitor.config import MonitorConfig

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from medfleet.evaluate.analysis.multirater import per_rater_calibration
 from medfleet.evaluate.challenges.curvas import (
@@ -12,8 +13,6 @@ from medfleet.evaluate.challenges.curvas import (
     curvas_ece,
     torchmetrics_bin_edges,
 )
-
-torch = pytest.importorskip("torch")
 
 #: Float32 precision of an ECE near 0.5 (a few units in the last place).
 TOL = 1e-7

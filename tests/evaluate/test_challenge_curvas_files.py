@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from typer.testing import CliRunner
 
 from medfleet.cli import app
@@ -26,8 +27,6 @@ from medfleet.evaluate.challenges.curvas import (
     curvas_crps,
     curvas_ece,
 )
-
-sitk = pytest.importorskip("SimpleITK")
 
 SHAPE = (5, 12, 16)  # slices, rows, columns: every axis a different length
 SPACING_XYZ = (0.75, 0.8, 2.5)  # SimpleITK spacing is (x, y, z)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from PIL import Image
 from scipy import ndimage
 from typer.testing import CliRunner
@@ -35,7 +36,6 @@ def test_smoothed_dice() -> None:
 
 def _sitk_hausdorff(a: np.ndarray, b: np.ndarray) -> float:
     """SimpleITK's HausdorffDistanceImageFilter on two whole masks (the official metric)."""
-    sitk = pytest.importorskip("SimpleITK")
     f = sitk.HausdorffDistanceImageFilter()
     f.Execute(
         sitk.GetImageFromArray(a.astype(np.uint8)), sitk.GetImageFromArray(b.astype(np.uint8))
@@ -84,7 +84,6 @@ def test_set_hausdorff_matches_simpleitk_on_lips_and_their_union() -> None:
 
 
 def _sitk_hausdorff_spaced(a: np.ndarray, b: np.ndarray, spacing: tuple[float, float]) -> float:
-    sitk = pytest.importorskip("SimpleITK")
     images = []
     for mask in (a, b):
         image = sitk.GetImageFromArray(mask.astype(np.uint8))

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 import torch
 import torch.nn.functional as F
+from monai import losses as monai_losses
 
 from medfleet.models.heads.losses import (
     IGNORE_INDEX,
@@ -14,9 +13,6 @@ from medfleet.models.heads.losses import (
     sigmoid_focal_loss,
     soft_dice_loss,
 )
-
-monai_losses = pytest.importorskip("monai.losses")
-HAS_IGNORE_INDEX = "ignore_index" in inspect.signature(monai_losses.DiceLoss).parameters
 
 
 def _segmentation_batch(seed: int, classes: int, spatial: tuple[int, ...], unlabelled: bool):
@@ -54,7 +50,6 @@ def test_soft_dice_equals_monai_dice_loss_with_softmax_and_one_hot(spatial, clas
     torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-14)
 
 
-@pytest.mark.skipif(not HAS_IGNORE_INDEX, reason="DiceLoss(ignore_index=...) needs MONAI 1.6")
 @pytest.mark.parametrize("classes", [2, 3])
 def test_soft_dice_masks_unlabelled_pixels_like_monai_ignore_index(classes):
     logits, target = _segmentation_batch(7 + classes, classes, (11, 8), unlabelled=True)
@@ -77,9 +72,7 @@ def test_segmentation_loss_is_cross_entropy_plus_monai_dice():
     weights = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
     loss, parts = segmentation_loss(logits, target, weights, dice_weight=0.7, ce_weight=1.3)
     ce = F.cross_entropy(logits, target, weight=weights, ignore_index=IGNORE_INDEX)
-    reference = soft_dice_loss(logits, target)
-    if HAS_IGNORE_INDEX:
-        reference = _monai_soft_dice_loss(logits, target, 1.0, ignore_index=IGNORE_INDEX)
+    reference = _monai_soft_dice_loss(logits, target, 1.0, ignore_index=IGNORE_INDEX)
     assert loss.item() == pytest.approx(1.3 * ce.item() + 0.7 * reference.item(), rel=1e-12)
     assert parts["ce"].item() == pytest.approx(ce.item(), rel=1e-12)
     empty, _ = segmentation_loss(logits, torch.full_like(target, IGNORE_INDEX))

@@ -13,10 +13,10 @@ conventions; ``tests/models/test_losses_library.py`` checks each wrapper against
 call. MONAI is imported on the first Dice or focal loss (``import monai`` takes seconds), so
 heads and models that never compute those losses do not load it.
 
-* The unlabelled pixels are masked here rather than with ``DiceLoss(ignore_index=...)``,
-  which needs MONAI 1.6, and the softmax and one-hot encoding are done here because
-  MONAI skips both for a single-class output (a segmentation task without labels has
-  one class).
+* The softmax, the one-hot encoding and the masking of unlabelled pixels are done here
+  because MONAI skips the first two for a single-class output (a segmentation task
+  without labels has one class); for two or more classes the result equals
+  ``DiceLoss(to_onehot_y=True, softmax=True, ignore_index=-1)`` (tested).
 * ``segmentation_loss`` adds ``torch.nn.functional.cross_entropy`` rather than using
   ``DiceCELoss``, which has no ``ignore_index`` for its cross-entropy and applies its
   ``weight`` to the Dice classes too (here the class weights weight the cross-entropy
