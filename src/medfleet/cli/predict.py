@@ -136,11 +136,8 @@ def predict(
 
             torch.set_num_threads(threads)
         dev = resolve_device(device)
-        if manifest is not None:
-            loaded_manifest = load_manifest(manifest)
-            loaded = load_trained(model, loaded_manifest, device=dev)
-        else:
-            loaded = _load_model_file(model, dev)
+        loaded_manifest = load_manifest(manifest) if manifest is not None else None
+        loaded = load_trained(model, loaded_manifest, device=dev)
         names = loaded.tasks
         if tasks is not None:
             wanted = [t.strip() for t in tasks.split(",") if t.strip()]
@@ -196,40 +193,6 @@ def predict(
         print_json(json_safe(summary))
         return
     _print_summary(summary)
-
-
-def _load_model_file(model: Path, device: Any) -> Any:
-    """Load a model file (or a run folder's) for predicting without a manifest.
-
-    The model file carries its tasks' definitions; a training checkpoint does not, so it is
-    refused with the fix.
-    """
-    from medfleet.errors import MedfleetError
-    from medfleet.models import load_model
-    from medfleet.models.files import CHECKPOINT_KIND, MODEL_FILE, MODEL_KIND, find_file
-    from medfleet.train.run import LoadedModel
-    from medfleet.train.trainer import CHECKPOINT_FORMAT
-    from medfleet.utils.tensorfile import read_tensor_file
-
-    path = find_file(model, MODEL_FILE) if model.is_dir() else model
-    state = read_tensor_file(
-        path,
-        (MODEL_KIND, CHECKPOINT_KIND),
-        what="medfleet model or training checkpoint",
-        fix="give the model file of a training run, or its folder",
-    )
-    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
-        raise MedfleetError(
-            f"{path} is a training checkpoint, which does not define its tasks; --images "
-            f"needs a model file (fix: give the run's {MODEL_FILE}, or use --manifest)"
-        )
-    loaded = load_model(path, None, payload=state)
-    training = dict(getattr(loaded, "checkpoint_extra", {}).get("training", {}))
-    normalisation = str(training.get("normalisation", "zscore"))
-    image_size = int(training.get("image_size") or loaded.config.image_size)
-    loaded.to(device)
-    loaded.eval()
-    return LoadedModel(loaded, list(loaded.tasks), image_size, normalisation, path)
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

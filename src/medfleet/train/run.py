@@ -173,17 +173,19 @@ class LoadedModel:
 
 
 def load_trained(
-    checkpoint: str | Path, manifest: Manifest, device: str | torch.device = "cpu"
+    checkpoint: str | Path, manifest: Manifest | None, device: str | torch.device = "cpu"
 ) -> LoadedModel:
     """Load a trained model (``UnifiedModel.save``) or a training checkpoint for prediction.
 
     ``checkpoint`` is the model file, a training checkpoint, or a run folder (its model
     file). The input size and normalisation come from the checkpoint (``zscore`` for a model
-    saved outside a training run). The file is read once and without running code.
+    saved outside a training run). The file is read once and without running code. Without
+    a manifest (predicting a folder of images) only a model file will do: it carries its
+    tasks' definitions, a training checkpoint does not.
 
     Raises:
-        MedfleetError: Missing, unreadable, unsafe checkpoint, or one trained on another
-            manifest.
+        MedfleetError: Missing, unreadable, unsafe checkpoint, one trained on another
+            manifest, or a training checkpoint without a manifest.
     """
     path = Path(checkpoint)
     if path.is_dir():
@@ -195,6 +197,11 @@ def load_trained(
         fix="give the model file or checkpoints/last.safetensors of a training run, or its folder",
     )
     if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
+        if manifest is None:
+            raise MedfleetError(
+                f"{path} is a training checkpoint, which does not define its tasks; --images "
+                f"needs a model file (fix: give the run's {MODEL_FILE}, or use --manifest)"
+            )
         from medfleet.models import ModelConfig
         from medfleet.models.checkpoint import rebuild_model
 

@@ -127,34 +127,17 @@ def iter_mask_pairs(run: PresetRun, plan: MaskPlan) -> Iterator[MaskPair]:
     A prediction whose shape differs from the reference is resampled onto it with
     ``--resample-pred nearest`` and is otherwise a mismatch, as in the plain runner.
     """
-    config = run.config
     total = len(plan.case_ids)
     run.tick(0, total)
     for done, case_id in enumerate(plan.case_ids, start=1):
-        override = meta_spacing(run.meta_rows, case_id)
-        gt, spacing = read_label_map(plan.gt_files[case_id], case_id, "gt", override)
-        status = "ok"
-        if case_id in plan.pred_files:
-            pred, _ = read_label_map(plan.pred_files[case_id], case_id, "pred", override)
-            if pred.shape != gt.shape:
-                if config.resample_pred != "nearest" or pred.ndim != gt.ndim:
-                    raise CaseMismatchError(
-                        mismatched=[(case_id, f"shape {pred.shape} in pred but {gt.shape} in gt")],
-                        pred=config.pred,
-                        gt=config.gt,
-                    )
-                pred = resample_nearest(pred, gt.shape)
-        else:
-            pred = np.zeros(gt.shape, dtype=np.uint8)
-            status = "pred_missing"
-        yield MaskPair(case_id, pred, gt, spacing, status)
+        yield read_mask_pair(run, plan, case_id)
         run.tick(done, total)
 
 
 def read_mask_pair(run: PresetRun, plan: MaskPlan, case_id: str) -> MaskPair:
-    """Read one planned case, as :func:`iter_mask_pairs` does for each case.
+    """Read one planned case (what :func:`iter_mask_pairs` yields for each case).
 
-    Unlike the iterator, a failure (an unreadable file, a colour or non-integer mask) is
+    Called on its own, a failure (an unreadable file, a colour or non-integer mask) is
     raised for this case alone, so a preset can record it as an error row and go on with
     the next case.
 

@@ -11,12 +11,13 @@ tables). The runner turns the outcome into ``cases.csv``, ``summary.json`` and t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from medfleet.errors import OptionError, one_line
+from medfleet.errors import MedfleetError, OptionError, one_line
+from medfleet.evaluate.runner.cases import CaseMismatchError
 
 __all__ = [
     "Preset",
@@ -27,6 +28,7 @@ __all__ = [
     "case_errors",
     "finite_mean",
     "parse_option_value",
+    "score_cases",
 ]
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -254,3 +256,70 @@ def case_errors(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         if row.get("status") == CASE_ERROR:
             seen.setdefault(str(row["case_id"]), None)
     return list(seen)
+
+
+#: What one case may raise and leave the run going: a medfleet error about the case (its
+#: file, a cell, a fit), or numpy's and the official formulas' own failures.
+CASE_FAILURES: tuple[type[BaseException], ...] = (
+    MedfleetError,
+    ValueError,
+    IndexError,
+    KeyError,
+    OSError,
+    ArithmeticError,
+)
+#: What stops the whole run even from inside one case: a bad option, mismatched case sets.
+RUN_FAILURES: tuple[type[BaseException], ...] = (OptionError, CaseMismatchError)
+
+_T = TypeVar("_T")
+
+
+def score_cases(
+    run: PresetRun,
+    case_ids: Sequence[str],
+    score_one: Callable[[str], _T],
+    rows: list[dict[str, Any]],
+    *,
+    require_one: bool = True,
+) -> Iterator[tuple[str, _T]]:
+    """Score each case, yielding ``(case_id, result)``; a failing case becomes an error row.
+
+    The one loop of the presets: progress ticks, :func:`case_error_row` for a case that
+    raises one of :data:`CASE_FAILURES` (appended to ``rows`` in case order, between the
+    rows the caller appends for the cases yielded), and :data:`RUN_FAILURES` passed on.
+
+    Args:
+        run: The preset run (its progress callback).
+        case_ids: The cases, in order.
+        score_one: Scores one case.
+        rows: The ``cases.csv`` rows; error rows are appended here.
+        require_one: Stop, naming the first failure, when no case could be scored.
+
+    Raises:
+        MedfleetError: No case could be scored (with ``require_one``).
+
+    Example:
+        >>> rows = []
+        >>> run = PresetRun(None, {}, {})
+        >>> for c, v in score_cases(run, ["a", "b"], lambda c: 1 / (c == "a"), rows):
+        ...     rows.append({"case_id": c, "status": "ok", "x": v})
+        >>> [(r["case_id"], r["status"]) for r in rows]
+        [('a', 'ok'), ('b', 'error')]
+    """
+    failures: list[tuple[str, BaseException]] = []
+    total = len(case_ids)
+    run.tick(0, total)
+    for done, case_id in enumerate(case_ids, start=1):
+        try:
+            result = score_one(case_id)
+        except RUN_FAILURES:
+            raise
+        except CASE_FAILURES as exc:
+            rows.append(case_error_row(case_id, exc))
+            failures.append((case_id, exc))
+        else:
+            yield case_id, result
+        run.tick(done, total)
+    if require_one and failures and len(failures) == total:
+        case_id, exc = failures[0]
+        raise MedfleetError(f"no case could be scored; the first, case {case_id}: {exc}")

@@ -74,7 +74,7 @@ from typing import Any
 
 import numpy as np
 
-from medfleet.errors import InputError, InputFileError, MedfleetError, OptionError
+from medfleet.errors import InputFileError, MedfleetError, OptionError
 from medfleet.evaluate.analysis.calibration import (
     DEFAULT_CHUNK,
     CalibrationResult,
@@ -95,7 +95,7 @@ from medfleet.evaluate.challenges.base import (
     PresetOption,
     PresetOutcome,
     PresetRun,
-    case_error_row,
+    score_cases,
 )
 from medfleet.evaluate.runner.cases import (
     MASK_SUFFIXES,
@@ -126,7 +126,6 @@ AXES = ("sitk", "nibabel")
 #: A float32 sum of ones stops growing here: 2^24 + 1 rounds back to 2^24.
 F32_COUNT_LIMIT = 1 << 24
 #: Per-case failures recorded as error rows (whole-run problems are re-raised first).
-_CASE_ERRORS = (MedfleetError, ValueError, IndexError, OSError, ArithmeticError, KeyError)
 _ANNOTATION = re.compile(r"annotation_?(\d+)$", re.IGNORECASE)
 _NIFTI = (".nii", ".nii.gz")
 
@@ -868,24 +867,16 @@ def _run(run: PresetRun) -> PresetOutcome:
     inputs = _plan_inputs(run)
     warnings = list(inputs.warnings)
     all_rows: list[dict[str, Any]] = []
-    failures: list[tuple[str, BaseException]] = []
     calibrations: list[CalibrationResult] = []
-    n_organs: int | None = None
+    organs: list[int] = []  # the organ count of the first scored case, which all must share
     flat_cases: list[str] = []
     extra_channel_cases: list[str] = []
-    total = len(inputs.match.matched)
-    run.tick(0, total)
-    for done, case_id in enumerate(inputs.match.matched, start=1):
-        try:
-            case = _score_case(run, inputs, case_id, n_organs)
-        except (InputError, CaseMismatchError):
-            raise
-        except _CASE_ERRORS as exc:
-            all_rows.append(case_error_row(case_id, exc))
-            failures.append((case_id, exc))
-            run.tick(done, total)
-            continue
-        n_organs = case.n_organs
+
+    def score(case_id: str) -> _Case:
+        return _score_case(run, inputs, case_id, organs[0] if organs else None)
+
+    for case_id, case in score_cases(run, inputs.match.matched, score, all_rows):
+        organs[:] = [case.n_organs]
         all_rows.append(case.row)
         calibrations.extend(case.calibrations)
         warnings.extend(case.notes)
@@ -893,11 +884,8 @@ def _run(run: PresetRun) -> PresetOutcome:
             flat_cases.append(case_id)
         if case.extra_channel:
             extra_channel_cases.append(case_id)
-        run.tick(done, total)
     rows = [r for r in all_rows if r["status"] != CASE_ERROR]
-    if not rows or n_organs is None:
-        case_id, exc = failures[0]
-        raise MedfleetError(f"no case could be scored; the first, case {case_id}: {exc}")
+    n_organs = organs[0]  # score_cases stops when no case was scored
     n_raters = len(inputs.rater_names)
     if n_raters != 3 or n_organs != 3:
         warnings.append(

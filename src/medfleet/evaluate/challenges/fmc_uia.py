@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from medfleet.errors import InputFileError, MedfleetError, OptionError
+from medfleet.errors import InputFileError, OptionError
 from medfleet.evaluate.challenges import _fmc_uia_files as files
 from medfleet.evaluate.challenges._inputs import (
     iter_mask_pairs,
@@ -57,6 +57,7 @@ from medfleet.evaluate.challenges.base import (
     PresetOutcome,
     PresetRun,
     case_error_row,
+    score_cases,
 )
 from medfleet.evaluate.challenges.iugc import iugc_hd
 from medfleet.evaluate.metrics.detection import box_iou
@@ -489,13 +490,11 @@ def _segmentation_files(
     present = [c for c, m in masks.items() if m.pred is None or m.pred.exists()]
     case_ids, cases = plan_cases(run, present, masks)
     rows: list[dict[str, Any]] = []
-    run.tick(0, len(case_ids))
-    for done, case_id in enumerate(case_ids, start=1):
-        try:
-            rows.append(_segmentation_case(run, masks[case_id], n_classes))
-        except (MedfleetError, OSError, ValueError) as exc:
-            rows.append(case_error_row(case_id, exc))
-        run.tick(done, len(case_ids))
+
+    def score(case_id: str) -> dict[str, Any]:
+        return _segmentation_case(run, masks[case_id], n_classes)
+
+    rows.extend(row for _, row in score_cases(run, case_ids, score, rows, require_one=False))
     return _segmentation_outcome(rows, n_classes, cases, conventions)
 
 

@@ -42,7 +42,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.stats import rankdata
 
-from medfleet.errors import InputError, InputFileError, MedfleetError, OptionError
+from medfleet.errors import InputFileError, OptionError
 from medfleet.evaluate.challenges._inputs import plan_mask_pairs, read_mask_pair, read_table
 from medfleet.evaluate.challenges.base import (
     CASE_ERROR,
@@ -50,10 +50,9 @@ from medfleet.evaluate.challenges.base import (
     PresetOption,
     PresetOutcome,
     PresetRun,
-    case_error_row,
     finite_mean,
+    score_cases,
 )
-from medfleet.evaluate.runner.cases import CaseMismatchError
 
 __all__ = [
     "PRESET",
@@ -78,7 +77,6 @@ HD_CONVENTIONS = {
     "pixels; inf when a part is empty on either side",
 }
 #: Per-case failures recorded as error rows (whole-run problems are re-raised first).
-_CASE_ERRORS = (MedfleetError, ValueError, IndexError, OSError, ArithmeticError)
 
 
 def fugc_dice(pred: np.ndarray, gt: np.ndarray, smooth: float = SMOOTH) -> float:
@@ -305,32 +303,20 @@ def _run(run: PresetRun) -> PresetOutcome:
     plan = plan_mask_pairs(run)
     runtimes = _runtime_table(run)
     all_rows: list[dict[str, Any]] = []
-    failures: list[tuple[str, BaseException]] = []
     warnings: list[str] = []
-    total = len(plan.case_ids)
-    run.tick(0, total)
-    for done, case_id in enumerate(plan.case_ids, start=1):
-        try:
-            pair = read_mask_pair(run, plan, case_id)
-            metrics = fugc_case_metrics(pair.pred, pair.gt, opts["hd"])
-        except (InputError, CaseMismatchError):
-            raise
-        except _CASE_ERRORS as exc:
-            all_rows.append(case_error_row(case_id, exc))
-            failures.append((case_id, exc))
-            run.tick(done, total)
-            continue
-        row: dict[str, Any] = {"case_id": case_id, "status": pair.status, **metrics}
+
+    def score(case_id: str) -> dict[str, Any]:
+        pair = read_mask_pair(run, plan, case_id)
+        metrics = fugc_case_metrics(pair.pred, pair.gt, opts["hd"])
+        return {"case_id": case_id, "status": pair.status, **metrics}
+
+    for case_id, row in score_cases(run, plan.case_ids, score, all_rows):
         if runtimes is not None:
             row["runtime"] = runtimes.get(case_id, math.nan)
             if case_id not in runtimes:
                 warnings.append(f"case {case_id}: no runtime in the runtime table")
         all_rows.append(row)
-        run.tick(done, total)
     rows = [r for r in all_rows if r["status"] != CASE_ERROR]
-    if not rows:
-        case_id, exc = failures[0]
-        raise MedfleetError(f"no case could be scored; the first, case {case_id}: {exc}")
     dsc = float(np.mean([r["dsc"] for r in rows]))
     hd_values = [r["hd"] for r in rows]
     hd = float(np.mean(hd_values))

@@ -95,6 +95,7 @@ from medfleet.evaluate.challenges.base import (
     PresetOutcome,
     PresetRun,
     case_error_row,
+    score_cases,
 )
 from medfleet.evaluate.runner.cases import CaseMismatchError, list_case_files
 from medfleet.evaluate.runner.config import meta_spacing
@@ -890,20 +891,18 @@ def _run_biometry(run: PresetRun, ps: int, head: int) -> PresetOutcome:
     warnings: list[str] = []
     seen = _LabelsSeen()
     off_size: list[str] = []
-    total = len(files)
-    run.tick(0, total)
-    for done, (case_id, path) in enumerate(files.items(), start=1):
-        try:
-            lab, spacing = _read_2d(path, case_id, "mask", meta_spacing(run.meta_rows, case_id))
-            seen.add(lab)
-            g = geometry(lab, spacing if mm else None, ps_label=ps, head_label=head)
-            reason = _missing_reason(g)
-            if reason is not None:
-                raise ValueError(f"case {case_id} ({path.name}): {reason}")
-        except (*_READ_ERRORS, ArithmeticError) as exc:
-            rows.append(case_error_row(case_id, exc))
-            run.tick(done, total)
-            continue
+
+    def measure(case_id: str) -> tuple[np.ndarray, IntrapartumGeometry]:
+        path = files[case_id]
+        lab, spacing = _read_2d(path, case_id, "mask", meta_spacing(run.meta_rows, case_id))
+        seen.add(lab)
+        g = geometry(lab, spacing if mm else None, ps_label=ps, head_label=head)
+        reason = _missing_reason(g)
+        if reason is not None:
+            raise ValueError(f"case {case_id} ({path.name}): {reason}")
+        return lab, g
+
+    for case_id, (lab, g) in score_cases(run, list(files), measure, rows, require_one=False):
         if lab.shape != OFFICIAL_SHAPE:
             off_size.append(case_id)
         if math.isnan(g.aop) or math.isnan(g.hsd):
@@ -920,7 +919,6 @@ def _run_biometry(run: PresetRun, ps: int, head: int) -> PresetOutcome:
                 **_geometry_columns(g),
             }
         )
-        run.tick(done, total)
     warnings.extend(w for w in (seen.warning(ps, head), _size_warning(off_size, variant)) if w)
     scored = [r for r in rows if r.get("status") != "error"]
     components: dict[str, Any] = {"n_images": len(scored)}
