@@ -148,7 +148,14 @@ def train(
 
 
 def evaluate(
-    model: Any, manifest: Any, image_size: int, *, split: str = "test", seed: int = 0
+    model: Any,
+    manifest: Any,
+    image_size: int,
+    *,
+    split: str = "test",
+    seed: int = 0,
+    tta: str = "none",
+    postprocess: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Dice, HD (mm), HC error from the mask's ellipse and from the regression head."""
     import torch
@@ -166,7 +173,11 @@ def evaluate(
     with torch.no_grad():
         if SEG in tasks:
             seg_ds = TaskDataset(manifest, SEG, (split,), image_size, cache=False)
-            for row, pred in zip(seg_ds.rows, predict_dataset(model, seg_ds), strict=True):
+            for row, pred in zip(
+                seg_ds.rows,
+                predict_dataset(model, seg_ds, tta=tta, postprocess=postprocess),
+                strict=True,
+            ):
                 gt = np.asarray(read_image(manifest.resolve(row["mask"])).array)
                 metrics = hc18_case_metrics(
                     pred.mask != 0,
@@ -233,6 +244,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "cutmix",
                 "unlabelled_ratio",
                 "augment_cutmix",
+                "tta",
+                "postprocess",
             )
         },
         "runs": {},
@@ -240,7 +253,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tic = time.perf_counter()
     if not args.skip_joint:
         trained = train(manifest, out / "joint", [SEG, HC], args, steps=args.steps)
-        evaluation = evaluate(trained.model, manifest, args.image_size, seed=args.seed)
+        evaluation = evaluate(
+            trained.model,
+            manifest,
+            args.image_size,
+            seed=args.seed,
+            tta=args.tta,
+            postprocess=tuple(args.postprocess),
+        )
         # a constant prediction (training mean) as the floor the regression head must beat
         train_mean = _mean_hc_train(manifest)
         test_hc = [parse_float(r["value"]) for r in load_task_rows(manifest, HC, ("test",))]
@@ -267,7 +287,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for mode in modes:
             name = f"{label}_{mode or 'labelled-only'}"
             trained = train(subset, out / name, [SEG], args, steps=args.fraction_steps, semi=mode)
-            evaluation = evaluate(trained.model, subset, args.image_size, seed=args.seed)
+            evaluation = evaluate(
+                trained.model,
+                subset,
+                args.image_size,
+                seed=args.seed,
+                tta=args.tta,
+                postprocess=tuple(args.postprocess),
+            )
             result["runs"][name] = {
                 "tasks": [SEG],
                 "masks": f"{labelled} of {result['images_per_split']['train']} train images",
@@ -373,6 +400,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="supervised CutMix share on the labelled segmentation batches of every run",
+    )
+    parser.add_argument("--tta", default="flip", choices=["none", "flip"], help="predict's TTA")
+    parser.add_argument(
+        "--postprocess",
+        nargs="*",
+        default=["largest-component", "fill-holes"],
+        help="segmentation post-processing steps of predict (none: leave out)",
     )
     parser.add_argument("--skip-joint", action="store_true", help="only the fraction variant")
     parser.add_argument("--limit", type=int, default=None, help="use the first N images only")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = ("backbone", "image_size", "batch_size", "lr", "steps", "threads", "seed")
+SETTINGS = ("backbone", "image_size", "batch_size", "lr", "steps", "augment", "threads", "seed")
 """The options recorded in every result's ``settings``."""
 
 
@@ -72,6 +72,7 @@ def cpu_train_config(args: argparse.Namespace, steps: int, **extra: Any) -> Any:
         "val_every": 0,
         "checkpoint_every": 0,
         "tensorboard": False,
+        "augment": args.augment,
     }
     return TrainConfig(**(settings | extra))
 
@@ -88,11 +89,17 @@ def add_common_arguments(
     """The options every real-data benchmark has (its own come after them)."""
     parser.add_argument("--data", default=None, help="shared data folder (default: auto)")
     parser.add_argument("--out", default=out, help="work and result folder")
-    parser.add_argument("--backbone", default="vit-tiny")
+    parser.add_argument("--backbone", default="unet-small")
     parser.add_argument("--image-size", type=int, default=image_size)
     parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--steps", type=int, default=steps, help=steps_help)
+    parser.add_argument(
+        "--augment",
+        default="strong",
+        choices=["none", "light", "standard", "strong"],
+        help="training augmentation level",
+    )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1: best on a busy machine)"
     )

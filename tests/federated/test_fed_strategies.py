@@ -34,7 +34,7 @@ def dual_run(fed_manifest, tmp_path_factory):
     out = tmp_path_factory.mktemp("dual") / "out"
     result = run_federated(
         fed_manifest,
-        ModelConfig(image_size=32),
+        ModelConfig(backbone="unet-small", image_size=32),
         TrainConfig(batch_size=4, threads=1, lr=1e-2),
         FederatedConfig(strategy="dual-lora", rounds=2, local_steps=2, blocks=[-2, -1]),
         out,
@@ -67,13 +67,14 @@ def test_clip_update_bounds_the_norm() -> None:
     np.testing.assert_allclose(same["w"], new["w"])
 
 
-def _build(fed_manifest, fed: FederatedConfig):
+def _build(fed_manifest, fed: FederatedConfig, backbone: str = "vit-tiny"):
     from medfleet.federated.job import FederatedJob
     from medfleet.federated.site import build_federated_model
     from medfleet.models import ModelConfig
     from medfleet.train.config import TrainConfig
 
-    job = FederatedJob.create(fed_manifest, ModelConfig(image_size=32), TrainConfig(), fed, "/x")
+    config = ModelConfig(backbone=backbone, image_size=32)
+    job = FederatedJob.create(fed_manifest, config, TrainConfig(), fed, "/x")
     return build_federated_model(job, fed_manifest, None)
 
 
@@ -108,6 +109,29 @@ def test_exchange_keys_per_strategy(fed_manifest) -> None:
     restricted = _build(fed_manifest, blocks_cfg)
     rkeys = P.exchange_keys(restricted, blocks_cfg)
     assert rkeys and all(k.startswith("heads.") or "layer.3." in k for k in rkeys)
+
+
+def test_convolutional_dual_lora_exchanges_only_the_global_conv_adapters(fed_manifest) -> None:
+    dual_cfg = FederatedConfig(strategy="dual-lora", blocks=[-1])
+    dual = _build(fed_manifest, dual_cfg, backbone="unet-tiny")
+    keys = P.exchange_keys(dual, dual_cfg)
+    assert keys and all(".global." in k for k in keys)
+    assert {k.split(".lora_")[0] for k in keys} == {
+        "backbone.hf.stages.3.convs.conv_0.conv",
+        "backbone.hf.stages.3.convs.conv_1.conv",
+    }
+    assert len([n for n, _ in dual.named_parameters() if P.is_local_adapter(n)]) == len(keys)
+
+    fedbn = FederatedConfig(strategy="fedavg", fedbn=True)
+    full = _build(fed_manifest, fedbn, backbone="unet-tiny")
+    norms = P.norm_parameter_names(full)
+    assert "backbone.hf.stages.0.conv_0.adn.N.weight" in norms  # instance norm stays local
+    assert not norms & set(P.exchange_keys(full, fedbn))
+
+    blocks_cfg = FederatedConfig(strategy="fedavg", blocks=[-1])
+    restricted = _build(fed_manifest, blocks_cfg, backbone="unet-tiny")
+    rkeys = P.exchange_keys(restricted, blocks_cfg)
+    assert rkeys and all(k.startswith(("heads.", "backbone.hf.stages.3.")) for k in rkeys)
 
 
 def test_secure_aggregation_is_not_offered() -> None:
@@ -180,7 +204,11 @@ def test_messages_leaving_clients_hold_only_arrays_and_scalars(dual_run, fed_man
     forbidden = (
         {r["case_id"] for r in rows} | {r["image"] for r in rows} | {r["label"] for r in rows}
     )
-    model = _build(fed_manifest, FederatedConfig(strategy="dual-lora", blocks=[-2, -1]))
+    # the run used the default backbone (a convolutional U-Net encoder)
+    model = _build(
+        fed_manifest, FederatedConfig(strategy="dual-lora", blocks=[-2, -1]), backbone="unet-small"
+    )
+    assert any(".stages." in n for n, _ in model.named_parameters() if ".lora_" in n)
     global_params = {n for n, _ in model.named_parameters() if ".lora_" in n and ".global." in n}
     for entry in log:
         reply = entry["out"]

@@ -11,6 +11,7 @@ from medfleet.models import AdapterConfig, ModelConfig, MoEConfig, build_model
 
 def dual_model(manifest, **kw):
     config = ModelConfig(
+        backbone="vit-tiny",
         image_size=32,
         adapter=AdapterConfig(
             kind="dual-lora", rank=2, alpha=6, targets=["q_proj", "fc2"], blocks=[0, -1]
@@ -73,10 +74,12 @@ def test_global_adapter_export_holds_only_global_keys_and_round_trips(manifest) 
 
 
 def test_plain_lora_exports_its_single_adapter(manifest) -> None:
-    config = ModelConfig(image_size=32, adapter=AdapterConfig(kind="lora", rank=4))
+    config = ModelConfig(
+        backbone="vit-tiny", image_size=32, adapter=AdapterConfig(kind="lora", rank=4)
+    )
     model = build_model(manifest, config, tasks=["reg"])
     assert len(model.global_adapter_state_dict()) == 4 * 2 * 2  # 4 blocks, q and v, A and B
-    dense = build_model(manifest, ModelConfig(image_size=32), tasks=["reg"])
+    dense = build_model(manifest, ModelConfig(backbone="vit-tiny", image_size=32), tasks=["reg"])
     with pytest.raises(MedfleetError, match="no LoRA adapter"):
         dense.global_adapter_state_dict()
 
@@ -123,6 +126,8 @@ def test_adapter_config_errors(manifest) -> None:
         ModelConfig(freeze="adapters")
     with pytest.raises(ValueError, match="moe is not configured"):
         ModelConfig(freeze="adapters+moe", adapter=AdapterConfig(kind="lora"))
-    bad = ModelConfig(image_size=32, adapter=AdapterConfig(kind="lora", targets=["qkv"]))
+    bad = ModelConfig(
+        backbone="vit-tiny", image_size=32, adapter=AdapterConfig(kind="lora", targets=["qkv"])
+    )
     with pytest.raises(MedfleetError, match=r"'qkv' matches no linear module.*q_proj"):
         build_model(manifest, bad, tasks=["cls"])

@@ -78,7 +78,9 @@ def test_weights_file_with_wrapper_prefix_loads_exactly(tmp_path, manifest) -> N
     for k, v in source.hf.state_dict().items():
         torch.testing.assert_close(loaded.hf.state_dict()[k], v)
     # through the model config, with grey input: RGB filters are summed
-    model = build_model(manifest, ModelConfig(image_size=32, weights=path), tasks=["cls"])
+    model = build_model(
+        manifest, ModelConfig(backbone="vit-tiny", image_size=32, weights=path), tasks=["cls"]
+    )
     pe = model.backbone.patch_embedding.weight
     torch.testing.assert_close(pe, source.patch_embedding.weight.sum(1, keepdim=True))
 

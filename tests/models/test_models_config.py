@@ -25,8 +25,8 @@ def test_yaml_and_json_round_trip(tmp_path) -> None:
 
 
 def test_validation_messages(tmp_path) -> None:
-    with pytest.raises(ValueError, match="feature_blocks has 5 entries"):
-        ModelConfig(feature_blocks=[0, 1, 2, 3, 4])
+    with pytest.raises(ValueError, match="feature_blocks is empty"):
+        ModelConfig(feature_blocks=[])
     with pytest.raises(ValueError, match="extra"):
         ModelConfig(backbone_name="x")
     bad = tmp_path / "bad.yaml"

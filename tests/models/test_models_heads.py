@@ -63,9 +63,14 @@ def test_detection_boxes_stay_inside_image(manifest) -> None:
     assert float(boxes[..., 1].min()) >= 0 and float(boxes[..., 3].max()) <= 30
 
 
-def test_unified_moe_model_learns_all_five_tasks(manifest) -> None:
+@pytest.mark.parametrize("backbone", ["vit-tiny", "unet-tiny", "convnext-compact"])
+def test_unified_moe_model_learns_all_five_tasks(manifest, backbone) -> None:
     torch.manual_seed(0)
-    config = ModelConfig(image_size=32, moe=MoEConfig(blocks=[-2, -1], num_experts=4, top_k=2))
+    config = ModelConfig(
+        backbone=backbone,
+        image_size=32,
+        moe=MoEConfig(blocks=[-2, -1], num_experts=4, top_k=2),
+    )
     model = build_model(manifest, config)
     model.set_target_stats("reg", 60.0, 10.0)
     x = torch.randn(2, 1, 32, 32)

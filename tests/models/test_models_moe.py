@@ -88,7 +88,9 @@ def test_upcycled_experts_copy_the_dense_mlp() -> None:
 
 
 def test_model_usage_statistics_per_task_and_aux_loss(manifest) -> None:
-    config = ModelConfig(image_size=32, moe=MoEConfig(blocks=[1, -1], num_experts=3, top_k=2))
+    config = ModelConfig(
+        backbone="vit-tiny", image_size=32, moe=MoEConfig(blocks=[1, -1], num_experts=3, top_k=2)
+    )
     model = build_model(manifest, config, tasks=["cls", "seg"])
     assert model.moe_blocks == [1, 3]
     x = torch.randn(2, 1, 32, 32)

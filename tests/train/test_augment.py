@@ -207,3 +207,34 @@ def test_labelled_cutmix_mixes_images_and_masks_alike():
     kept = augment_batch(Batch("c", images, labels, ["a"] * 4, [None] * 4), cls,
                          PRESETS["none"], _gen(1), cutmix=1.0)  # fmt: skip
     assert torch.equal(kept.images, images) and torch.equal(kept.targets, labels)
+
+
+def test_rotation_hand_computed_and_consistent_with_the_image_warp():
+    c = (S - 1) / 2
+    quarter = Affine(flip=False, scale=1.0, tx=0.0, ty=0.0, size=S, angle=np.pi / 2)
+    # +x turns towards +y: (c + 4, c) -> (c, c + 4)
+    np.testing.assert_allclose(quarter.points(np.array([[c + 4, c]])), [[c, c + 4]], atol=1e-12)
+    # a bright bar moves where its mapped box says, and the box grows to hold the corners
+    img = torch.zeros(1, 1, S, S)
+    img[0, 0, 10:14, 20:30] = 1.0
+    out = warp_images(img, [quarter])[0, 0].numpy() > 0.5
+    ys, xs = np.nonzero(out)
+    box = quarter.boxes(np.array([[20.0, 10.0, 30.0, 14.0]]))[0]
+    assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == pytest.approx(box.tolist())
+    tilted = Affine(flip=True, scale=1.3, tx=2.0, ty=-1.0, size=S, angle=0.4)
+    pts = np.random.default_rng(0).uniform(0, S - 1, size=(6, 2))
+    np.testing.assert_allclose(tilted.inverse_points(tilted.points(pts)), pts, atol=1e-9)
+    corners = tilted.points(np.array([[4.5, 5.5], [9.5, 5.5], [4.5, 8.5], [9.5, 8.5]]))
+    expected = [*(corners.min(axis=0) + 0.5), *(corners.max(axis=0) + 0.5)]
+    np.testing.assert_allclose(tilted.boxes(np.array([[5.0, 6.0, 10.0, 9.0]]))[0], expected)
+
+
+def test_rotation_draws_keep_the_random_stream_of_runs_without_it():
+    plain = sample_affines(5, S, PRESETS["standard"], _gen(3))
+    with_turns = sample_affines(5, S, PRESETS["strong"], _gen(3))
+    assert all(a.angle == 0.0 for a in plain)
+    draws = torch.rand((5, 4), generator=_gen(3), dtype=torch.float64).numpy()
+    assert [a.flip for a in plain] == [bool(u < 0.5) for u in draws[:, 0]]
+    assert [a.flip for a in with_turns] == [a.flip for a in plain]  # same first draws
+    angles = np.array([a.angle for a in with_turns])
+    assert np.all(np.abs(angles) <= np.radians(30)) and np.any(angles != 0)

@@ -54,6 +54,7 @@ class AugmentLevel(enum.StrEnum):
     none = "none"
     light = "light"
     standard = "standard"
+    strong = "strong"
 
 
 class Paradigm(enum.StrEnum):
@@ -107,8 +108,9 @@ def train(
         AugmentLevel | None,
         typer.Option(
             "--augment",
-            help="Training augmentation: none, light or standard (flip, scale, shift, "
-            "intensity; targets move with the image).",
+            help="Training augmentation: none, light, standard or strong (flip, scale, "
+            "shift, intensity; strong also rotates up to 30 degrees; targets move with "
+            "the image).",
         ),
     ] = None,
     semi_supervised: Annotated[

@@ -34,7 +34,12 @@ from medfleet.federated.config import FederatedConfig
 from medfleet.models.adapters import LOCAL_ADAPTER
 from medfleet.models.backbones import normalise_block_indices
 
-NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+NORM_TYPES = (
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+)
 
 
 def norm_parameter_names(model: nn.Module) -> set[str]:
@@ -53,13 +58,13 @@ def norm_parameter_names(model: nn.Module) -> set[str]:
 
 
 def restrict_to_blocks(model: Any, blocks: Sequence[int]) -> None:
-    """Freeze every backbone parameter outside the chosen transformer blocks.
+    """Freeze every backbone parameter outside the chosen transformer blocks or CNN stages.
 
     The heads (and adapters, which only exist in chosen blocks) keep their setting.
     """
-    layers = model.backbone.layers
-    chosen = normalise_block_indices(list(blocks), len(layers), "blocks")
-    keep = {id(p) for i in chosen for p in layers[i].parameters()}
+    backbone = model.backbone
+    chosen = normalise_block_indices(list(blocks), backbone.num_blocks, "blocks")
+    keep = {id(p) for i in chosen for m in backbone.block_modules(i) for p in m.parameters()}
     groups = model.parameter_group_names()
     for name, param in model.named_parameters():
         if groups.get(name) in ("backbone", "moe") and id(param) not in keep:

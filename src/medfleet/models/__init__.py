@@ -24,14 +24,18 @@ from medfleet.models.config import (
 
 if TYPE_CHECKING:
     from medfleet.models.backbones import (
+        Backbone,
         BackboneFeatures,
         BackboneSpec,
+        FeatureLayout,
         ViTBackbone,
         backbone_names,
         get_backbone_spec,
         register_backbone,
     )
     from medfleet.models.checkpoint import load_model, read_checkpoint, save_model
+    from medfleet.models.conv_backbones import ConvBackbone
+    from medfleet.models.decoders import UNetDecoder, build_neck
     from medfleet.models.heads import TaskOutput
     from medfleet.models.heads.landmarks import decode_heatmaps
     from medfleet.models.plots import plot_expert_usage
@@ -39,6 +43,11 @@ if TYPE_CHECKING:
     from medfleet.models.weights import key_mapping_names, register_key_mapping
 
 _LAZY: dict[str, str] = {
+    "Backbone": "medfleet.models.backbones",
+    "FeatureLayout": "medfleet.models.backbones",
+    "ConvBackbone": "medfleet.models.conv_backbones",
+    "UNetDecoder": "medfleet.models.decoders",
+    "build_neck": "medfleet.models.decoders",
     "BackboneFeatures": "medfleet.models.backbones",
     "BackboneSpec": "medfleet.models.backbones",
     "ViTBackbone": "medfleet.models.backbones",
@@ -60,17 +69,22 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "AdapterConfig",
+    "Backbone",
     "BackboneFeatures",
     "BackboneSpec",
+    "ConvBackbone",
+    "FeatureLayout",
     "FreezePolicy",
     "HeadConfig",
     "MoEConfig",
     "ModelConfig",
     "TaskOutput",
+    "UNetDecoder",
     "UnifiedModel",
     "ViTBackbone",
     "backbone_names",
     "build_model",
+    "build_neck",
     "decode_heatmaps",
     "get_backbone_spec",
     "key_mapping_names",

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from medfleet.errors import MedfleetError
-from medfleet.models.backbones import ViTBackbone, normalise_block_indices
+from medfleet.models.backbones import Backbone, normalise_block_indices
 from medfleet.models.config import AdapterConfig, FreezePolicy
 
 GLOBAL_ADAPTER = "global"
@@ -36,41 +36,59 @@ LOCAL_ADAPTER = "local"
 """Name of the site-specific adapter of DualLoRA."""
 
 
-def lora_target_names(backbone: ViTBackbone, config: AdapterConfig) -> list[str]:
+def lora_target_names(backbone: Backbone, config: AdapterConfig) -> list[str]:
     """Full module names (relative to ``backbone.hf``) that LoRA adapts.
 
+    Targets match module names inside the chosen blocks (ViT) or stages (CNN) by their
+    last parts; only linear layers (and, on CNNs, ungrouped convolutions) qualify. No
+    targets in the configuration means the backbone's defaults: a ViT's ``q_proj`` and
+    ``v_proj``, a ConvNeXt's two pointwise layers, a U-Net encoder's 3x3 convolutions.
+
     Raises:
-        MedfleetError: When a target name matches no linear module of a chosen block.
+        MedfleetError: When a target name matches no eligible module of a chosen block.
 
     Example:
         >>> from medfleet.models.backbones import build_backbone
         >>> bb = build_backbone("vit-tiny", 1, 32)
         >>> lora_target_names(bb, AdapterConfig(kind="lora", blocks=[-1]))
         ['encoder.layer.3.attention.q_proj', 'encoder.layer.3.attention.v_proj']
+        >>> cnn = build_backbone("unet-tiny", 1)
+        >>> lora_target_names(cnn, AdapterConfig(kind="lora", blocks=[0]))
+        ['stages.0.conv_0.conv', 'stages.0.conv_1.conv']
     """
-    layers = backbone.layers
+    layers = backbone.blocks
     blocks = (
         list(range(len(layers)))
         if config.blocks is None
         else normalise_block_indices(config.blocks, len(layers), "adapter.blocks")
     )
-    prefix = "encoder.layer" if backbone.family == "dinov2" else "model.layer"
+    targets = list(config.targets) if config.targets else list(backbone.default_adapter_targets)
+    kinds = " or ".join(
+        {"Linear": "linear", "Conv2d": "convolution"}.get(t.__name__, t.__name__)
+        for t in backbone.adapter_types
+    )
     names: list[str] = []
     for i in blocks:
-        linears = [n for n, m in layers[i].named_modules() if isinstance(m, nn.Linear)]
-        for target in config.targets:
-            hits = [n for n in linears if n == target or n.endswith("." + target)]
+        eligible = [
+            n.removesuffix(".base_layer")  # a module already wrapped by PEFT
+            for n, m in layers[i].named_modules()
+            if isinstance(m, backbone.adapter_types)
+            and getattr(m, "groups", 1) == 1
+            and ".lora_" not in n
+        ]
+        for target in targets:
+            hits = [n for n in eligible if n == target or n.endswith("." + target)]
             if not hits:
-                leaf = sorted({n.rsplit(".", 1)[-1] for n in linears})
+                leaf = sorted({n.rsplit(".", 1)[-1] for n in eligible})
                 raise MedfleetError(
-                    f"adapter target {target!r} matches no linear module in block {i} "
-                    f"(fix: use some of {leaf})"
+                    f"adapter target {target!r} matches no {kinds} module in block {i} of "
+                    f"backbone {backbone.spec.name!r} (fix: use some of {leaf})"
                 )
-            names.extend(f"{prefix}.{i}.{n}" for n in hits)
+            names.extend(f"{backbone.block_prefix}.{i}.{n}" for n in hits)
     return names
 
 
-def inject_adapters(backbone: ViTBackbone, config: AdapterConfig) -> list[str]:
+def inject_adapters(backbone: Backbone, config: AdapterConfig) -> list[str]:
     """Inject the configured LoRA adapter(s) into ``backbone.hf`` in place.
 
     Returns:
@@ -97,7 +115,7 @@ def inject_adapters(backbone: ViTBackbone, config: AdapterConfig) -> list[str]:
     return targets
 
 
-def global_adapter_state_dict(backbone: ViTBackbone) -> dict[str, torch.Tensor]:
+def global_adapter_state_dict(backbone: Backbone) -> dict[str, torch.Tensor]:
     """Weights of the ``global`` adapter only (keys without the adapter name).
 
     Raises:
@@ -110,9 +128,7 @@ def global_adapter_state_dict(backbone: ViTBackbone) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in sd.items()}
 
 
-def load_global_adapter_state_dict(
-    backbone: ViTBackbone, state_dict: dict[str, torch.Tensor]
-) -> None:
+def load_global_adapter_state_dict(backbone: Backbone, state_dict: dict[str, torch.Tensor]) -> None:
     """Load the ``global`` adapter from :func:`global_adapter_state_dict` output.
 
     Raises:
@@ -140,7 +156,7 @@ def load_global_adapter_state_dict(
         set_peft_model_state_dict(backbone.hf, dict(state_dict), adapter_name=GLOBAL_ADAPTER)
 
 
-def _require_adapter(backbone: ViTBackbone) -> None:
+def _require_adapter(backbone: Backbone) -> None:
     configs = getattr(backbone.hf, "peft_config", None) or {}
     if GLOBAL_ADAPTER not in configs:
         raise MedfleetError(

@@ -32,10 +32,11 @@ AdapterKind = Literal["none", "lora", "dual-lora"]
 
 
 class MoEConfig(BaseModel):
-    """Task-conditioned Mixture-of-Experts in selected transformer blocks.
+    """Task-conditioned Mixture-of-Experts in selected transformer blocks or CNN stages.
 
     Attributes:
-        blocks: Indices of the blocks whose MLP becomes experts (negative counts from the end).
+        blocks: Indices of the blocks whose MLP becomes experts, or of the CNN stages
+            followed by a residual MLP of experts (negative counts from the end).
         num_experts: Experts per MoE block (``E``).
         top_k: Experts each token is routed to.
         task_conditioned: The router sees a learned task embedding.
@@ -92,10 +93,14 @@ class AdapterConfig(BaseModel):
         rank: LoRA rank ``r``.
         alpha: LoRA alpha (the update is scaled by ``alpha / rank``).
         dropout: Dropout on the adapter input.
-        targets: Names of the linear modules to adapt inside each chosen block
-            (``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``, ``fc1``/``fc2`` (DINOv2),
-            ``up_proj``/``down_proj`` (DINOv3)).
-        blocks: Block indices to adapt (negative counts from the end); ``None`` means all.
+        targets: Names of the modules to adapt inside each chosen block or stage: linear
+            layers of a ViT (``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``, ``fc1``/``fc2``
+            (DINOv2), ``up_proj``/``down_proj`` (DINOv3)), a ConvNeXt's
+            ``pointwise_conv1``/``pointwise_conv2``, a U-Net encoder's ``conv`` (its 3x3
+            convolutions). ``None``: ``q_proj`` and ``v_proj`` on a ViT, both pointwise
+            layers on a ConvNeXt, every ``conv`` on a U-Net encoder.
+        blocks: Block (ViT) or stage (CNN) indices to adapt (negative counts from the end);
+            ``None`` means all.
 
     Example:
         >>> AdapterConfig(kind="dual-lora", rank=4, alpha=8).scaling
@@ -108,7 +113,7 @@ class AdapterConfig(BaseModel):
     rank: int = Field(default=4, ge=1)
     alpha: float = Field(default=8.0, gt=0.0)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-    targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+    targets: list[str] | None = None
     blocks: list[int] | None = None
 
     @property
@@ -172,12 +177,13 @@ class ModelConfig(BaseModel):
     Attributes:
         backbone: Registry name (see ``medfleet.models.backbone_names()``).
         image_size: Nominal input side in pixels (inputs of other sizes also work).
-        in_channels: Channels of the patch embedding; ``None`` takes them from the tasks.
+        in_channels: Channels of the first convolution; ``None`` takes them from the tasks.
         moe: Mixture-of-Experts settings, or ``None`` for a dense model.
         adapter: LoRA / DualLoRA settings.
         freeze: Freezing policy (see :data:`FreezePolicy`).
-        feature_blocks: Blocks whose outputs feed the dense heads (1 to 4, shallow to deep);
-            ``None`` picks 4 evenly spaced blocks ending at the last.
+        feature_blocks: Blocks (ViT: 1 to 4) or stages (CNN) whose outputs feed the dense
+            heads, shallow to deep; ``None`` picks 4 evenly spaced ViT blocks ending at the
+            last, or every stage of a CNN.
         weights: Local pretrained weights: a directory saved by transformers
             (``config.json`` + weights) or one file (``.safetensors``, ``.pt``, ``.pth``,
             ``.bin``).
@@ -195,13 +201,13 @@ class ModelConfig(BaseModel):
 
     Example:
         >>> ModelConfig().backbone
-        'vit-tiny'
+        'unet-small'
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    backbone: str = "vit-tiny"
-    image_size: int = Field(default=64, ge=8)
+    backbone: str = "unet-small"
+    image_size: int = Field(default=128, ge=8)
     in_channels: int | None = Field(default=None, ge=1)
     moe: MoEConfig | None = None
     adapter: AdapterConfig = Field(default_factory=AdapterConfig)
@@ -216,10 +222,8 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
-        if self.feature_blocks is not None and not 1 <= len(self.feature_blocks) <= 4:
-            raise ValueError(
-                f"feature_blocks has {len(self.feature_blocks)} entries; give 1 to 4 block indices"
-            )
+        if self.feature_blocks is not None and not self.feature_blocks:
+            raise ValueError("feature_blocks is empty; give block indices or leave it out")
         if self.freeze in ("adapters", "adapters+moe") and self.adapter.kind == "none":
             raise ValueError(
                 f"freeze={self.freeze!r} trains adapters but adapter.kind is 'none' "

@@ -44,6 +44,7 @@ class MultiScaleNeck(nn.Module):
         embed_dim: Token width ``D`` of the backbone.
         num_maps: Number of feature maps (1 to 4).
         out_dim: Channels of the fused map.
+        patch_size: Patch side of the backbone (sets :attr:`out_stride`).
 
     Example:
         >>> neck = MultiScaleNeck(16, 4, 8)
@@ -52,8 +53,10 @@ class MultiScaleNeck(nn.Module):
         ((1, 8, 16, 16), 4.0)
     """
 
-    def __init__(self, embed_dim: int, num_maps: int, out_dim: int) -> None:
+    def __init__(self, embed_dim: int, num_maps: int, out_dim: int, patch_size: int = 1) -> None:
         super().__init__()
+        self.out_dim = out_dim
+        self.patch_size = patch_size
         self.scales = scales_for(num_maps)
         self.project = nn.ModuleList(nn.Conv2d(embed_dim, out_dim, 1) for _ in self.scales)
         self.resample = nn.ModuleList(_resample(s, out_dim) for s in self.scales)
@@ -65,6 +68,11 @@ class MultiScaleNeck(nn.Module):
     def max_scale(self) -> float:
         """Upsampling of the fused map relative to the patch grid."""
         return max(self.scales)
+
+    @property
+    def out_stride(self) -> float:
+        """Pixels per cell of the fused map (``patch_size / max_scale``)."""
+        return self.patch_size / self.max_scale
 
     def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
         """Fuse ``maps`` (shallow to deep, each ``(N, D, h, w)``) into one finer map."""

@@ -1,7 +1,9 @@
-"""Task-conditioned Mixture-of-Experts in selected transformer blocks.
+"""Task-conditioned Mixture-of-Experts in selected transformer blocks or CNN stages.
 
 The MLP of a chosen block (``layer.mlp`` of transformers' DINOv2 and DINOv3
-layers, whatever its class: plain, SwiGLU or gated) is replaced by
+layers, whatever its class: plain, SwiGLU or gated; for a convolutional backbone the
+pointwise MLP of a residual block after the stage, see
+:class:`~medfleet.models.conv_backbones.StageMLP`) is replaced by
 :class:`MoEMLP`: ``E`` experts and a router whose logits are
 
 ``logits = W_task · e_task  (+ W_token · x)``
@@ -223,15 +225,18 @@ class TaskRouter(nn.Module):
     def attach(self, layers: nn.ModuleList, blocks: list[int], hidden_size: int) -> None:
         """Replace ``layers[i].mlp`` by :class:`MoEMLP` for each block index ``i``."""
         for i in blocks:
-            layer = layers[i]
-            if not hasattr(layer, "mlp"):
-                raise MedfleetError(
-                    f"block {i} ({type(layer).__name__}) has no 'mlp' module to turn into experts"
-                )
-            moe = MoEMLP(layer.mlp, hidden_size, self.config, self.state)
-            layer.mlp = moe
-            self.block_indices.append(i)
-            self._blocks.append(moe)
+            self.attach_one(i, layers[i], hidden_size)
+
+    def attach_one(self, index: int, layer: nn.Module, hidden_size: int) -> None:
+        """Replace ``layer.mlp`` by :class:`MoEMLP`, recorded as block ``index``."""
+        if not hasattr(layer, "mlp"):
+            raise MedfleetError(
+                f"block {index} ({type(layer).__name__}) has no 'mlp' module to turn into experts"
+            )
+        moe = MoEMLP(layer.mlp, hidden_size, self.config, self.state)
+        layer.mlp = moe
+        self.block_indices.append(index)
+        self._blocks.append(moe)
 
     @property
     def blocks(self) -> list[MoEMLP]:

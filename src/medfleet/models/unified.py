@@ -23,7 +23,12 @@ from torch import nn
 
 from medfleet.errors import MedfleetError
 from medfleet.models import adapters as adapter_ops
-from medfleet.models.backbones import BackboneFeatures, ViTBackbone, normalise_block_indices
+from medfleet.models.backbones import (
+    Backbone,
+    BackboneFeatures,
+    FeatureLayout,
+    normalise_block_indices,
+)
 from medfleet.models.config import FreezePolicy, ModelConfig
 from medfleet.models.heads import (
     ClassificationHead,
@@ -65,7 +70,7 @@ def space_key(space: str) -> str:
 
 
 def landmark_space_heads(
-    specs: list[TaskSpec], config: ModelConfig, embed_dim: int, num_maps: int
+    specs: list[TaskSpec], config: ModelConfig, layout: FeatureLayout
 ) -> dict[str, LandmarkHead]:
     """One :class:`LandmarkHead` per shared landmark space of ``config.landmark_spaces``.
 
@@ -80,7 +85,7 @@ def landmark_space_heads(
         >>> a = TaskSpec(name="a", type="landmarks", table="a.csv", landmarks=["p", "q"])
         >>> b = TaskSpec(name="b", type="landmarks", table="b.csv", landmarks=["q", "r"])
         >>> cfg = ModelConfig(landmark_spaces={"a": "s", "b": "s"})
-        >>> landmark_space_heads([a, b], cfg, 16, 1)["s"].names
+        >>> landmark_space_heads([a, b], cfg, FeatureLayout((16,), (8,), 16))["s"].names
         ['p', 'q', 'r']
     """
     members: dict[str, list[TaskSpec]] = {}
@@ -101,7 +106,7 @@ def landmark_space_heads(
             raise MedfleetError(
                 f"landmark space {space!r} collides with a task's head name (fix: rename the space)"
             )
-        out[space] = LandmarkHead(space_spec(space, group), embed_dim, num_maps, config.heads)
+        out[space] = LandmarkHead(space_spec(space, group), layout, config.heads)
     return out
 
 
@@ -148,12 +153,12 @@ def drop_feature_channels(
 
 
 class UnifiedModel(nn.Module):
-    """A shared ViT backbone with one head per task (build it with :func:`build_model`).
+    """A shared backbone with one head per task (build it with :func:`build_model`).
 
     Attributes:
         config: The model configuration.
         specs: Task specifications by name, in head order.
-        backbone: The ViT (its MoE blocks and adapters live inside it).
+        backbone: The ViT or CNN (its MoE blocks and adapters live inside it).
         router: Task embeddings and MoE blocks, or ``None`` for a dense model.
         heads: One head per task.
         manifest_name: Name of the manifest the model was built for.
@@ -163,7 +168,7 @@ class UnifiedModel(nn.Module):
         self,
         config: ModelConfig,
         specs: list[TaskSpec],
-        backbone: ViTBackbone,
+        backbone: Backbone,
         router: TaskRouter | None,
         manifest_name: str = "",
     ) -> None:
@@ -175,22 +180,15 @@ class UnifiedModel(nn.Module):
         self.router = router
         options = config.heads
         heads: dict[str, nn.Module] = {}
-        shared = landmark_space_heads(
-            specs, config, backbone.hidden_size, len(backbone.feature_blocks)
-        )
+        layout = backbone.layout
+        shared = landmark_space_heads(specs, config, layout)
         for spec in specs:
             space = config.landmark_spaces.get(spec.name)
             if spec.type is TaskType.landmarks and space is not None:
                 heads[space_key(space)] = shared[space]
                 heads[head_key(spec.name)] = LandmarkSpaceView(spec, shared[space])
                 continue
-            head = build_head(
-                spec,
-                backbone.hidden_size,
-                len(backbone.feature_blocks),
-                options,
-                backbone.in_channels,
-            )
+            head = build_head(spec, layout, options, backbone.in_channels)
             heads[head_key(spec.name)] = VolumeHead(head, options) if spec.dim == 3 else head
         self.heads = nn.ModuleDict(heads)
         n_blocks = len(router.blocks) if router is not None else 0
@@ -541,11 +539,17 @@ def build_model(
         key_map=key_map if key_map is not None else config.key_map,
         hf_config=backbone_config,
     )
+    if config.image_size < backbone.min_input_size:
+        raise MedfleetError(
+            f"image_size {config.image_size} is too small for backbone {config.backbone!r}: "
+            f"it needs inputs of at least {backbone.min_input_size} pixels (fix: raise "
+            "image_size or pick a backbone with fewer stages)"
+        )
     router = None
     if config.moe is not None:
-        blocks = normalise_block_indices(config.moe.blocks, len(backbone.layers), "moe.blocks")
+        blocks = normalise_block_indices(config.moe.blocks, backbone.num_blocks, "moe.blocks")
         router = TaskRouter(names, config.moe)
-        router.attach(backbone.layers, blocks, backbone.hidden_size)
+        backbone.attach_moe(router, blocks)
     adapter_ops.inject_adapters(backbone, config.adapter)
     model = UnifiedModel(config, specs, backbone, router, manifest_name=manifest.name)
     model.apply_freeze_policy()

@@ -44,8 +44,8 @@ from torch import nn
 
 from medfleet.errors import MedfleetError, one_line
 from medfleet.models.backbones import (
+    Backbone,
     BackboneSpec,
-    ViTBackbone,
     adapt_patch_weight,
     get_backbone_spec,
     hf_config_for,
@@ -221,7 +221,7 @@ def _strip_prefixes(sd: dict[str, torch.Tensor], expected: set[str]) -> dict[str
 
 
 def load_state_dict_into(
-    backbone: ViTBackbone, sd: dict[str, torch.Tensor], source: str, key_map: KeyMapping | None
+    backbone: Backbone, sd: dict[str, torch.Tensor], source: str, key_map: KeyMapping | None
 ) -> None:
     """Map, adapt and strictly load a state dict into ``backbone.hf``.
 
@@ -233,11 +233,7 @@ def load_state_dict_into(
     if key_map is not None:
         sd = key_map(sd)
     sd = _strip_prefixes(sd, set(own))
-    patch_key = (
-        "embeddings.patch_embeddings.projection.weight"
-        if backbone.family == "dinov2"
-        else "embeddings.patch_embeddings.weight"
-    )
+    patch_key = backbone.stem_path + ".weight"
     if patch_key in sd and sd[patch_key].ndim == 4:
         sd[patch_key] = adapt_patch_weight(sd[patch_key], backbone.in_channels)
     pos_key = "embeddings.position_embeddings"
@@ -288,12 +284,12 @@ def load_backbone(
     allow_download: bool = False,
     key_map: str | KeyMapping | None = None,
     hf_config: dict | None = None,
-) -> ViTBackbone:
+) -> Backbone:
     """Build a registry backbone and load its weights from a local source when given.
 
     Args:
         name: Registry name.
-        in_channels: Channels of the patch embedding.
+        in_channels: Channels of the first convolution.
         image_size: Nominal input size.
         feature_blocks: Blocks feeding the dense heads.
         weights: Local directory or file of pretrained weights.
@@ -341,7 +337,7 @@ def load_backbone(
 
 def _random(
     spec: BackboneSpec, in_channels: int, image_size: int, feature_blocks: Sequence[int] | None
-) -> ViTBackbone:
+) -> Backbone:
     hf_model = hf_model_class(spec.family)(hf_config_for(spec, in_channels, image_size))
     return wrap_backbone(spec, hf_model, feature_blocks)
 
@@ -352,8 +348,14 @@ def _from_directory(
     in_channels: int,
     feature_blocks: Sequence[int] | None,
     local_only: bool = True,
-) -> ViTBackbone:
+) -> Backbone:
     cls = hf_model_class(spec.family)
+    if not hasattr(cls, "from_pretrained"):
+        raise MedfleetError(
+            f"{source}: backbone {spec.name!r} reads its weights from one file, not a "
+            "directory (fix: give the .safetensors file, e.g. one written by "
+            "medfleet train or a state dict of the same widths)"
+        )
     try:
         hf_model = cls.from_pretrained(str(source), local_files_only=local_only)
     except Exception as exc:
@@ -363,6 +365,16 @@ def _from_directory(
         ) from exc
     if spec.family == "dinov3":
         hf_model.config.pos_embed_rescale = None
+    if spec.family == "dinov3-convnext":
+        found = {k: list(getattr(hf_model.config, k)) for k in ("hidden_sizes", "depths")}
+        wanted = {k: list(spec.config[k]) for k in found}
+        if found != wanted:
+            raise MedfleetError(
+                f"{source}: a ConvNeXt with stage widths {found['hidden_sizes']} and depths "
+                f"{found['depths']}, but backbone {spec.name!r} has {wanted['hidden_sizes']} "
+                f"and {wanted['depths']} (fix: pick the backbone these weights were trained "
+                "as, e.g. dinov3-convnext-tiny/-small/-base)"
+            )
     backbone = wrap_backbone(spec, hf_model, feature_blocks)
     set_in_channels(backbone, in_channels)
     return backbone

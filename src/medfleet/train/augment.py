@@ -1,4 +1,4 @@
-"""Training-time augmentation on the model grid: flip, scale, translation and intensity.
+"""Training-time augmentation on the model grid: flip, rotation, scale, shift and intensity.
 
 Geometric transforms act on the square ``S x S`` model input after resizing and padding
 (see :mod:`medfleet.train.geometry`) and move every target with the image:
@@ -11,12 +11,13 @@ Geometric transforms act on the square ``S x S`` model input after resizing and 
   and under a horizontal flip the declared left/right pairs swap their names.
 
 With pixel-centre coordinates ``p`` and ``c = (S - 1) / 2`` the forward map is
-``p' = s * (flip(p) - c) + c + t`` where ``flip(x) = S - 1 - x`` when the sample is flipped,
-``s`` the scale and ``t`` the translation in pixels; box borders ``b`` map as pixel centres
-``b - 0.5``. Intensity jitter (brightness, contrast, gamma, Gaussian noise) changes only
-the image; it is the "strong" perturbation of semi-supervised training. CutMix pastes a
-rectangle of another image of the batch into an image and mixes its mask alike
-(:func:`cutmix_boxes`): on labelled segmentation batches with ``cutmix`` of
+``p' = s * R(theta) (flip(p) - c) + c + t`` where ``flip(x) = S - 1 - x`` when the sample is
+flipped, ``R(theta)`` the rotation by ``theta``, ``s`` the scale and ``t`` the translation in
+pixels; box borders ``b`` map as pixel centres ``b - 0.5`` (a rotated box becomes the box
+around its four mapped corners). Intensity jitter (brightness, contrast, gamma, Gaussian
+noise) changes only the image; it is the "strong" perturbation of semi-supervised
+training. CutMix pastes a rectangle of another image of the batch into an image and mixes
+its mask alike (:func:`cutmix_boxes`): on labelled segmentation batches with ``cutmix`` of
 :func:`augment_batch`, and on the unlabelled strong views of :mod:`medfleet.train.semi`.
 
 Randomness comes from a :class:`torch.Generator` the caller seeds (the trainer seeds it from
@@ -51,6 +52,7 @@ class AugmentSettings:
 
     Attributes:
         flip: Probability of a horizontal flip.
+        rotate: Largest rotation in degrees (uniform in ``[-rotate, rotate]``).
         scale: Range ``(low, high)`` of the isotropic scale factor (about the image centre).
         translate: Largest shift as a fraction of the image size (each axis).
         brightness: Largest additive shift, in units of the normalised intensity.
@@ -64,6 +66,7 @@ class AugmentSettings:
     """
 
     flip: float = 0.0
+    rotate: float = 0.0
     scale: tuple[float, float] = (1.0, 1.0)
     translate: float = 0.0
     brightness: float = 0.0
@@ -74,7 +77,7 @@ class AugmentSettings:
     @property
     def geometric(self) -> bool:
         """Whether any geometric transform is on."""
-        return self.flip > 0 or self.scale != (1.0, 1.0) or self.translate > 0
+        return self.flip > 0 or self.rotate > 0 or self.scale != (1.0, 1.0) or self.translate > 0
 
     @property
     def intensity(self) -> bool:
@@ -94,6 +97,16 @@ PRESETS: dict[str, AugmentSettings] = {
         brightness=0.2,
         contrast=0.2,
         gamma=0.2,
+        noise=0.05,
+    ),
+    "strong": AugmentSettings(
+        flip=0.5,
+        rotate=30.0,
+        scale=(0.75, 1.3),
+        translate=0.1,
+        brightness=0.2,
+        contrast=0.25,
+        gamma=0.3,
         noise=0.05,
     ),
 }
@@ -129,6 +142,8 @@ class Affine:
         tx: Shift along x in pixels (after scaling).
         ty: Shift along y in pixels.
         size: ``S``.
+        angle: Rotation about the centre in radians (after the flip; positive turns +x
+            towards +y).
 
     Example:
         >>> a = Affine(flip=False, scale=2.0, tx=1.0, ty=0.0, size=8)
@@ -143,11 +158,25 @@ class Affine:
     tx: float
     ty: float
     size: int
+    angle: float = 0.0
 
     @property
     def identity(self) -> bool:
         """True when the transform changes nothing."""
-        return not self.flip and self.scale == 1.0 and self.tx == 0.0 and self.ty == 0.0
+        return (
+            not self.flip
+            and self.scale == 1.0
+            and self.tx == 0.0
+            and self.ty == 0.0
+            and self.angle == 0.0
+        )
+
+    def _rotate(self, pts: np.ndarray, angle: float) -> np.ndarray:
+        if angle == 0.0:
+            return pts
+        cos, sin = math.cos(angle), math.sin(angle)
+        x, y = pts[..., 0], pts[..., 1]
+        return np.stack([cos * x - sin * y, sin * x + cos * y], axis=-1)
 
     def points(self, points: np.ndarray) -> np.ndarray:
         """Map ``(..., 2)`` pixel-centre ``x, y`` (NaN stays NaN)."""
@@ -155,25 +184,29 @@ class Affine:
         c = (self.size - 1) / 2.0
         if self.flip:
             pts[..., 0] = self.size - 1 - pts[..., 0]
-        pts = self.scale * (pts - c) + c
+        pts = self.scale * self._rotate(pts - c, self.angle) + c
         return pts + np.array([self.tx, self.ty])
 
     def inverse_points(self, points: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`points`."""
         pts = np.asarray(points, dtype=np.float64) - np.array([self.tx, self.ty])
         c = (self.size - 1) / 2.0
-        pts = (pts - c) / self.scale + c
+        pts = self._rotate((pts - c) / self.scale, -self.angle) + c
         if self.flip:
             pts = pts.copy()
             pts[..., 0] = self.size - 1 - pts[..., 0]
         return pts
 
     def boxes(self, boxes: np.ndarray) -> np.ndarray:
-        """Map ``(n, 4)`` boxes ``x0, y0, x1, y1`` (pixel borders); not clipped."""
+        """Map ``(n, 4)`` boxes ``x0, y0, x1, y1`` (pixel borders); not clipped.
+
+        The result is the box around the four mapped corners (the box itself under flips,
+        scales and shifts).
+        """
         arr = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        lo = self.points(arr[:, :2] - 0.5) + 0.5
-        hi = self.points(arr[:, 2:] - 0.5) + 0.5
-        return np.concatenate([np.minimum(lo, hi), np.maximum(lo, hi)], axis=1)
+        corners = np.stack([arr[:, [0, 1]], arr[:, [2, 1]], arr[:, [0, 3]], arr[:, [2, 3]]], axis=1)
+        mapped = self.points(corners - 0.5) + 0.5
+        return np.concatenate([mapped.min(axis=1), mapped.max(axis=1)], axis=1)
 
 
 def sample_affines(
@@ -187,9 +220,15 @@ def sample_affines(
         True
     """
     draws = torch.rand((n, 4), generator=generator, dtype=torch.float64).numpy()
+    # drawn only when rotation is on, so runs without it keep their random stream
+    turns = (
+        torch.rand(n, generator=generator, dtype=torch.float64).numpy()
+        if settings.rotate > 0
+        else np.full(n, 0.5)
+    )
     lo, hi = settings.scale
     out = []
-    for flip_u, scale_u, tx_u, ty_u in draws:
+    for (flip_u, scale_u, tx_u, ty_u), turn_u in zip(draws, turns, strict=True):
         # log-uniform scale so that zooming in and out are equally likely
         scale = math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * scale_u) if hi > lo else lo
         shift = settings.translate * size
@@ -200,6 +239,7 @@ def sample_affines(
                 tx=float((2 * tx_u - 1) * shift),
                 ty=float((2 * ty_u - 1) * shift),
                 size=int(size),
+                angle=math.radians(settings.rotate) * float(2 * turn_u - 1),
             )
         )
     return out

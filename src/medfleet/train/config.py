@@ -51,8 +51,12 @@ class TrainConfig(BaseModel):
         tensorboard: Also log to TensorBoard when it is installed.
         log_every: Record the training loss every N steps.
         augment: Training augmentation on the model grid (:mod:`medfleet.train.augment`):
-            ``none`` (default), ``light`` or ``standard``.
+            ``none``, ``light``, ``standard`` or ``strong`` (the default: adds rotations up
+            to 30 degrees and a wider scale range, nnU-Net style).
         augment_flip: Probability of a horizontal flip, overriding the ``augment`` level.
+        class_weights: Cross-entropy class weights of classification tasks: ``balanced``
+            (the default: ``n / (K * n_k)`` from the training rows, so a rare class counts
+            as much as a common one) or ``none``. Stored with the model.
         flip_pairs: Landmark names that swap under a horizontal flip (``[[left, right]]``);
             a landmark task is flipped only when some of its points are paired.
         augment_cutmix: Share of the images of a labelled 2D segmentation batch that get a
@@ -92,7 +96,7 @@ class TrainConfig(BaseModel):
     max_steps: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=8, ge=1)
     grad_accum: int = Field(default=1, ge=1)
-    lr: float = Field(default=3e-4, gt=0.0)
+    lr: float = Field(default=1e-3, gt=0.0)
     weight_decay: float = Field(default=0.05, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int | None = Field(default=None, ge=0)
@@ -113,8 +117,9 @@ class TrainConfig(BaseModel):
     threads: int | None = Field(default=None, ge=1)
     tensorboard: bool = True
     log_every: int = Field(default=1, ge=1)
-    augment: Literal["none", "light", "standard"] = "none"
+    augment: Literal["none", "light", "standard", "strong"] = "strong"
     augment_flip: float | None = Field(default=None, ge=0.0, le=1.0)
+    class_weights: Literal["none", "balanced"] = "balanced"
     flip_pairs: list[tuple[str, str]] = Field(default_factory=list)
     augment_cutmix: float = Field(default=0.0, ge=0.0, le=1.0)
     semi_supervised: Literal["mean-teacher", "fixmatch"] | None = None

@@ -797,6 +797,34 @@ def length_per_model_pixel(geometry: Geometry, spacing: Sequence[float]) -> floa
     return float(np.sqrt(per_row * per_col))
 
 
+def balanced_class_weights(dataset: Any) -> np.ndarray:
+    """Inverse-frequency weights ``n / (K * n_k)`` of a classification dataset's classes.
+
+    A class without training rows gets weight 1 (it cannot be seen anyway), so a weighted
+    cross-entropy treats every class as if the classes were balanced.
+
+    Example:
+        >>> class _D:  # any object with .spec and .rows
+        ...     from medfleet.tasks import TaskSpec
+        ...     spec = TaskSpec(name="c", type="classification", table="c.csv",
+        ...                     classes=["a", "b", "c"])
+        ...     rows = [{"label": "a"}, {"label": "a"}, {"label": "a"}, {"label": "b"}]
+        >>> balanced_class_weights(_D()).round(3).tolist()
+        [0.667, 2.0, 1.0]
+    """
+    classes = list(dataset.spec.classes or [])
+    counts = np.zeros(len(classes), dtype=np.float64)
+    for row in dataset.rows:
+        label = row.get("label")
+        if label not in (None, "") and str(label) in classes:
+            counts[classes.index(str(label))] += 1
+    seen = counts > 0
+    weights = np.ones(len(classes), dtype=np.float64)
+    if seen.any():
+        weights[seen] = counts.sum() / (seen.sum() * counts[seen])
+    return weights
+
+
 def regression_stats(dataset: TaskDataset) -> tuple[float, float]:
     """Mean and standard deviation (1 when constant) of a regression dataset's targets.
 

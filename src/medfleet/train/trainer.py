@@ -45,6 +45,7 @@ from medfleet.train.config import TrainConfig
 from medfleet.train.datasets import (
     DEFAULT_SLICES,
     TaskDataset,
+    balanced_class_weights,
     collate,
     load_task_rows,
     regression_stats,
@@ -329,6 +330,12 @@ class Trainer:
         for name, ds in self.train_sets.items():
             if ds.spec.type is TaskType.regression and hasattr(self.module, "set_target_stats"):
                 self.module.set_target_stats(name, *regression_stats(ds))
+            if (
+                config.class_weights == "balanced"
+                and ds.spec.type is TaskType.classification
+                and hasattr(self.module, "set_class_weights")
+            ):
+                self.module.set_class_weights(name, balanced_class_weights(ds))
         self.schedule = MultiTaskSchedule(
             {k: len(v) for k, v in self.train_sets.items()},
             config.batch_size,

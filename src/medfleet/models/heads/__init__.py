@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from medfleet.models.backbones import FeatureLayout
 from medfleet.models.config import HeadConfig
 from medfleet.models.heads.base import TaskHead, TaskOutput
 from medfleet.models.heads.classification import ClassificationHead, PooledHead
@@ -26,24 +27,24 @@ __all__ = [
 
 
 def build_head(
-    spec: TaskSpec, embed_dim: int, num_maps: int, options: HeadConfig, in_channels: int
+    spec: TaskSpec, layout: FeatureLayout, options: HeadConfig, in_channels: int
 ) -> TaskHead:
     """The head of a task's type.
 
     Example:
         >>> spec = TaskSpec(name="c", type="classification", table="c.csv", classes=["a", "b"])
-        >>> build_head(spec, 16, 4, HeadConfig(), 1).num_classes
+        >>> build_head(spec, FeatureLayout((16,) * 4, (8,) * 4, 16), HeadConfig(), 1).num_classes
         2
     """
     kind = spec.type
     if kind is TaskType.segmentation:
-        return SegmentationHead(spec, embed_dim, num_maps, options, in_channels)
+        return SegmentationHead(spec, layout, options, in_channels)
     if kind is TaskType.classification:
-        return ClassificationHead(spec, embed_dim, num_maps, options)
+        return ClassificationHead(spec, layout, options)
     if kind is TaskType.detection:
-        return DetectionHead(spec, embed_dim, num_maps, options)
+        return DetectionHead(spec, layout, options)
     if kind is TaskType.regression:
-        return RegressionHead(spec, embed_dim, num_maps, options)
+        return RegressionHead(spec, layout, options)
     if kind is TaskType.landmarks:
-        return LandmarkHead(spec, embed_dim, num_maps, options)
+        return LandmarkHead(spec, layout, options)
     raise ValueError(f"no head for task type {kind!r}")

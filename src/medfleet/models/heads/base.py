@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from medfleet.errors import MedfleetError
-from medfleet.models.backbones import BackboneFeatures
+from medfleet.models.backbones import BackboneFeatures, FeatureLayout
 from medfleet.models.config import HeadConfig
 from medfleet.tasks import TaskSpec
 
@@ -35,17 +35,17 @@ class TaskHead(nn.Module):
 
     Args:
         spec: The task's specification.
-        embed_dim: Token width of the backbone.
-        num_maps: Number of feature maps the backbone returns.
+        layout: Channels and strides of the backbone's maps, width of its pooled vector.
         options: Head and loss options.
     """
 
-    def __init__(self, spec: TaskSpec, embed_dim: int, num_maps: int, options: HeadConfig) -> None:
+    def __init__(self, spec: TaskSpec, layout: FeatureLayout, options: HeadConfig) -> None:
         super().__init__()
         self.spec = spec
         self.options = options
-        self.embed_dim = embed_dim
-        self.num_maps = num_maps
+        self.layout = layout
+        self.embed_dim = layout.global_dim
+        self.num_maps = layout.num_maps
 
     @property
     def task(self) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medfleet.models.backbones import BackboneFeatures
+from medfleet.models.backbones import BackboneFeatures, FeatureLayout
 from medfleet.models.config import HeadConfig
 from medfleet.models.heads.base import TaskHead
 from medfleet.models.heads.losses import classification_loss
@@ -23,12 +23,12 @@ class PooledHead(TaskHead):
     """
 
     def __init__(
-        self, spec: TaskSpec, embed_dim: int, num_maps: int, options: HeadConfig, outputs: int
+        self, spec: TaskSpec, layout: FeatureLayout, options: HeadConfig, outputs: int
     ) -> None:
-        super().__init__(spec, embed_dim, num_maps, options)
+        super().__init__(spec, layout, options)
         hidden = options.hidden_dim
         self.embedder = nn.Sequential(
-            nn.LayerNorm(2 * embed_dim), nn.Linear(2 * embed_dim, hidden), nn.GELU()
+            nn.LayerNorm(2 * self.embed_dim), nn.Linear(2 * self.embed_dim, hidden), nn.GELU()
         )
         self.dropout = nn.Dropout(options.dropout)
         self.output = nn.Linear(hidden, outputs)
@@ -55,8 +55,8 @@ class PooledHead(TaskHead):
 class ClassificationHead(PooledHead):
     """Logits ``(B, n_classes)`` in the order of the task's ``classes``."""
 
-    def __init__(self, spec: TaskSpec, embed_dim: int, num_maps: int, options: HeadConfig) -> None:
-        super().__init__(spec, embed_dim, num_maps, options, len(spec.classes or []))
+    def __init__(self, spec: TaskSpec, layout: FeatureLayout, options: HeadConfig) -> None:
+        super().__init__(spec, layout, options, len(spec.classes or []))
         self.classes = list(spec.classes or [])
         self.register_buffer("class_weights", torch.ones(len(self.classes)), persistent=True)
 

@@ -14,6 +14,7 @@ smallest. Unclaimed cells are negatives of the focal objectness loss.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -21,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medfleet.models.backbones import BackboneFeatures
+from medfleet.models.backbones import BackboneFeatures, FeatureLayout
 from medfleet.models.config import HeadConfig
+from medfleet.models.features import resize_to_stride
 from medfleet.models.heads.base import TaskHead, TaskOutput
 from medfleet.models.heads.losses import (
     box_area,
@@ -106,11 +108,15 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
 class DetectionHead(TaskHead):
     """``boxes (B, Q, 4)``, ``scores (B, Q)`` logits, ``class_logits (B, Q, C)`` with classes."""
 
-    def __init__(self, spec: TaskSpec, embed_dim: int, num_maps: int, options: HeadConfig) -> None:
-        super().__init__(spec, embed_dim, num_maps, options)
+    def __init__(self, spec: TaskSpec, layout: FeatureLayout, options: HeadConfig) -> None:
+        super().__init__(spec, layout, options)
         self.classes = list(spec.classes or [])
         dim = options.decoder_dim
-        self.project = nn.ModuleList(nn.Conv2d(embed_dim, dim, 1) for _ in range(num_maps))
+        # the grid: a ViT's patches; a CNN's stage nearest stride 8, fed by it and the
+        # coarser stages (FPN-style: each projected and resampled to the grid, then summed)
+        self.stride = layout.detection_stride
+        self.used = [i for i, s in enumerate(layout.strides) if s >= self.stride]
+        self.project = nn.ModuleList(nn.Conv2d(layout.channels[i], dim, 1) for i in self.used)
         self.tower = nn.Sequential(
             nn.Conv2d(dim, dim, 3, padding=1),
             nn.GELU(),
@@ -127,21 +133,26 @@ class DetectionHead(TaskHead):
 
     def forward(self, features: BackboneFeatures) -> dict[str, torch.Tensor]:
         """Candidate boxes of every cell."""
-        x = sum(proj(m) for proj, m in zip(self.project, features.maps, strict=True))
+        stride = float(self.stride)
+        h, w = features.image_size
+        grid = (math.ceil(h / self.stride), math.ceil(w / self.stride))
+        strides = features.map_strides
+        x = sum(
+            resize_to_stride(proj(features.maps[i]), float(strides[i]), stride, grid)
+            for proj, i in zip(self.project, self.used, strict=True)
+        )
         x = self.tower(x)
-        stride = float(features.patch_size)
         # box geometry in float32: half precision cannot hold pixel coordinates exactly
-        centres = cell_centres(features.grid, stride, x.device)
+        centres = cell_centres(grid, stride, x.device)
         dist = F.softplus(self.distances(x).float()).flatten(2).transpose(1, 2) * stride
         boxes = torch.cat([centres - dist[..., :2], centres + dist[..., 2:]], dim=-1)
-        h, w = features.image_size
         limit = torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
         clipped = torch.minimum(boxes.clamp(min=0), limit)
         boxes = boxes + (clipped - boxes).detach()
         out = TaskOutput(
             boxes=boxes,
             scores=self.objectness(x).flatten(1).float(),
-            meta={"image_size": (h, w), "grid": features.grid, "stride": stride},
+            meta={"image_size": (h, w), "grid": grid, "stride": stride},
         )
         if self.class_logits is not None:
             out["class_logits"] = self.class_logits(x).flatten(2).transpose(1, 2)

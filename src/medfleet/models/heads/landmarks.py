@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from medfleet.models.backbones import BackboneFeatures
+from medfleet.models.backbones import BackboneFeatures, FeatureLayout
 from medfleet.models.config import HeadConfig
-from medfleet.models.features import MultiScaleNeck, resize_to_stride
+from medfleet.models.decoders import build_neck
+from medfleet.models.features import resize_to_stride
 from medfleet.models.heads.base import TaskHead
 from medfleet.models.heads.losses import heatmap_loss
 from medfleet.tasks import TaskSpec
@@ -100,12 +101,12 @@ def decode_heatmaps(
 class LandmarkHead(TaskHead):
     """``{"heatmaps": (B, L, ceil(H/4), ceil(W/4))}``."""
 
-    def __init__(self, spec: TaskSpec, embed_dim: int, num_maps: int, options: HeadConfig) -> None:
-        super().__init__(spec, embed_dim, num_maps, options)
+    def __init__(self, spec: TaskSpec, layout: FeatureLayout, options: HeadConfig) -> None:
+        super().__init__(spec, layout, options)
         self.names = list(spec.landmarks or [])
         dim = options.decoder_dim
-        self.neck = MultiScaleNeck(embed_dim, num_maps, dim)
-        self.refine = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), nn.GELU())
+        self.neck = build_neck(layout, dim)
+        self.refine = nn.Sequential(nn.Conv2d(self.neck.out_dim, dim, 3, padding=1), nn.GELU())
         self.output = nn.Conv2d(dim, len(self.names), 1)
 
     @property
@@ -116,9 +117,8 @@ class LandmarkHead(TaskHead):
     def forward(self, features: BackboneFeatures) -> dict[str, torch.Tensor]:
         """Heatmaps at stride 4."""
         fused = self.neck(features.maps)
-        stride = features.patch_size / self.neck.max_scale
         size = heatmap_size(features.image_size)
-        fmap = resize_to_stride(fused, stride, float(HEATMAP_STRIDE), size)
+        fmap = resize_to_stride(fused, self.neck.out_stride, float(HEATMAP_STRIDE), size)
         return {"heatmaps": self.output(self.refine(fmap))}
 
     def loss(
@@ -186,7 +186,8 @@ class LandmarkSpaceView(TaskHead):
         >>> from medfleet.models.heads.losses import gaussian_heatmaps
         >>> a = TaskSpec(name="a", type="landmarks", table="a.csv", landmarks=["p", "q"])
         >>> b = TaskSpec(name="b", type="landmarks", table="b.csv", landmarks=["q", "r"])
-        >>> shared = LandmarkHead(space_spec("s", [a, b]), 16, 1, HeadConfig())
+        >>> shared = LandmarkHead(space_spec("s", [a, b]), FeatureLayout((16,), (8,), 16),
+        ...                       HeadConfig())
         >>> view = LandmarkSpaceView(b, shared)
         >>> view.indices, view.names
         ([1, 2], ['q', 'r'])
@@ -197,7 +198,7 @@ class LandmarkSpaceView(TaskHead):
     """
 
     def __init__(self, spec: TaskSpec, shared: LandmarkHead) -> None:
-        super().__init__(spec, shared.embed_dim, shared.num_maps, shared.options)
+        super().__init__(spec, shared.layout, shared.options)
         self.names = list(spec.landmarks or [])
         missing = [n for n in self.names if n not in shared.names]
         if missing:

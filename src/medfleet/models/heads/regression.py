@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medfleet.models.backbones import FeatureLayout
 from medfleet.models.config import HeadConfig
 from medfleet.models.heads.classification import PooledHead
 from medfleet.models.heads.losses import regression_loss
@@ -21,8 +22,8 @@ from medfleet.tasks import TaskSpec
 class RegressionHead(PooledHead):
     """``{"value": (B,)}`` in the task's unit."""
 
-    def __init__(self, spec: TaskSpec, embed_dim: int, num_maps: int, options: HeadConfig) -> None:
-        super().__init__(spec, embed_dim, num_maps, options, 1)
+    def __init__(self, spec: TaskSpec, layout: FeatureLayout, options: HeadConfig) -> None:
+        super().__init__(spec, layout, options, 1)
         self.register_buffer("target_mean", torch.zeros(()), persistent=True)
         self.register_buffer("target_std", torch.ones(()), persistent=True)
 

@@ -1,8 +1,9 @@
-"""Segmentation head: a light multi-scale decoder to full resolution.
+"""Segmentation head: a multi-scale decoder to full resolution.
 
-The backbone's block outputs are fused at ``patch/4`` (see
-:class:`~medfleet.models.features.MultiScaleNeck`), upsampled to the input
-size and refined with a shallow full-resolution branch on the image itself.
+The backbone's maps are decoded to one fine map (:func:`~medfleet.models.decoders.
+build_neck`: a ViT's blocks fused at ``patch/4``, a CNN's stages through a U-Net
+decoder with skip connections to the finest stage), upsampled to the input size
+and refined with a shallow full-resolution branch on the image itself.
 Channel ``k`` of the logits is the ``k``-th label value of the task in
 sorted order (0, the background, first).
 """
@@ -15,9 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from medfleet.models.backbones import BackboneFeatures
+from medfleet.models.backbones import BackboneFeatures, FeatureLayout
 from medfleet.models.config import HeadConfig
-from medfleet.models.features import MultiScaleNeck, resize_to_stride
+from medfleet.models.decoders import build_neck
+from medfleet.models.features import resize_to_stride
 from medfleet.models.heads.base import TaskHead
 from medfleet.models.heads.losses import IGNORE_INDEX, segmentation_loss
 from medfleet.tasks import TaskSpec
@@ -29,18 +31,17 @@ class SegmentationHead(TaskHead):
     def __init__(
         self,
         spec: TaskSpec,
-        embed_dim: int,
-        num_maps: int,
+        layout: FeatureLayout,
         options: HeadConfig,
         in_channels: int,
     ) -> None:
-        super().__init__(spec, embed_dim, num_maps, options)
+        super().__init__(spec, layout, options)
         self.label_values = sorted(int(v) for v in (spec.labels or {0: "background"}))
         self.num_classes = len(self.label_values)
         dim = options.decoder_dim
         coarse, fine, skip = min(dim, 32), 16, 8
-        self.neck = MultiScaleNeck(embed_dim, num_maps, dim)
-        self.reduce = nn.Sequential(nn.Conv2d(dim, coarse, 3, padding=1), nn.GELU())
+        self.neck = build_neck(layout, dim)
+        self.reduce = nn.Sequential(nn.Conv2d(self.neck.out_dim, coarse, 3, padding=1), nn.GELU())
         self.skip = nn.Sequential(nn.Conv2d(in_channels, skip, 3, padding=1), nn.GELU())
         self.refine = nn.Sequential(nn.Conv2d(coarse + skip, fine, 3, padding=1), nn.GELU())
         self.classifier = nn.Conv2d(fine, self.num_classes, 1)
@@ -56,9 +57,8 @@ class SegmentationHead(TaskHead):
     def forward(self, features: BackboneFeatures) -> dict[str, torch.Tensor]:
         """Logits at the input resolution."""
         fused = self.neck(features.maps)
-        stride = features.patch_size / self.neck.max_scale
         fine = self.reduce(fused)
-        full = resize_to_stride(fine, stride, 1.0, features.image_size)
+        full = resize_to_stride(fine, self.neck.out_stride, 1.0, features.image_size)
         skip = self.skip(features.images)
         logits = self.classifier(self.refine(torch.cat([full, skip], dim=1)))
         return {"logits": logits}
