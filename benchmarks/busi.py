@@ -16,6 +16,7 @@ Run ``python benchmarks/busi.py --help``; ``--quick`` is a seconds-long smoke ru
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -65,12 +66,18 @@ def classification_summary(
             return math.nan
 
     out: dict[str, Any] = {"n_test": len(y_true)}
+    # resample case indices: the scores are (n, K), one row per case
+    index = np.arange(len(y_true))
     for name, fn, arrays in (
         ("balanced_accuracy", bacc, [y_true, y_pred]),
         ("macro_auc", auc, [y_true, probs]),
     ):
+
+        def on_cases(idx: np.ndarray, fn: Any = fn, arrays: list = arrays) -> float:
+            return fn(*(a[idx.astype(int)] for a in arrays))
+
         dist = bootstrap_distribution(
-            arrays, fn, n_resamples=n_resamples, seed=seed, vectorized=False
+            [index], on_cases, n_resamples=n_resamples, seed=seed, vectorized=False
         )
         dist = dist[np.isfinite(dist)]
         out[name] = {
@@ -94,7 +101,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from medfleet.tasks import Manifest
     from medfleet.train.datasets import TaskDataset, load_task_rows
     from medfleet.train.predict import predict_dataset
-    from medfleet.train.run import train_model
+    from medfleet.train.run import load_trained, train_model
 
     torch.set_num_threads(args.threads)
     root = require_data_root(args.data)
@@ -111,9 +118,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model_config = ModelConfig(backbone=args.backbone, image_size=args.image_size, in_channels=1)
     train_config = cpu_train_config(args, args.steps)
     tic = time.perf_counter()
-    trained = train_model(manifest, model_config, train_config, out / "run", tasks=[TASK])
+    if args.evaluate_only:
+        # score the model a finished run left in OUT/run (e.g. after a crash while scoring)
+        loaded = load_trained(out / "run", manifest)
+        info = json.loads((out / "run" / "training.json").read_text(encoding="utf-8"))
+        model, train_seconds = loaded.model, float(info["train_seconds"])
+        steps, parameters = int(info["steps"]), info["parameters"]
+    else:
+        trained = train_model(manifest, model_config, train_config, out / "run", tasks=[TASK])
+        model, train_seconds = trained.model, trained.result.train_seconds
+        steps, parameters = trained.result.steps, trained.info["parameters"]
     test = TaskDataset(manifest, TASK, ("test",), args.image_size, cache=False)
-    preds = predict_dataset(trained.model, test)
+    preds = predict_dataset(model, test, tta=args.tta)
     y_true = np.array([classes.index(r["label"]) for r in test.rows])
     y_pred = np.array([classes.index(p.label) for p in preds])
     probs = np.array([p.probs for p in preds], dtype=np.float64)
@@ -124,9 +140,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "images_per_split": counts,
         "split_rule": "stratified by class; no patient ids in BUSI (subject-agnostic)",
         "settings": settings(args),
-        "train_seconds": round(trained.result.train_seconds, 1),
-        "steps": trained.result.steps,
-        "parameters": trained.info["parameters"],
+        "train_seconds": round(train_seconds, 1),
+        "steps": steps,
+        "parameters": parameters,
         "majority_class_balanced_accuracy": round(1.0 / len(classes), 4),
         **summary,
         "wall_seconds": round(time.perf_counter() - tic, 1),
@@ -156,6 +172,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser, out="out/benchmarks/busi", image_size=96, batch_size=16, steps=600)
     parser.add_argument("--limit", type=int, default=None, help="use N images (stratified)")
+    parser.add_argument("--tta", default="flip", choices=["none", "flip"], help="predict's TTA")
+    parser.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="score the model of a finished run in OUT/run instead of training",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.limit, args.image_size, args.steps = 60, 32, 4

@@ -207,6 +207,18 @@ def evaluate(
     return {"summary": summary, "cases": cases}
 
 
+def evaluate_run(model: Any, manifest: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`evaluate` on the test split with the run's size, seed, TTA and post-processing."""
+    return evaluate(
+        model,
+        manifest,
+        args.image_size,
+        seed=args.seed,
+        tta=args.tta,
+        postprocess=tuple(args.postprocess),
+    )
+
+
 def _mean_hc_train(manifest: Any) -> float:
     from medfleet.tables import parse_float
     from medfleet.train.datasets import load_task_rows
@@ -253,14 +265,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tic = time.perf_counter()
     if not args.skip_joint:
         trained = train(manifest, out / "joint", [SEG, HC], args, steps=args.steps)
-        evaluation = evaluate(
-            trained.model,
-            manifest,
-            args.image_size,
-            seed=args.seed,
-            tta=args.tta,
-            postprocess=tuple(args.postprocess),
-        )
+        evaluation = evaluate_run(trained.model, manifest, args)
         # a constant prediction (training mean) as the floor the regression head must beat
         train_mean = _mean_hc_train(manifest)
         test_hc = [parse_float(r["value"]) for r in load_task_rows(manifest, HC, ("test",))]
@@ -287,14 +292,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for mode in modes:
             name = f"{label}_{mode or 'labelled-only'}"
             trained = train(subset, out / name, [SEG], args, steps=args.fraction_steps, semi=mode)
-            evaluation = evaluate(
-                trained.model,
-                subset,
-                args.image_size,
-                seed=args.seed,
-                tta=args.tta,
-                postprocess=tuple(args.postprocess),
-            )
+            evaluation = evaluate_run(trained.model, subset, args)
             result["runs"][name] = {
                 "tasks": [SEG],
                 "masks": f"{labelled} of {result['images_per_split']['train']} train images",

@@ -16,7 +16,17 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = ("backbone", "image_size", "batch_size", "lr", "steps", "augment", "threads", "seed")
+SETTINGS = (
+    "backbone",
+    "image_size",
+    "batch_size",
+    "lr",
+    "steps",
+    "augment",
+    "class_weights",
+    "threads",
+    "seed",
+)
 """The options recorded in every result's ``settings``."""
 
 
@@ -73,6 +83,7 @@ def cpu_train_config(args: argparse.Namespace, steps: int, **extra: Any) -> Any:
         "checkpoint_every": 0,
         "tensorboard": False,
         "augment": args.augment,
+        "class_weights": args.class_weights,
     }
     return TrainConfig(**(settings | extra))
 
@@ -99,6 +110,12 @@ def add_common_arguments(
         default="strong",
         choices=["none", "light", "standard", "strong"],
         help="training augmentation level",
+    )
+    parser.add_argument(
+        "--class-weights",
+        default="balanced",
+        choices=["none", "balanced"],
+        help="cross-entropy class weights of classification tasks",
     )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1: best on a busy machine)"

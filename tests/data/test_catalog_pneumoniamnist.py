@@ -108,3 +108,23 @@ def test_pneumoniamnist_bad_npz_is_explained(tmp_path):
         ManifestError, match=r"pneumoniamnist\.npz: required file of pneumoniamnist"
     ):
         prepare_dataset("pneumoniamnist", src, tmp_path / "out")
+
+
+def test_prepare_test_only_puts_every_row_in_test(tmp_path):
+    from typer.testing import CliRunner
+
+    from medfleet.cli import app
+
+    _fake_npz(tmp_path / "src" / "pneumoniamnist.npz")
+    out = tmp_path / "external"
+    result = CliRunner().invoke(
+        app,
+        ["data", "prepare", "pneumoniamnist", "--src", str(tmp_path / "src"), "--out", str(out),
+         "--test-only"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = Manifest.load(out / "manifest.yaml")
+    rows = read_table(manifest.table_path("pneumoniamnist_cls"))
+    assert rows and {r["split"] for r in rows} == {"test"}
+    assert "test-only" in manifest.metadata["split"]
+    assert validate_manifest(out / "manifest.yaml").ok

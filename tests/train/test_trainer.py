@@ -178,3 +178,26 @@ def test_demo_train_stage_on_tiny_phantoms(tiny_phantoms, tmp_path):
         assert entry["model"] == result["test"][task][entry["metric"]]
     assert result["baseline"]["head_circumference"]["unit"] == "mm"
     assert (tmp_path / "train" / "baseline" / "evaluation" / "lesion_cls").is_dir()
+
+
+@pytest.mark.parametrize("mode", ["balanced", "none"])
+def test_classification_class_weights_follow_the_training_rows(tiny_phantoms, tmp_path, mode):
+    from collections import Counter
+
+    from medfleet.train.datasets import load_task_rows
+
+    manifest = Manifest.load(tiny_phantoms)
+    config = TrainConfig(max_steps=1, batch_size=2, val_every=0, class_weights=mode)
+    trained = train_model(
+        manifest, ModelConfig(image_size=SIZE), config, tmp_path, tasks=["lesion_cls"]
+    )
+    classes = manifest.task("lesion_cls").classes
+    counts = Counter(r["label"] for r in load_task_rows(manifest, "lesion_cls", ("train",)))
+    n, k = sum(counts.values()), len([c for c in classes if counts[c]])
+    expected = [n / (k * counts[c]) if counts[c] else 1.0 for c in classes]
+    if mode == "none":
+        expected = [1.0] * len(classes)
+    weights = trained.model.head("lesion_cls").class_weights.tolist()
+    assert weights == pytest.approx(expected)
+    again = load_trained(tmp_path / "model.safetensors", manifest).model
+    assert again.head("lesion_cls").class_weights.tolist() == pytest.approx(expected)

@@ -95,6 +95,13 @@ def prepare(
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Use only the first N cases.")
     ] = None,
+    test_only: Annotated[
+        bool,
+        typer.Option(
+            "--test-only",
+            help="Put every row in the test split: an external set to score a trained model on.",
+        ),
+    ] = False,
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:
     """Convert the public data set NAME into a medfleet manifest and task tables.
@@ -109,7 +116,9 @@ def prepare(
     check_out_folder(out)
     try:
         with progress_bar(f"prepare {name}", enabled=fmt is OutputFormat.text) as update:
-            manifest = prepare_dataset(name, src, out, seed=seed, limit=limit, progress=update)
+            manifest = prepare_dataset(
+                name, src, out, seed=seed, limit=limit, progress=update, test_only=test_only
+            )
     except MedfleetError as exc:
         fail(str(exc))
     if fmt is OutputFormat.json:

@@ -87,6 +87,14 @@ def evaluate(
             "--meta", help="CSV with case_id and metadata columns (and optional spacing)."
         ),
     ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            "--images",
+            help="Segmentation: folder of the cases' images (file name = case id, e.g. "
+            "case_001.png), drawn under the outlines of the report's worst-case gallery.",
+        ),
+    ] = None,
     workers: Annotated[
         int, typer.Option("--workers", min=1, help="Processes for segmentation cases.")
     ] = 1,
@@ -257,6 +265,7 @@ def evaluate(
             preset_options=options,
             units=units,
             report=report,
+            images=images,
         )
         with contextlib.ExitStack() as stack:
             bar: list[Any] = []

@@ -19,6 +19,10 @@ reference.csv       the split's labelled rows: ``case_id``, target, ``spacing``,
                     metadata (the ``--gt`` table, or ``--meta`` for segmentation)
 reference_masks/    segmentation: the split's reference masks as ``<case_id>.png``
                     (3D: ``<case_id>.nii.gz`` with the reference's spacing and affine)
+images/             2D segmentation: a grey 8-bit preview of each input image,
+                    ``<case_id>.png`` on the image's own grid (the masks' grid), min-max
+                    scaled; ``medfleet evaluate --images`` draws it under the outlines of
+                    the report's worst cases
 ==================  ===========================================================================
 
 A folder of images (:func:`predict_images`) has no references: only the predictions are
@@ -132,6 +136,8 @@ class CasePrediction:
         value: Regression value in the task's unit.
         landmarks: ``(L, 2)`` points ``x, y`` in pixels (NaN = not found).
         affine: Voxel-to-world matrix of a volume (written with 3D masks).
+        image: 2D segmentation: grey uint8 preview of the input image on its own grid
+            (see :func:`preview_image`), written to ``images/``; ``None`` otherwise.
     """
 
     case_id: str
@@ -146,6 +152,7 @@ class CasePrediction:
     value: float | None = None
     landmarks: np.ndarray | None = None
     affine: list[list[float]] | None = None
+    image: np.ndarray | None = None
 
 
 def label_values(spec: TaskSpec) -> list[int]:
@@ -514,8 +521,10 @@ def _predict_batch(
         if isinstance(device, torch.device | str) and str(device).startswith("cuda"):
             torch.cuda.synchronize()
         elapsed = (time.perf_counter() - tic) / len(samples)
-    for p in preds:
+    for p, s in zip(preds, samples, strict=True):
         p.runtime_s = elapsed
+        if spec.type is TaskType.segmentation and isinstance(s.geometry, Geometry):
+            p.image = preview_image(s.image, s.geometry)  # not timed: no part of predicting
     return preds
 
 
@@ -606,6 +615,41 @@ def write_mask(
     return write_png(path_stem.with_name(path_stem.name + ".png"), array, label=True)
 
 
+def preview_image(image: torch.Tensor | np.ndarray, geometry: Geometry) -> np.ndarray:
+    """A grey 8-bit preview of a model input, back on the image's own grid.
+
+    The channels are averaged, the padding cropped and the result resized bilinearly to
+    ``geometry.original`` (the grid of the image as read, hence of its masks), then scaled
+    from its minimum to its maximum onto 0-255. It is made from the model input the
+    prediction already holds, so the image is not read again; its detail is that of the
+    model's input size.
+
+    Args:
+        image: ``(C, S, S)`` model input of one 2D image (any normalisation).
+        geometry: How the image maps onto the model grid.
+
+    Returns:
+        ``(H, W)`` uint8.
+
+    Example:
+        >>> g = Geometry.fit((4, 8), 8)
+        >>> x = torch.zeros(1, 8, 8); x[0, :4, 4:] = 3.0
+        >>> preview_image(x, g).tolist()[0]
+        [0, 0, 0, 0, 255, 255, 255, 255]
+    """
+    grey = torch.as_tensor(image, dtype=torch.float32).detach().cpu().mean(dim=0)
+    cropped = grey[: geometry.resized[0], : geometry.resized[1]][None, None]
+    if tuple(cropped.shape[-2:]) != tuple(geometry.original):
+        cropped = torch.nn.functional.interpolate(
+            cropped, size=geometry.original, mode="bilinear", align_corners=False
+        )
+    array = np.nan_to_num(cropped[0, 0].numpy().astype(np.float64))
+    lo, hi = float(array.min()), float(array.max())
+    if hi <= lo:
+        return np.zeros(array.shape, dtype=np.uint8)
+    return np.round((array - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
 def _round(values: np.ndarray, digits: int = 4) -> np.ndarray:
     return np.round(np.asarray(values, dtype=np.float64), digits)
 
@@ -613,8 +657,9 @@ def _round(values: np.ndarray, digits: int = 4) -> np.ndarray:
 class TaskPredictionWriter:
     """Write one task's predictions case by case in the formats ``medfleet evaluate`` reads.
 
-    Masks and probability maps are written (atomically) as each case arrives; only the small
-    CSV row of each case is kept, and :meth:`finish` writes ``predictions.csv`` atomically.
+    Masks, probability maps and (2D segmentation) image previews are written (atomically) as
+    each case arrives; only the small CSV row of each case is kept, and :meth:`finish`
+    writes ``predictions.csv`` atomically.
 
     Args:
         spec: The task.
@@ -641,6 +686,8 @@ class TaskPredictionWriter:
         self.task_dir.mkdir(parents=True, exist_ok=True)
         self.masks_dir = self.task_dir / "masks"
         self.probs_dir = self.task_dir / "probs"
+        self.images_dir = self.task_dir / "images"
+        self.n_images = 0
         self.rows: list[dict[str, Any]] = []
         self.runtimes: list[float] = []
         self._seen: set[str] = set()
@@ -667,6 +714,9 @@ class TaskPredictionWriter:
                 )
             row["mask"] = f"masks/{mask_path.name}"
             row["probs"] = f"probs/{case_id}.npz"
+            if p.image is not None and p.image.ndim == 2 and p.image.shape == p.mask.shape:
+                write_png(self.images_dir / f"{case_id}.png", p.image)
+                self.n_images += 1
         elif kind is TaskType.classification:
             assert p.probs is not None
             row["label"] = p.label
@@ -695,7 +745,8 @@ class TaskPredictionWriter:
 
         Returns:
             ``{"predictions": csv path, "masks": folder or None, "probs": folder or None,
-            "n_cases": n, "runtime_s_mean": seconds}``.
+            "images": folder of image previews or None, "n_cases": n,
+            "runtime_s_mean": seconds}``.
         """
         rows = self.rows
         csv_path = write_table(
@@ -706,6 +757,7 @@ class TaskPredictionWriter:
             "predictions": str(csv_path),
             "masks": str(self.masks_dir) if segmentation else None,
             "probs": str(self.probs_dir) if segmentation else None,
+            "images": str(self.images_dir) if self.n_images else None,
             "n_cases": len(rows),
             "runtime_s_mean": float(np.mean(self.runtimes)) if self.runtimes else float("nan"),
         }
@@ -792,6 +844,8 @@ def evaluate_command(spec: TaskSpec, task_dir: Path, out: Path) -> list[str]:
     if spec.type is TaskType.segmentation:
         pred, gt = task_dir / "masks", task_dir / "reference_masks"
         extra = ["--meta", str(task_dir / "reference.csv")]
+        if (task_dir / "images").is_dir():
+            extra += ["--images", str(task_dir / "images")]
     else:
         pred, gt = task_dir / "predictions.csv", task_dir / "reference.csv"
         extra = []
@@ -802,11 +856,16 @@ def evaluate_command(spec: TaskSpec, task_dir: Path, out: Path) -> list[str]:
 
 
 def evaluation_config(spec: TaskSpec, task_dir: Path, out: Path) -> Any:
-    """An :class:`~medfleet.evaluate.runner.config.EvaluationConfig` for one task's predictions."""
+    """An :class:`~medfleet.evaluate.runner.config.EvaluationConfig` for one task's predictions.
+
+    For segmentation, the image previews under ``images/`` (when written) are the images of
+    the report's worst-case gallery.
+    """
     from medfleet.evaluate.runner.config import EvaluationConfig
 
     kind = EVALUATE_TYPES[spec.type]
     if spec.type is TaskType.segmentation:
+        images = task_dir / "images"
         return EvaluationConfig(
             task_type=kind,
             pred=task_dir / "masks",
@@ -814,6 +873,7 @@ def evaluation_config(spec: TaskSpec, task_dir: Path, out: Path) -> Any:
             out=out,
             meta=task_dir / "reference.csv",
             labels=tuple(spec.foreground_labels),
+            images=images if images.is_dir() else None,
         )
     labels = tuple(spec.classes) if spec.type is TaskType.classification else None
     return EvaluationConfig(
@@ -1261,6 +1321,7 @@ __all__ = [
     "predict_dataset",
     "predict_images",
     "predict_manifest",
+    "preview_image",
     "split_values",
     "target_column",
     "to_original",

@@ -99,6 +99,7 @@ def prepare_dataset(
     test_fraction: float = 0.15,
     progress: ProgressCallback | None = None,
     limit: int | None = None,
+    test_only: bool = False,
 ) -> Path:
     """Convert the public data set ``name`` in ``src`` into a manifest and tables in ``out``.
 
@@ -112,6 +113,8 @@ def prepare_dataset(
         progress: ``progress(done, total)`` callback.
         limit: Use only the first N cases (deterministic; stratified sets keep their
             class proportions).
+        test_only: Put every row in ``test``: an external set a trained model is scored on
+            (``medfleet predict --split test``), never trained on.
 
     Returns:
         Path of the written ``manifest.yaml``.
@@ -138,4 +141,41 @@ def prepare_dataset(
         progress=progress,
         limit=limit,
     )
-    return adapter.prepare(Path(src), Path(out), options)
+    manifest = adapter.prepare(Path(src), Path(out), options)
+    if test_only:
+        mark_test_only(manifest)
+    return manifest
+
+
+def mark_test_only(manifest_path: str | Path) -> Path:
+    r"""Move every row of a manifest's tables to the ``test`` split (tables rewritten atomically).
+
+    The manifest's ``metadata.split`` records it, so the set reads as an external test set.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from medfleet.tasks import Manifest, Site, TaskSpec
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "c.csv").write_text("case_id,image,site,split,label\na,a.png,s,train,x\n")
+        >>> m = Manifest(name="m", sites=[Site(name="s")],
+        ...              tasks=[TaskSpec(name="c", type="classification", table="c.csv",
+        ...                              classes=["x", "y"])])
+        >>> path = m.save(d / "manifest.yaml")
+        >>> _ = mark_test_only(path)
+        >>> (d / "c.csv").read_text().splitlines()[1]
+        'a,a.png,s,test,x'
+    """
+    from medfleet.tables import read_table, write_table
+    from medfleet.tasks import Manifest
+
+    path = Path(manifest_path)
+    manifest = Manifest.load(path)
+    for task in manifest.tasks:
+        table = manifest.resolve(task.table)
+        rows = read_table(table)
+        columns = list(rows[0]) if rows else None
+        write_table(table, [{**row, "split": "test"} for row in rows], columns)
+    metadata = dict(manifest.metadata)
+    metadata["split"] = "test-only: every row is in test (an external set)"
+    manifest = manifest.model_copy(update={"metadata": metadata})
+    return manifest.save(path)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from medfleet.errors import OptionError
+from medfleet.errors import InputFileError, OptionError
 from medfleet.evaluate.runner.cases import CaseMatch, CaseMismatchError, match_cases, parse_spacing
 from medfleet.tables import TaskType
 from medfleet.utils.atomic import require_folder_path
@@ -107,6 +107,12 @@ class EvaluationConfig:
         preset_options: ``(name, value)`` pairs of preset options (text, as on the CLI).
         units: Preset units (e.g. ``voxel`` or ``mm``); ``None`` for the preset default.
         report: Also write ``report.html`` next to ``cases.csv`` and ``summary.json``.
+        images: Folder of the cases' images, a file per case named by its case id
+            (``case_001.png``, ``case_001.nii.gz``, ...): drawn under the outlines of the
+            report's worst-case gallery (segmentation without a preset only); ``None``
+            draws the outlines on a neutral background.
+        gallery_cases: Worst cases drawn in the report's gallery (segmentation without a
+            preset; 0: no gallery).
     """
 
     task_type: str
@@ -139,6 +145,8 @@ class EvaluationConfig:
     preset_options: tuple[tuple[str, str], ...] = ()
     units: str | None = None
     report: bool = True
+    images: Path | None = None
+    gallery_cases: int = 8
 
     def __post_init__(self) -> None:
         if self.task_type not in TASK_TYPES:
@@ -164,6 +172,25 @@ class EvaluationConfig:
         require_folder_path(self.out)  # before any scoring
         if self.meta is not None:
             object.__setattr__(self, "meta", Path(self.meta))
+        if self.gallery_cases < 0:
+            raise OptionError(f"gallery_cases must be >= 0, got {self.gallery_cases}")
+        if self.images is not None:
+            self._check_images(Path(self.images))
+
+    def _check_images(self, images: Path) -> None:
+        object.__setattr__(self, "images", images)
+        if self.task_type != "segmentation" or self.preset is not None:
+            raise OptionError(
+                "--images draws the worst-case gallery of segmentation runs without a preset "
+                "(fix: leave out --images)"
+            )
+        if not images.is_dir():
+            state = "is not a folder" if images.exists() else "does not exist"
+            raise InputFileError(
+                f"--images {images} {state} (fix: give the folder of the cases' images, one "
+                "file per case named by its case id such as case_001.png, or leave out "
+                "--images)"
+            )
 
 
 @dataclass

@@ -15,7 +15,10 @@ Sections (each only when the run has the data for it):
 * **Calibration**: a reliability diagram (preset bins, class probabilities or a binary
   score);
 * **Agreement**: Bland-Altman plots for regression and biometry;
-* **Worst cases** by the primary metric, with their ids;
+* **Worst cases** by the primary metric, with their ids, and for segmentation runs without
+  a preset a gallery of the worst cases (:func:`gallery_case_ids`): the reference and
+  predicted outlines over each case's image (or a neutral background), the case id and its
+  main metrics in each panel title;
 * **Warnings** and **Conventions**.
 """
 
@@ -23,23 +26,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medfleet.report.html import Figure, Report, Table, Text, format_value, render_html
+from medfleet.report.html import Figure, Report, Section, Table, Text, format_value, render_html
 from medfleet.report.plots import (
     bland_altman_panels,
     box_plots,
+    outline_gallery,
     reliability_diagram,
     subgroup_bar_panels,
 )
 
+if TYPE_CHECKING:
+    from medfleet.evaluate.runner.segmentation import Gallery, GalleryCase
+
 __all__ = [
     "build_evaluation_report",
     "evaluation_report_html",
+    "gallery_case_ids",
     "higher_is_better",
     "primary_metric",
+    "worst_rows",
 ]
 
 _PRIMARY = {
@@ -488,17 +497,71 @@ def _agreement_section(report: Report, summary: Mapping[str, Any], rows: _Rows) 
         )
 
 
+def worst_rows(
+    summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
+) -> list[tuple[Mapping[str, Any], float]]:
+    """Rows with a primary-metric value, worst first, each with that value.
+
+    The order of the report's worst-case table and gallery: by the primary metric
+    (:func:`primary_metric`), lowest first when higher is better; rows without a value are
+    left out; ties keep the row order.
+
+    Example:
+        >>> summary = {"task_type": "segmentation", "metrics": {"1": {"dice": {}}}}
+        >>> rows = [{"case_id": "a", "dice": 0.9}, {"case_id": "b", "dice": 0.2},
+        ...         {"case_id": "c", "dice": "nan"}]
+        >>> [(r["case_id"], v) for r, v in worst_rows(summary, rows)]
+        [('b', 0.2), ('a', 0.9)]
+    """
+    primary = primary_metric(summary)
+    if primary is None:
+        return []
+    overrides = (summary.get("preset") or {}).get("higher_is_better") or {}
+    better_high = higher_is_better(primary, overrides)
+    scored = [(r, _number(r.get(primary))) for r in rows if not math.isnan(_number(r.get(primary)))]
+    scored.sort(key=lambda rv: rv[1], reverse=not better_high)
+    return scored
+
+
+def gallery_case_ids(
+    summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], n: int = 8
+) -> list[str]:
+    """The ``n`` worst cases, worst first: those of the worst-case table, each case once.
+
+    A case with several rows (one per label) takes the place of its worst row.
+
+    Example:
+        >>> summary = {"task_type": "segmentation", "metrics": {"1": {"dice": {}}}}
+        >>> rows = [{"case_id": "a", "label": 1, "dice": 0.9},
+        ...         {"case_id": "a", "label": 2, "dice": 0.1},
+        ...         {"case_id": "b", "label": 1, "dice": 0.5}]
+        >>> gallery_case_ids(summary, rows)
+        ['a', 'b']
+    """
+    out: list[str] = []
+    for row, _ in worst_rows(summary, rows):
+        case_id = str(row.get("case_id"))
+        if case_id not in out:
+            out.append(case_id)
+            if len(out) >= n:
+                break
+    return out
+
+
 def _worst_section(
-    report: Report, summary: Mapping[str, Any], rows: _Rows, primary: str | None
+    report: Report,
+    summary: Mapping[str, Any],
+    rows: _Rows,
+    primary: str | None,
+    gallery: Gallery | None = None,
 ) -> None:
     if primary is None:
         return
     overrides = (summary.get("preset") or {}).get("higher_is_better") or {}
     better_high = higher_is_better(primary, overrides)
-    scored = [(r, _number(r.get(primary))) for r in rows if not math.isnan(_number(r.get(primary)))]
+    scored = worst_rows(summary, rows)
     if not scored:
         return
-    scored.sort(key=lambda rv: rv[1], reverse=not better_high)
     has_label = any("label" in r for r, _ in scored)
     cols = ["case_id", *(["label"] if has_label else []), primary, "status"]
     table = [
@@ -506,17 +569,82 @@ def _worst_section(
         for r, v in scored[:_MAX_WORST]
     ]
     direction = "lowest" if better_high else "highest"
-    report.section("Worst cases").add(Table(cols, table, f"{direction} {primary}"))
+    section = report.section("Worst cases")
+    section.add(Table(cols, table, f"{direction} {primary}"))
+    if gallery is not None:
+        _gallery_figure(section, summary, scored, gallery, f"{direction} {primary}")
+
+
+def _gallery_title(
+    case: GalleryCase, row: Mapping[str, Any] | None, metrics: Sequence[str], labelled: bool
+) -> str:
+    """``case id (slice k)`` over ``label L: dice 0.5 · hd95 3.2`` (the case's worst row)."""
+    head = str(case.case_id)
+    if case.slice_index is not None:
+        head += f" (slice {case.slice_index})"
+    if row is None:
+        return head
+    values = " · ".join(f"{m} {format_value(_number(row.get(m)), 3)}" for m in metrics)
+    label = row.get("label")
+    prefix = f"label {label}: " if labelled and label not in (None, "") else ""
+    return f"{head}\n{prefix}{values}"
+
+
+def _gallery_figure(
+    section: Section,
+    summary: Mapping[str, Any],
+    scored: Sequence[tuple[Mapping[str, Any], float]],
+    gallery: Gallery,
+    order: str,
+) -> None:
+    worst: dict[str, Mapping[str, Any]] = {}
+    for row, _ in scored:
+        worst.setdefault(str(row.get("case_id")), row)
+    metrics = _panel_metrics(summary)[:2]
+    labelled = len({str(row.get("label")) for row, _ in scored}) > 1
+    panels = [
+        {
+            "reference": case.reference,
+            "prediction": case.prediction,
+            "image": case.image,
+            "title": _gallery_title(case, worst.get(case.case_id), metrics, labelled),
+            "note": case.note,
+        }
+        for case in gallery.cases
+    ]
+    notes = "; ".join(gallery.notes)
+    if not panels:
+        if notes:
+            section.add(Text(f"No gallery: {notes}."))
+        return
+    ids = ", ".join(str(case.case_id) for case in gallery.cases)
+    caption = (
+        f"Cases by {order}, worst first: {ids}. Outlines per foreground label (their union "
+        "when a case has many labels); 3D cases show the slice (first array axis) with the "
+        "largest reference plus prediction area. Without an image the outlines are drawn "
+        "on a dark background."
+    )
+    if notes:
+        caption += f" Notes: {notes}."
+    section.add(
+        Figure(outline_gallery(panels), f"Gallery of the {len(panels)} worst cases", caption)
+    )
 
 
 def build_evaluation_report(
-    summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
+    summary: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    gallery: Gallery | None = None,
 ) -> Report:
     """The :class:`~medfleet.report.html.Report` of one evaluation.
 
     Args:
         summary: The content of ``summary.json`` (JSON-safe values).
         rows: The rows of ``cases.csv``.
+        gallery: The worst cases' masks and images
+            (:func:`~medfleet.evaluate.runner.segmentation.read_gallery` of
+            :func:`gallery_case_ids`), drawn under the worst-case table; ``None`` for none.
 
     Example:
         >>> summary = {"task_type": "regression", "n_cases": 2, "inputs": {}, "metrics": {
@@ -555,7 +683,7 @@ def build_evaluation_report(
     _subgroup_section(report, summary, rows, primary)
     _calibration_section(report, summary, rows)
     _agreement_section(report, summary, rows)
-    _worst_section(report, summary, rows, primary)
+    _worst_section(report, summary, rows, primary, gallery)
     conventions = _flatten(summary.get("conventions") or {})
     if conventions:
         report.section("Conventions").add(
@@ -564,6 +692,11 @@ def build_evaluation_report(
     return report
 
 
-def evaluation_report_html(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
+def evaluation_report_html(
+    summary: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    gallery: Gallery | None = None,
+) -> str:
     """The self-contained HTML of :func:`build_evaluation_report`."""
-    return render_html(build_evaluation_report(summary, rows))
+    return render_html(build_evaluation_report(summary, rows, gallery=gallery))

@@ -12,7 +12,8 @@
 4. writes ``cases.csv`` (one row per case, and per label for segmentation and landmarks),
    ``summary.json`` (per-metric mean, std, median, n_valid, n_scored, n_cases, the
    dataset-level metrics, the conventions and the medfleet version) and ``report.html``
-   (:mod:`medfleet.report`), all atomically.
+   (:mod:`medfleet.report`; for segmentation without a preset with a gallery of the worst
+   cases' outlines, over their images from ``images`` when given), all atomically.
 
 With ``preset`` set, a challenge preset (:mod:`medfleet.evaluate.challenges`) scores the
 run instead and ``summary.json`` gains a ``preset`` block with the official score, every
@@ -46,7 +47,12 @@ from medfleet import __version__
 from medfleet.evaluate.runner.aggregate import json_safe
 from medfleet.evaluate.runner.cases import read_case_table
 from medfleet.evaluate.runner.config import TASK_TYPES, EvaluationConfig, ProgressCallback
-from medfleet.evaluate.runner.segmentation import resample_nearest, score_segmentation
+from medfleet.evaluate.runner.segmentation import (
+    Gallery,
+    read_gallery,
+    resample_nearest,
+    score_segmentation,
+)
 from medfleet.evaluate.runner.tables import score_table_task
 from medfleet.utils.atomic import atomic_open, write_json_atomic, write_text_atomic
 
@@ -128,19 +134,35 @@ def run_evaluation(
         "dataset": scored.dataset,
         "warnings": scored.warnings,
     }
+    if config.images is not None:  # recorded in summary.json, never shown in the report
+        summary["inputs"]["images"] = str(config.images)
     if preset_block is not None:
         summary["preset"] = preset_block
     html = None
     if config.report:
         from medfleet.evaluate.runner.report import evaluation_report_html
 
-        html = evaluation_report_html(json_safe(summary), rows)
+        safe = json_safe(summary)
+        html = evaluation_report_html(safe, rows, gallery=_gallery(config, safe, rows))
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     cases_csv = _write_rows(out / "cases.csv", rows)
     summary_json = write_json_atomic(out / "summary.json", json_safe(summary))
     report_html = write_text_atomic(out / "report.html", html) if html is not None else None
     return EvaluationResult(rows, summary, cases_csv, summary_json, report_html)
+
+
+def _gallery(
+    config: EvaluationConfig, summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
+) -> Gallery | None:
+    """The worst cases' masks and images for the report (segmentation without a preset)."""
+    if config.task_type != "segmentation" or config.preset is not None:
+        return None
+    if config.gallery_cases < 1:
+        return None
+    from medfleet.evaluate.runner.report import gallery_case_ids
+
+    return read_gallery(config, gallery_case_ids(summary, rows, config.gallery_cases))
 
 
 def _read_meta(path: Path | None) -> dict[str, Mapping[str, Any]]:

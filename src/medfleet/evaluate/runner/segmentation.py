@@ -7,6 +7,10 @@ without one, such as NPY or a PNG without ``pHYs``, take the reference's spacing
 ``spacing`` column in ``--meta`` overrides both. Each case is then read and scored by
 :class:`~medfleet.evaluate.metrics.segmentation_metric.SegmentationMetric` in a worker process.
 Labels absent from a case but present in others are scored as absent from both masks.
+
+:func:`read_gallery` reads the few cases drawn in the report's worst-case gallery: one 2D
+plane per case (3D: the slice with the largest reference plus prediction area), the image
+from ``images`` when there is one of the same shape, all downsampled for drawing.
 """
 
 from __future__ import annotations
@@ -21,7 +25,12 @@ import numpy as np
 
 from medfleet.errors import MedfleetError, OptionError
 from medfleet.evaluate.runner.aggregate import summarize_table
-from medfleet.evaluate.runner.cases import CaseMismatchError, list_case_files, match_cases
+from medfleet.evaluate.runner.cases import (
+    CaseMismatchError,
+    case_id_from_path,
+    list_case_files,
+    match_cases,
+)
 from medfleet.evaluate.runner.config import (
     EvaluationConfig,
     ProgressCallback,
@@ -32,7 +41,10 @@ from medfleet.evaluate.runner.config import (
     spacing_differs,
 )
 
-__all__ = ["resample_nearest", "score_segmentation"]
+__all__ = ["Gallery", "GalleryCase", "read_gallery", "resample_nearest", "score_segmentation"]
+
+#: Longest side, in pixels, of the planes kept for the report's gallery.
+GALLERY_MAX_SIDE = 512
 
 
 def resample_nearest(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
@@ -393,3 +405,178 @@ def _segmentation_rows(
     conventions["worst_values"] = worst
     conventions["metrics"] = metric_names
     return ScoredTask(rows, metrics, {}, conventions, notes)
+
+
+@dataclass
+class GalleryCase:
+    """One case of the report's worst-case gallery, ready to draw.
+
+    Attributes:
+        case_id: The case.
+        reference: 2D reference label map (at most :data:`GALLERY_MAX_SIDE` on a side).
+        prediction: 2D predicted label map of the same shape.
+        image: The case's image on that plane (float32, grey), or ``None``.
+        slice_index: The slice drawn of a 3D case (first array axis), ``None`` for 2D.
+        note: A short note for the panel (why the image is not drawn), or ``""``.
+    """
+
+    case_id: str
+    reference: np.ndarray
+    prediction: np.ndarray
+    image: np.ndarray | None = None
+    slice_index: int | None = None
+    note: str = ""
+
+
+@dataclass
+class Gallery:
+    """The cases of the worst-case gallery, worst first, and notes for its caption.
+
+    Attributes:
+        cases: The drawable cases.
+        notes: ``case <id>: ...`` lines (images not drawn, cases left out); never a path.
+    """
+
+    cases: list[GalleryCase] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _drawing_shape(shape: Sequence[int], max_side: int) -> tuple[int, ...]:
+    factor = max(shape) / max_side
+    if factor <= 1:
+        return tuple(int(s) for s in shape)
+    return tuple(max(1, round(s / factor)) for s in shape)
+
+
+def _plane(reference: np.ndarray, prediction: np.ndarray) -> int | None:
+    """The slice (first axis) of a 3D case with the largest reference + prediction area."""
+    if reference.ndim != 3:
+        return None
+    area = (reference != 0).sum(axis=(1, 2)) + (prediction != 0).sum(axis=(1, 2))
+    if not area.any():
+        return reference.shape[0] // 2
+    return int(np.argmax(area))
+
+
+def _image_files(folder: Path, wanted: set[str]) -> dict[str, Path]:
+    """Case id -> image file in ``folder`` (the first in name order when several match)."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        case_id = case_id_from_path(path)
+        if case_id in wanted and case_id not in found:
+            found[case_id] = path
+    return found
+
+
+def _gallery_image(
+    path: Path, shape: tuple[int, ...], slice_index: int | None
+) -> tuple[np.ndarray | None, str]:
+    """The grey image of a case on the drawn plane, or ``None`` and the reason (no path)."""
+    from medfleet.data.io import read_image
+
+    try:
+        image = read_image(path)
+        array = np.asarray(image.array)
+        if image.meta.get("channel_axis") is not None:
+            array = array.mean(axis=int(image.meta["channel_axis"]))
+    except Exception:  # an optional picture: any failure leaves the outlines alone
+        return None, "image unreadable"
+    if tuple(array.shape) != shape:
+        return None, f"image shape {tuple(array.shape)} differs from the masks {shape}"
+    if slice_index is not None:
+        array = array[slice_index]
+    return np.array(array, dtype=np.float32), ""  # a copy: a volume's slice keeps no volume
+
+
+def read_gallery(
+    config: EvaluationConfig, case_ids: Sequence[str], max_side: int = GALLERY_MAX_SIDE
+) -> Gallery:
+    """Read the masks (and images) of the cases drawn in the report's worst-case gallery.
+
+    Each case gives one 2D plane: the masks themselves, or for a 3D case the slice along
+    the first array axis with the largest reference plus prediction area. The image
+    comes from ``config.images`` (the file whose name less its suffix is the case id),
+    when it has the masks' shape (colour images are drawn grey). Planes larger than
+    ``max_side`` on a side are downsampled by nearest neighbour. A case whose image is
+    missing, unreadable or of another shape is drawn without it, with a note; a case
+    whose masks cannot be read, or that is neither 2D nor 3D, is left out with a note.
+    Notes name the case, never a file.
+
+    Args:
+        config: The run (segmentation mask folders ``pred`` and ``gt``, optional ``images``).
+        case_ids: The cases to draw, in drawing order.
+        max_side: Longest side, in pixels, kept.
+
+    Returns:
+        The drawable cases in ``case_ids`` order and the notes.
+
+    Example:
+        >>> import tempfile
+        >>> from medfleet.data.io import write_png
+        >>> root = Path(tempfile.mkdtemp())
+        >>> mask = np.zeros((6, 6), np.uint8); mask[1:4, 1:4] = 1
+        >>> for folder in ("pred", "gt"):
+        ...     _ = write_png(root / folder / "a.png", mask)
+        >>> config = EvaluationConfig("segmentation", root / "pred", root / "gt", root / "out")
+        >>> gallery = read_gallery(config, ["a"])
+        >>> gallery.cases[0].reference.shape, gallery.cases[0].image, gallery.notes
+        ((6, 6), None, [])
+    """
+    from medfleet.data.io import read_image
+
+    if not case_ids:
+        return Gallery()
+    pred_files = list_case_files(config.pred, "--pred")
+    gt_files = list_case_files(config.gt, "--gt") if config.gt is not None else {}
+    gallery = Gallery()
+    images: dict[str, Path] = {}
+    if config.images is not None:
+        try:
+            images = _image_files(config.images, set(case_ids))
+        except OSError:
+            gallery.notes.append("the images folder could not be listed; no image is drawn")
+    for case_id in case_ids:
+        if case_id not in gt_files:
+            continue
+        try:
+            gt = _label_array(read_image(gt_files[case_id]), case_id, "gt")
+            if case_id in pred_files:
+                pred = _label_array(read_image(pred_files[case_id]), case_id, "pred")
+            else:
+                pred = np.zeros(gt.shape, dtype=np.uint8)
+        except MedfleetError:
+            gallery.notes.append(f"case {case_id}: masks could not be read; left out")
+            continue
+        if pred.shape != gt.shape:
+            if pred.ndim != gt.ndim:
+                gallery.notes.append(f"case {case_id}: masks of different rank; left out")
+                continue
+            pred = resample_nearest(pred, gt.shape)
+        if gt.ndim not in (2, 3):
+            gallery.notes.append(f"case {case_id}: {gt.ndim}-D masks are not drawn")
+            continue
+        slice_index = _plane(gt, pred)
+        shape = tuple(int(s) for s in gt.shape)
+        if slice_index is not None:
+            gt, pred = gt[slice_index], pred[slice_index]
+        size = _drawing_shape(gt.shape, max_side)
+        case = GalleryCase(  # copies: a slice of a volume must not keep the volume
+            case_id,
+            resample_nearest(gt, size) if size != gt.shape else gt.copy(),
+            resample_nearest(pred, size) if size != pred.shape else pred.copy(),
+            slice_index=slice_index,
+        )
+        path = images.get(case_id)
+        if config.images is not None and path is None:
+            case.note = "no image file"
+        elif path is not None:
+            image, case.note = _gallery_image(path, shape, slice_index)
+            if image is not None:
+                case.image = resample_nearest(image, size) if size != image.shape else image
+        if case.note:
+            gallery.notes.append(f"case {case_id}: {case.note}, drawn without it")
+        gallery.cases.append(case)
+        del gt, pred
+    return gallery
