@@ -170,7 +170,9 @@ def markdown(result: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_arguments(parser, out="out/benchmarks/busi", image_size=96, batch_size=16, steps=600)
+    add_common_arguments(
+        parser, out="out/benchmarks/busi", image_size=128, batch_size=16, steps=1600
+    )
     parser.add_argument("--limit", type=int, default=None, help="use N images (stratified)")
     parser.add_argument("--tta", default="flip", choices=["none", "flip"], help="predict's TTA")
     parser.add_argument(

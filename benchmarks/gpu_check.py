@@ -1,8 +1,8 @@
-"""One prepared GPU check: mixed-precision training steps and throughput of ViT-S/B models.
+"""One prepared GPU check: mixed-precision training steps and throughput of the backbones.
 
-For each backbone (default: DINOv3 ViT-S/16 and ViT-B/16 and DINOv2 ViT-S/14 and
-ViT-B/14 configurations from :func:`medfleet.models.backbone_names`, randomly initialised:
-nothing is downloaded) and each precision (``fp32`` and ``amp``), the script builds the
+For each backbone (default: the default ``unet-small``, DINOv3 ConvNeXt-T, DINOv3 ViT-S/16
+and ViT-B/16 and DINOv2 ViT-S/14 and ViT-B/14 configurations from
+:func:`medfleet.models.backbone_names`, randomly initialised: nothing is downloaded) and each precision (``fp32`` and ``amp``), the script builds the
 unified model with a segmentation and a classification head, runs ``--warmup`` full
 training steps (forward, loss, backward, AdamW step) on random data and times ``--steps``
 more. ``amp`` is bf16 autocast when the device supports it, else fp16 autocast with a
@@ -33,7 +33,14 @@ import sys
 import time
 from typing import Any
 
-DEFAULT_BACKBONES = ("dinov3-vits16", "dinov3-vitb16", "dinov2-vits14", "dinov2-vitb14")
+DEFAULT_BACKBONES = (
+    "unet-small",
+    "dinov3-convnext-tiny",
+    "dinov3-vits16",
+    "dinov3-vitb16",
+    "dinov2-vits14",
+    "dinov2-vitb14",
+)
 SEG, CLS = "gpu_check_seg", "gpu_check_cls"
 
 
