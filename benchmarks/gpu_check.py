@@ -3,10 +3,11 @@
 For each backbone (default: the default ``unet-small``, DINOv3 ConvNeXt-T, DINOv3 ViT-S/16
 and ViT-B/16 and DINOv2 ViT-S/14 and ViT-B/14 configurations from
 :func:`medfleet.models.backbone_names`, randomly initialised: nothing is downloaded) and
-each precision (``fp32`` and ``amp``), the script builds the unified model with a segmentation and a classification head, runs ``--warmup`` full
-training steps (forward, loss, backward, AdamW step) on random data and times ``--steps``
-more. ``amp`` is bf16 autocast when the device supports it, else fp16 autocast with a
-``GradScaler``; the check fails when a loss is not finite.
+each precision (``fp32`` and ``amp``), the script builds the unified model with a
+segmentation and a classification head, runs ``--warmup`` full training steps (forward,
+loss, backward, AdamW step) on random data and times ``--steps`` more. ``amp`` is bf16
+autocast when the device supports it, else fp16 autocast with a ``GradScaler``; the check
+fails when a loss is not finite.
 
 Reported per row: seconds per step, images per second, peak CUDA memory allocated
 (``torch.cuda.max_memory_allocated``; on CPU the process's peak resident size) and the
