@@ -110,7 +110,6 @@ def test_unlabelled_rows_feed_only_segmentation_and_teacher_is_an_ema(scarce, tm
     manifest = Manifest.load(scarce)
     seed_everything(0)
     model = build_model(manifest, ModelConfig(image_size=SIZE))
-    initial = copy.deepcopy(model.state_dict())
     seen: list[tuple[dict, dict]] = []
 
     def grab(trainer: Trainer) -> None:
@@ -123,6 +122,8 @@ def test_unlabelled_rows_feed_only_segmentation_and_teacher_is_an_ema(scarce, tm
             )
 
     trainer = Trainer(model, manifest, _config("mean-teacher"), tmp_path / "r", on_step=grab)
+    # the teacher starts as the model the trainer prepared (class weights set from the data)
+    initial = copy.deepcopy(trainer.module.state_dict())
     assert trainer.semi.tasks == [SEG]
     pool = trainer.semi.datasets[SEG].rows  # every training image, labelled ones too
     train_ids = {r["case_id"] for r in read_table(manifest.table_path(manifest.task(SEG)))
