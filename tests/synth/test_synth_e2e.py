@@ -101,7 +101,7 @@ def test_sampled_manifest_validates_and_trains(model_dir: Path, tmp_path: Path):
         assert boxes and all(b.label in ("cyst", "nodule") for b in boxes)
         assert all(0 <= c <= 16 for b in boxes for c in b.coords)
     trained = train_model(
-        manifest, ModelConfig(image_size=16),
+        manifest, ModelConfig(backbone="unet-tiny", image_size=16),
         TrainConfig(max_steps=2, batch_size=2, val_every=0, tensorboard=False, threads=1,
                     device="cpu"),
         tmp_path / "det", tasks=["nodule_det"],
