@@ -10,6 +10,9 @@ macro one-vs-rest AUC with 95 % percentile bootstrap intervals over test images
 (:func:`medfleet.evaluate.stats.bootstrap.bootstrap_distribution`, paired resampling of
 labels and predictions), plus the per-class recall.
 
+``--dataset pneumoniamnist`` runs the same on the shared PneumoniaMNIST copy (normal /
+pneumonia, 28 x 28, the npz's own split; task ``pneumoniamnist_cls``).
+
 Run ``python benchmarks/busi.py --help``; ``--quick`` is a seconds-long smoke run.
 """
 
@@ -36,7 +39,11 @@ from real_data import (
     settings,
 )
 
-TASK = "busi_cls"
+SPLIT_RULES = {
+    "busi": "stratified by class; no patient ids in BUSI (subject-agnostic)",
+    "pneumoniamnist": "the npz's own train / val / test split (not the official MedMNIST one)",
+}
+"""How each data set's adapter splits it."""
 
 
 def classification_summary(
@@ -107,13 +114,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     root = require_data_root(args.data)
     out = Path(args.out)
     manifest = Manifest.load(
-        prepared("busi", root, out / "prepared", limit=args.limit, seed=args.seed)
+        prepared(args.dataset, root, out / "prepared", limit=args.limit, seed=args.seed)
     )
-    spec = manifest.task(TASK)
+    task = f"{args.dataset}_cls"
+    spec = manifest.task(task)
     classes = list(spec.classes or [])
     counts = {split: {c: 0 for c in classes} for split in ("train", "val", "test")}
     for split in counts:
-        for row in load_task_rows(manifest, TASK, (split,)):
+        for row in load_task_rows(manifest, task, (split,)):
             counts[split][row["label"]] += 1
     model_config = ModelConfig(backbone=args.backbone, image_size=args.image_size, in_channels=1)
     train_config = cpu_train_config(args, args.steps)
@@ -125,20 +133,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model, train_seconds = loaded.model, float(info["train_seconds"])
         steps, parameters = int(info["steps"]), info["parameters"]
     else:
-        trained = train_model(manifest, model_config, train_config, out / "run", tasks=[TASK])
+        trained = train_model(manifest, model_config, train_config, out / "run", tasks=[task])
         model, train_seconds = trained.model, trained.result.train_seconds
         steps, parameters = trained.result.steps, trained.info["parameters"]
-    test = TaskDataset(manifest, TASK, ("test",), args.image_size, cache=False)
+    test = TaskDataset(manifest, task, ("test",), args.image_size, cache=False)
     preds = predict_dataset(model, test, tta=args.tta)
     y_true = np.array([classes.index(r["label"]) for r in test.rows])
     y_pred = np.array([classes.index(p.label) for p in preds])
     probs = np.array([p.probs for p in preds], dtype=np.float64)
     summary = classification_summary(y_true, y_pred, probs, len(classes), seed=args.seed)
     return {
-        "data": str(root / "busi"),
+        "data": str(root / args.dataset),
         "classes": classes,
         "images_per_split": counts,
-        "split_rule": "stratified by class; no patient ids in BUSI (subject-agnostic)",
+        "split_rule": SPLIT_RULES[args.dataset],
         "settings": settings(args),
         "train_seconds": round(train_seconds, 1),
         "steps": steps,
@@ -174,6 +182,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser, out="out/benchmarks/busi", image_size=128, batch_size=16, steps=1600
     )
     parser.add_argument("--limit", type=int, default=None, help="use N images (stratified)")
+    parser.add_argument(
+        "--dataset", default="busi", choices=sorted(SPLIT_RULES), help="shared data set"
+    )
     parser.add_argument("--tta", default="flip", choices=["none", "flip"], help="predict's TTA")
     parser.add_argument(
         "--evaluate-only",
