@@ -17,13 +17,13 @@ from medfleet.utils.progress import ProgressCallback
 
 
 class TrainStage:
-    """Train a tiny unified Mixture-of-Experts model on every phantom task, predict, evaluate.
+    """Train a unified Mixture-of-Experts model on every phantom task, predict, evaluate.
 
     The model is the default recipe (``unet-small`` backbone, ``strong`` augmentation)
     with MoE after its two coarsest stages. ``--quick`` trains it at 48 pixels for 12
     epochs (about half a minute on two CPU cores); the full demo uses 64 pixels and 20
-    epochs (a few minutes). Validation metrics are
-    recorded every few epochs in ``unified/metrics.csv``.
+    epochs (a few minutes). Validation metrics are recorded every few epochs in
+    ``unified/metrics.csv``.
 
     Each task's test metrics are set against a trivial baseline fitted on the training
     split (majority class, training mean, mean shape, pixel-wise majority mask, mean box):
@@ -32,7 +32,7 @@ class TrainStage:
     """
 
     name = "train"
-    description = "train a tiny unified MoE model, predict and evaluate the test split"
+    description = "train a unified MoE model (default recipe), predict and score the test split"
 
     def run(self, ctx: Any, progress: ProgressCallback) -> dict[str, Any]:
         """Train, predict the test split and score it; return metrics, costs and paths."""
