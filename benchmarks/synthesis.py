@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hc18 import data_root
+from real_data import data_root
 
 
 def phantom_study(work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -59,7 +59,7 @@ def phantom_study(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     )  # fmt: skip
     settings = StudySettings(
         steps=args.det_steps, image_size=32, batch_size=8, threads=1, n_resamples=2000,
-        score_threshold=0.3,
+        score_threshold=0.3, backbone=args.backbone,
     )  # fmt: skip
     tic = time.perf_counter()
     summary = run_augment_study(
@@ -152,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synth-lr", type=float, default=5e-3)
     parser.add_argument("--sample-steps", type=int, default=25)
     parser.add_argument("--det-steps", type=int, default=150)
+    parser.add_argument(
+        "--backbone",
+        default="vit-tiny",
+        help="downstream models' backbone (vit-tiny: the recorded rows; unet-small: the default)",
+    )
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)

@@ -183,11 +183,12 @@ def test_augment_study_writes_table_plot_and_cis(model_dir: Path, phantoms: Path
         ["synth", "augment-study", "--manifest", str(phantoms), "--task", "nodule_det",
          "--out", str(out), "--model", str(model_dir), "--fractions", "0,0.5",
          "--steps", "2", "--image-size", "16", "--sample-steps", "2", "--n-resamples", "50",
-         "--threads", "1", "--format", "json"],
+         "--backbone", "unet-tiny", "--threads", "1", "--format", "json"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["external_site"] == "site_b"
+    assert json.loads((out / "results.json").read_text())["settings"]["backbone"] == "unet-tiny"
     rows = summary["results"]
     assert [(r["fraction"], r["group"]) for r in rows] == [
         (0.0, "internal"),

@@ -26,7 +26,8 @@ ConfigOption = Annotated[
     typer.Option("--config", help="YAML with 'model:' (ModelConfig) and 'train:' sections."),
 ]
 BackboneOption = Annotated[
-    str | None, typer.Option("--backbone", help="Backbone name (e.g. vit-tiny).")
+    str | None,
+    typer.Option("--backbone", help="Backbone name (default unet-small; e.g. vit-tiny)."),
 ]
 ImageSizeOption = Annotated[
     int | None, typer.Option("--image-size", min=8, help="Model input size in pixels.")

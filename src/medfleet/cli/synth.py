@@ -498,6 +498,7 @@ def augment_study(
         typer.Option("--image-size", min=8, help="Input size of the downstream models in pixels."),
     ] = 32,
     batch_size: BatchSizeOption = 8,
+    backbone: BackboneOption = None,
     score_threshold: Annotated[
         float,
         typer.Option(
@@ -532,6 +533,7 @@ def augment_study(
         fractions=fr, external_site=external_site, steps=steps, image_size=image_size,
         batch_size=batch_size, score_threshold=score_threshold, n_resamples=n_resamples,
         seed=seed, threads=threads,
+        **({"backbone": backbone} if backbone is not None else {}),
     )  # fmt: skip
     synth_config = _synth_config(
         image_size=synth_image_size, ldm_steps=synth_steps, controlnet_steps=synth_steps,

@@ -50,7 +50,7 @@ class StudySettings:
         steps: Optimiser steps of every downstream model.
         batch_size: Batch size of the downstream models.
         image_size: Input side of the downstream models.
-        backbone: Backbone of the downstream models.
+        backbone: Backbone of the downstream models (the default of ``medfleet train``).
         lr: Learning rate of the downstream models.
         n_resamples: Bootstrap resamples of the CIs.
         layout: Layout of the synthetic pairs (``from-manifest`` or ``random``).
@@ -65,7 +65,7 @@ class StudySettings:
     steps: int = 200
     batch_size: int = 8
     image_size: int = 32
-    backbone: str = "vit-tiny"
+    backbone: str = "unet-small"
     lr: float = 1e-3
     n_resamples: int = 1000
     layout: str = "from-manifest"
