@@ -73,7 +73,7 @@ def test_a_streamed_run_writes_what_the_list_based_path_writes(tiny_phantoms, tm
     model = _model(manifest)
     for name in TASKS:  # every prediction in memory first, then written (the former path)
         ds = TaskDataset(manifest, name, ("test",), 32, labelled_only=False, cache=False)
-        preds = predict_dataset(model, ds, batch_size=3)
+        preds = predict_dataset(model, ds, batch_size=3, previews=True)
         assert isinstance(preds, list) and len(preds) == len(ds)
         write_task_predictions(ds.spec, preds, listed / name)
         write_task_reference(manifest, ds.spec, ds.rows, listed / name)

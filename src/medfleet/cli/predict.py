@@ -147,35 +147,20 @@ def predict(
             names = wanted
         what = f"predict {split}" if images is None else "predict images"
         with progress_bar(what, enabled=text) as progress:
+            common: dict[str, Any] = dict(
+                tasks=names,
+                image_size=loaded.image_size,
+                normalisation=loaded.normalisation,
+                device=dev,
+                batch_size=batch_size,
+                progress=progress,
+                tta=tta,
+                postprocess=steps,
+            )
             if images is not None:
-                run = predict_images(
-                    loaded.model,
-                    images,
-                    out,
-                    tasks=names,
-                    image_size=loaded.image_size,
-                    normalisation=loaded.normalisation,  # type: ignore[arg-type]
-                    device=dev,
-                    batch_size=batch_size,
-                    progress=progress,
-                    tta=tta,
-                    postprocess=steps,
-                )
+                run = predict_images(loaded.model, images, out, **common)
             else:
-                run = predict_manifest(
-                    loaded.model,
-                    loaded_manifest,
-                    out,
-                    split=split,
-                    tasks=names,
-                    image_size=loaded.image_size,
-                    normalisation=loaded.normalisation,  # type: ignore[arg-type]
-                    device=dev,
-                    batch_size=batch_size,
-                    progress=progress,
-                    tta=tta,
-                    postprocess=steps,
-                )
+                run = predict_manifest(loaded.model, loaded_manifest, out, split=split, **common)
         summary: dict[str, Any] = run.to_dict()
         if evaluate:
             from medfleet.train.paradigms import headline

@@ -424,6 +424,7 @@ def iter_predictions(
     progress: ProgressCallback | None = None,
     tta: str = "none",
     postprocess: Sequence[str] = (),
+    previews: bool = False,
 ) -> Iterator[CasePrediction]:
     """Predict every row of a dataset, in dataset order, yielding each case as it is decoded.
 
@@ -442,6 +443,8 @@ def iter_predictions(
             classification and regression tasks; see :func:`effective_tta`).
         postprocess: Segmentation only: steps of :func:`postprocess_mask` applied to each
             mask on the image's own grid (the probabilities are kept as predicted).
+        previews: 2D segmentation only: also attach a grey preview of each input image
+            (:func:`preview_image`, ``CasePrediction.image``) for the writer's ``images/``.
 
     Yields:
         One prediction per row, on the image's own grid.
@@ -483,6 +486,8 @@ def iter_predictions(
             indices = range(start, min(start + batch_size, total))
             samples = [dataset[i] for i in indices]
             preds = _predict_batch(model, spec, samples, device, tta=tta, postprocess=steps)
+            if previews and spec.type is TaskType.segmentation:
+                _attach_previews(preds, samples)
             if progress is not None:
                 progress(indices.stop, total)
             preds.reverse()
@@ -490,6 +495,13 @@ def iter_predictions(
                 yield preds.pop()
     finally:
         model.train(was_training)
+
+
+def _attach_previews(preds: list[CasePrediction], samples: list[Sample]) -> None:
+    """Give each 2D prediction the grey preview of its input image (not timed)."""
+    for pred, sample in zip(preds, samples, strict=True):
+        if isinstance(sample.geometry, Geometry):
+            pred.image = preview_image(sample.image, sample.geometry)
 
 
 def _predict_batch(
@@ -521,10 +533,8 @@ def _predict_batch(
         if isinstance(device, torch.device | str) and str(device).startswith("cuda"):
             torch.cuda.synchronize()
         elapsed = (time.perf_counter() - tic) / len(samples)
-    for p, s in zip(preds, samples, strict=True):
+    for p in preds:
         p.runtime_s = elapsed
-        if spec.type is TaskType.segmentation and isinstance(s.geometry, Geometry):
-            p.image = preview_image(s.image, s.geometry)  # not timed: no part of predicting
     return preds
 
 
@@ -537,6 +547,7 @@ def predict_dataset(
     progress: ProgressCallback | None = None,
     tta: str = "none",
     postprocess: Sequence[str] = (),
+    previews: bool = False,
 ) -> list[CasePrediction]:
     """Predict every row of a dataset, in dataset order, on the images' own grids.
 
@@ -552,6 +563,7 @@ def predict_dataset(
         progress: Called as ``progress(done, total)``.
         tta: Test-time augmentation (see :func:`iter_predictions`).
         postprocess: Segmentation post-processing steps (see :func:`iter_predictions`).
+        previews: Attach grey input previews (see :func:`iter_predictions`).
 
     Returns:
         One prediction per row.
@@ -565,6 +577,7 @@ def predict_dataset(
             progress=progress,
             tta=tta,
             postprocess=postprocess,
+            previews=previews,
         )
     )
 
@@ -973,6 +986,7 @@ def _predict_tasks(
             progress=step,
             tta=task_tta,
             postprocess=steps,
+            previews=True,
         )
         info = write_task_predictions(spec, stream, task_dir)
         info["tta"] = task_tta
