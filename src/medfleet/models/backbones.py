@@ -87,13 +87,22 @@ class BackboneSpec:
         return self.family in VIT_FAMILIES
 
     @property
+    def stage_strides(self) -> list[int]:
+        """Stride of each stage of a convolutional backbone (ConvNeXt's stem has stride 4).
+
+        Example:
+            >>> get_backbone_spec("convnext-compact").stage_strides
+            [4, 8, 16, 32]
+        """
+        first = 4 if self.family == "dinov3-convnext" else 1
+        return [first * 2**i for i in range(self.num_layers)]
+
+    @property
     def patch_size(self) -> int:
         """Patch side in pixels (ViTs); the coarsest stage's stride (convolutional)."""
         if self.is_vit:
             return int(self.config["patch_size"])
-        stages = len(self.config.get("hidden_sizes") or self.config["features"])
-        first = 4 if self.family == "dinov3-convnext" else 1
-        return first * 2 ** (stages - 1)
+        return self.stage_strides[-1]
 
     @property
     def hidden_size(self) -> int:

@@ -186,13 +186,18 @@ class ConvBackbone(Backbone):
             self.stem_path = "model.stages.0.downsample_layers.0"
             self.default_adapter_targets = ("pointwise_conv1", "pointwise_conv2")
             self.widths = [int(c) for c in hf_model.config.hidden_sizes]
-            self.strides = [4 * 2**i for i in range(len(self.widths))]
         else:
             self.block_prefix = "stages"
             self.stem_path = "stages.0.conv_0.conv"
             self.default_adapter_targets = ("conv",)
             self.widths = [int(c) for c in hf_model.config.features]
-            self.strides = [2**i for i in range(len(self.widths))]
+        self.strides = spec.stage_strides
+        if len(self.strides) != len(self.widths):
+            raise MedfleetError(
+                f"backbone {spec.name!r}: the model has {len(self.widths)} stages but the "
+                f"registry entry {len(self.strides)} (fix: register the model's configuration "
+                "under its own name)"
+            )
         self.moe_slots = nn.ModuleDict()
 
     @property
